@@ -1,0 +1,24 @@
+//! What to keep and where: mailkeep's archiving rules.
+//!
+//! A configuration holds an ordered list of `[[rule]]` tables. Each rule
+//! matches on the envelope (login, sender, recipients, client, size, tag,
+//! capture path) and on header addresses (From, To/Cc), then either skips
+//! the message or names destinations such as `mbox:/var/archive/{login}.mbox`.
+//! [`RuleSet::plan`] turns one envelope into a [`Plan`]: the exact paths to
+//! write, decided per recipient where a rule asks for it. Path templates are
+//! checked at load and every placeholder value is escaped so no expansion
+//! can leave its destination's directory (see [`template`]).
+
+#![forbid(unsafe_code)]
+
+mod glob;
+mod headers;
+mod rules;
+pub mod template;
+
+pub use glob::Glob;
+pub use headers::HeaderInfo;
+pub use rules::{
+    DestKind, DestSpec, Decision, Delivery, Outcome, Plan, RawRule, Rule, RuleError, RuleSet,
+};
+pub use template::{Template, TemplateError};
