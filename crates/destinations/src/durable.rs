@@ -1,0 +1,37 @@
+//! The fsync discipline every destination follows.
+//!
+//! A file is durable once its data is fsynced *and* the directory entry that
+//! names it is fsynced; a new directory is durable once its parent is
+//! fsynced. Each destination calls these before it reports success.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+
+/// Fsyncs a directory so the entries created or renamed in it survive a crash.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents, fsyncing the parent of every
+/// directory it creates. Existing directories are left as they are.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        }
+        // Another writer created it between our check and our mkdir.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,127 @@
+//! A dated tree of `.eml` files: `DIR/YYYY/MM/DD/NAME.eml`, one message per
+//! file. The file is written and fsynced under a hidden temporary name in
+//! the same directory, then hard-linked to its final name (which fails
+//! rather than overwrite) and the directory fsynced.
+
+use crate::durable::{create_dir_all_durable, fsync_dir};
+use crate::unique::unique_name;
+use chrono::{DateTime, Datelike, Local, Utc};
+use mailkeep_envelope::RawMessage;
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// `DIR/YYYY/MM/DD` for a time, in local time.
+pub fn dated_dir(dir: &Path, when: DateTime<Utc>) -> PathBuf {
+    let l = when.with_timezone(&Local);
+    dir.join(format!("{:04}", l.year()))
+        .join(format!("{:02}", l.month()))
+        .join(format!("{:02}", l.day()))
+}
+
+/// A copy written under a temporary name, not yet under its final one.
+#[derive(Debug)]
+pub struct Prepared {
+    tmp: PathBuf,
+    dir: PathBuf,
+    stem: String,
+}
+
+/// Writes the copy into `DIR/YYYY/MM/DD/` under a temporary name.
+pub fn prepare(
+    dir: &Path,
+    received: DateTime<Utc>,
+    host: &str,
+    headers: &str,
+    message: &RawMessage,
+) -> io::Result<Prepared> {
+    let day = dated_dir(dir, received);
+    create_dir_all_durable(&day)?;
+    let stem = format!(
+        "{}-{}",
+        received.with_timezone(&Local).format("%Y%m%dT%H%M%S"),
+        unique_name(host)
+    );
+    let tmp = day.join(format!(".tmp-{stem}"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let prepared = Prepared { tmp, dir: day, stem };
+    let written = (|| {
+        let mut out = BufWriter::with_capacity(256 * 1024, &file);
+        out.write_all(headers.as_bytes())?;
+        message.write_to(&mut out)?;
+        out.flush()?;
+        drop(out);
+        file.sync_all()
+    })();
+    match written {
+        Ok(()) => Ok(prepared),
+        Err(e) => {
+            prepared.abort();
+            Err(e)
+        }
+    }
+}
+
+/// Links `tmp` to `dir/stem.eml` (or `stem-N.eml` if taken), never
+/// overwriting, removes `tmp` and fsyncs `dir`.
+pub fn link_into(tmp: &Path, dir: &Path, stem: &str) -> io::Result<PathBuf> {
+    for n in 0u32..10_000 {
+        let name = if n == 0 {
+            format!("{stem}.eml")
+        } else {
+            format!("{stem}-{n}.eml")
+        };
+        let target = dir.join(name);
+        match fs::hard_link(tmp, &target) {
+            Ok(()) => {
+                fs::remove_file(tmp)?;
+                fsync_dir(dir)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free name for {stem}.eml in {}", dir.display()),
+    ))
+}
+
+impl Prepared {
+    /// Gives the copy its final name.
+    pub fn commit(self) -> io::Result<PathBuf> {
+        link_into(&self.tmp, &self.dir, &self.stem)
+    }
+
+    /// Removes the temporary file.
+    pub fn abort(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dated_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let when = Utc::now();
+        let msg = RawMessage::from_bytes(b"x\n".to_vec());
+        let a = prepare(dir.path(), when, "h", "", &msg).unwrap().commit().unwrap();
+        assert!(a.starts_with(dated_dir(dir.path(), when)));
+        assert_eq!(fs::read(&a).unwrap(), b"x\n");
+        let tmp = dir.path().join("t");
+        fs::write(&tmp, b"other").unwrap();
+        let stem = a.file_stem().unwrap().to_str().unwrap();
+        let b = link_into(&tmp, a.parent().unwrap(), stem).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(fs::read(&a).unwrap(), b"x\n");
+    }
+}
