@@ -1,0 +1,12 @@
+//! Capture front-ends: the ways a message and its envelope reach mailkeep.
+//!
+//! Each front-end builds one [`mailkeep_envelope::Envelope`] and calls
+//! [`mailkeep_destinations::Archiver::archive`]; only after that returns Ok
+//! does it tell the mail server "yes". Today: [`pipe`] (Postfix `pipe(8)`
+//! content filter and `mailbox_command` wrapper), with [`reinject`] for
+//! handing the message back to the MTA.
+
+#![forbid(unsafe_code)]
+
+pub mod pipe;
+pub mod reinject;
