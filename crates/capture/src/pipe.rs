@@ -108,7 +108,10 @@ fn run_command(argv: &[OsString], env: &Envelope) -> io::Result<ExitStatus> {
         .args(args)
         .stdin(Stdio::piped())
         .spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin pipe"))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("no stdin pipe"))?;
     let copied = env.message.write_to(&mut stdin);
     drop(stdin);
     let status = child.wait()?;
@@ -117,5 +120,46 @@ fn run_command(argv: &[OsString], env: &Envelope) -> io::Result<ExitStatus> {
         // header); its exit status is what counts.
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
         _ => Ok(status),
+    }
+}
+
+/// Drops a leading mbox `From ` line (as local(8) puts before a message it
+/// hands to `mailbox_command`), streaming: the line is skipped without being
+/// held in memory, and input that does not start with `From ` passes unchanged.
+pub fn strip_from_line<R: io::BufRead>(mut input: R) -> io::Result<impl io::Read> {
+    use io::Read;
+    let mut head = Vec::with_capacity(5);
+    (&mut input).take(5).read_to_end(&mut head)?;
+    if head == b"From " {
+        input.skip_until(b'\n')?;
+        head.clear();
+    }
+    Ok(io::Cursor::new(head).chain(input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn strip(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        strip_from_line(input)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn strips_only_a_leading_from_line() {
+        assert_eq!(
+            strip(b"From a@b Sat Nov 21 10:00:00 2026\nSubject: x\n\nFrom y\n"),
+            b"Subject: x\n\nFrom y\n"
+        );
+        assert_eq!(strip(b"Subject: x\n\nbody\n"), b"Subject: x\n\nbody\n");
+        assert_eq!(strip(b"From"), b"From");
+        assert_eq!(strip(b""), b"");
+        assert_eq!(strip(b"From x"), b"");
     }
 }

@@ -275,7 +275,11 @@ fn transaction(c: &mut Client, env: &Envelope, caps: u32) -> Result<(), Reinject
     if env.message.is_8bit() && caps & EXT_8BIT_MIME != 0 {
         mail.push_str(" BODY=8BITMIME");
     }
-    let utf8_addr = env.sender.iter().chain(&env.recipients).any(|a| !a.is_ascii());
+    let utf8_addr = env
+        .sender
+        .iter()
+        .chain(&env.recipients)
+        .any(|a| !a.is_ascii());
     if utf8_addr && caps & EXT_SMTP_UTF8 != 0 {
         mail.push_str(" SMTPUTF8");
     }
@@ -384,11 +388,17 @@ mod tests {
     fn parses_targets() {
         assert_eq!(
             Reinject::parse("smtp://127.0.0.1:10026", "/usr/sbin/sendmail").unwrap(),
-            Reinject::Smtp { host: "127.0.0.1".into(), port: 10026 }
+            Reinject::Smtp {
+                host: "127.0.0.1".into(),
+                port: 10026
+            }
         );
         assert_eq!(
             Reinject::parse("smtp://[::1]:25", "x").unwrap(),
-            Reinject::Smtp { host: "::1".into(), port: 25 }
+            Reinject::Smtp {
+                host: "::1".into(),
+                port: 25
+            }
         );
         assert_eq!(
             Reinject::parse("sendmail", "/usr/sbin/sendmail").unwrap(),

@@ -10,7 +10,11 @@ use std::path::Path;
 
 /// Fsyncs a directory so the entries created or renamed in it survive a crash.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     File::open(dir)?.sync_all()
 }
 

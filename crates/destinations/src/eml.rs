@@ -49,7 +49,11 @@ pub fn prepare(
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    let prepared = Prepared { tmp, dir: day, stem };
+    let prepared = Prepared {
+        tmp,
+        dir: day,
+        stem,
+    };
     let written = (|| {
         let mut out = BufWriter::with_capacity(256 * 1024, &file);
         out.write_all(headers.as_bytes())?;
@@ -114,7 +118,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let when = Utc::now();
         let msg = RawMessage::from_bytes(b"x\n".to_vec());
-        let a = prepare(dir.path(), when, "h", "", &msg).unwrap().commit().unwrap();
+        let a = prepare(dir.path(), when, "h", "", &msg)
+            .unwrap()
+            .commit()
+            .unwrap();
         assert!(a.starts_with(dated_dir(dir.path(), when)));
         assert_eq!(fs::read(&a).unwrap(), b"x\n");
         let tmp = dir.path().join("t");

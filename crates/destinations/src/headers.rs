@@ -51,7 +51,11 @@ pub fn line_ending(head: &[u8]) -> &'static str {
 /// Renders the envelope header block for one copy.
 pub fn envelope_headers(env: &Envelope, host: &str, eol: &str) -> String {
     let mut h = String::new();
-    let _ = write!(h, "Return-Path: <{}>{eol}", header_value(env.sender.as_deref().unwrap_or("")));
+    let _ = write!(
+        h,
+        "Return-Path: <{}>{eol}",
+        header_value(env.sender.as_deref().unwrap_or(""))
+    );
     for r in &env.recipients {
         let _ = write!(h, "X-Envelope-To: <{}>{eol}", header_value(r));
     }

@@ -25,6 +25,7 @@
 
 pub mod durable;
 pub mod eml;
+pub mod filer;
 mod headers;
 pub mod maildir;
 pub mod mbox;
@@ -33,7 +34,7 @@ mod unique;
 pub use headers::{envelope_headers, header_value, line_ending};
 
 use mailkeep_envelope::Envelope;
-use mailkeep_rules::{DestKind, Delivery, HeaderInfo, Plan, RuleSet, TemplateError};
+use mailkeep_rules::{Delivery, DestKind, HeaderInfo, Plan, RuleSet, TemplateError};
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -190,9 +191,12 @@ fn prepare(
             let appended = p.appended();
             return Ok((Prepared::Mbox(p), appended));
         }
-        DestKind::Maildir => {
-            Prepared::Maildir(maildir::prepare(&d.path, &opts.hostname, &headers, &env.message)?)
-        }
+        DestKind::Maildir => Prepared::Maildir(maildir::prepare(
+            &d.path,
+            &opts.hostname,
+            &headers,
+            &env.message,
+        )?),
         DestKind::Eml => Prepared::Eml(eml::prepare(
             &d.path,
             env.received,

@@ -18,7 +18,12 @@ pub struct Prepared {
 }
 
 /// Writes the copy into `maildir/tmp/`.
-pub fn prepare(maildir: &Path, host: &str, headers: &str, message: &RawMessage) -> io::Result<Prepared> {
+pub fn prepare(
+    maildir: &Path,
+    host: &str,
+    headers: &str,
+    message: &RawMessage,
+) -> io::Result<Prepared> {
     for sub in ["cur", "new", "tmp"] {
         create_dir_all_durable(&maildir.join(sub))?;
     }

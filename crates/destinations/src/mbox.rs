@@ -155,7 +155,10 @@ pub fn prepare(
         Err(e) => return Err(e),
     };
     if !file.metadata()?.is_file() {
-        return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     fcntl_lock(&file, path, deadline)?;
     if created {
@@ -188,7 +191,8 @@ impl Prepared {
         } else {
             let mut tail = [0u8; 2];
             let n = self.old_len.min(2) as usize;
-            self.file.read_exact_at(&mut tail[..n], self.old_len - n as u64)?;
+            self.file
+                .read_exact_at(&mut tail[..n], self.old_len - n as u64)?;
             match &tail[..n] {
                 b"\n\n" => "",
                 [.., b'\n'] => "\n",
@@ -222,7 +226,11 @@ impl Prepared {
     }
 
     fn truncate_back(&mut self) {
-        if let Err(e) = self.file.set_len(self.old_len).and_then(|()| self.file.sync_data()) {
+        if let Err(e) = self
+            .file
+            .set_len(self.old_len)
+            .and_then(|()| self.file.sync_data())
+        {
             tracing::error!(mbox = %self.path.display(), error = %e,
                 "cannot truncate a failed append; the mbox may hold a partial message");
         }
@@ -258,10 +266,18 @@ fn from_line(sender: Option<&str>, received: DateTime<Utc>) -> String {
         None => "MAILER-DAEMON".into(),
         Some(s) => s
             .chars()
-            .map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c })
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect(),
     };
-    let when = received.with_timezone(&Local).format("%a %b %e %H:%M:%S %Y");
+    let when = received
+        .with_timezone(&Local)
+        .format("%a %b %e %H:%M:%S %Y");
     format!("From {sender} {when}\n")
 }
 
@@ -372,7 +388,11 @@ mod tests {
         let input = b"From x\nFrom\n>From y\n>>From z\n>Fro\nxFrom \n>\n>>\nFrom ";
         let want = b">From x\nFrom\n>>From y\n>>>From z\n>Fro\nxFrom \n>\n>>\n>From ";
         for chunk in 1..input.len() + 1 {
-            assert_eq!(quote_in_chunks(input, chunk), want.to_vec(), "chunk {chunk}");
+            assert_eq!(
+                quote_in_chunks(input, chunk),
+                want.to_vec(),
+                "chunk {chunk}"
+            );
         }
     }
 
@@ -390,7 +410,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/x.mbox");
         let msg = RawMessage::from_bytes(b"Subject: a\n\nFrom here\nno newline".to_vec());
-        let p = prepare(&path, Utc::now(), Some("a@b"), "X-H: 1\n", &msg, Duration::from_secs(5)).unwrap();
+        let p = prepare(
+            &path,
+            Utc::now(),
+            Some("a@b"),
+            "X-H: 1\n",
+            &msg,
+            Duration::from_secs(5),
+        )
+        .unwrap();
         p.commit();
         let first = fs::read(&path).unwrap();
         assert!(first.starts_with(b"From a@b "));
@@ -408,7 +436,8 @@ mod tests {
         let path = dir.path().join("x.mbox");
         fs::write(dir.path().join("x.mbox.lock"), b"1\n").unwrap();
         let msg = RawMessage::from_bytes(b"a\n".to_vec());
-        let err = prepare(&path, Utc::now(), None, "", &msg, Duration::from_millis(50)).unwrap_err();
+        let err =
+            prepare(&path, Utc::now(), None, "", &msg, Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

@@ -186,10 +186,7 @@ mod tests {
             hostname: Some("mx.example".into()),
             helo: Some("mx".into()),
         };
-        assert_eq!(
-            c.describe().unwrap(),
-            "mx.example [192.0.2.1]:25 helo=mx"
-        );
+        assert_eq!(c.describe().unwrap(), "mx.example [192.0.2.1]:25 helo=mx");
         assert_eq!(Client::default().describe(), None);
     }
 }

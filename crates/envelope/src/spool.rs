@@ -100,9 +100,7 @@ impl RawMessage {
     /// (`\n\n` or `\r\n\r\n`), or the first 1 MiB when there is none.
     pub fn head(&self) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
-        self.reader()
-            .take(MAX_HEAD as u64)
-            .read_to_end(&mut buf)?;
+        self.reader().take(MAX_HEAD as u64).read_to_end(&mut buf)?;
         if let Some(end) = header_end(&buf) {
             buf.truncate(end);
         }

@@ -1,1 +1,56 @@
-fn main() {}
+//! The `mailkeep` binary: parses the command line, loads the configuration
+//! and hands over to the library crates. It owns process concerns only:
+//! signals, logging, and sysexits exit codes (Postfix reads them).
+//!
+//! Logging policy: error = mailkeep failed to do its job (a message was not
+//! archived); warn = a peer or input misbehaved; info = one line per
+//! archived message (serve) ; debug/trace = everything else. Logs go to
+//! standard error, which Postfix `pipe(8)` copies into its delivery status,
+//! so the pipe command logs warnings and errors only unless `MAILKEEP_LOG`
+//! says otherwise.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod config;
+mod exit;
+
+use clap::Parser;
+use exit::Exit;
+
+fn main() {
+    let code = match cli::Cli::try_parse() {
+        Ok(cli) => {
+            init_logging(cli.default_log_level());
+            match commands::run(cli) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("mailkeep: {}", e.message);
+                    e.code
+                }
+            }
+        }
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Exit::OK,
+                _ => Exit::USAGE,
+            };
+            let _ = e.print();
+            code
+        }
+    };
+    std::process::exit(code.0);
+}
+
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILKEEP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

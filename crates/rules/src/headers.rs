@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn junk_yields_nothing() {
-        assert_eq!(HeaderInfo::parse(b"\0\xff\xfe garbage"), HeaderInfo::default());
+        assert_eq!(
+            HeaderInfo::parse(b"\0\xff\xfe garbage"),
+            HeaderInfo::default()
+        );
         assert_eq!(HeaderInfo::parse(b""), HeaderInfo::default());
     }
 }

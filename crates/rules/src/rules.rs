@@ -56,7 +56,8 @@ pub enum Size {
 }
 
 impl Size {
-    fn bytes(&self) -> Result<u64, String> {
+    /// The size in bytes, or why the text is not a size.
+    pub fn bytes(&self) -> Result<u64, String> {
         match self {
             Size::Bytes(b) => Ok(*b),
             Size::Text(t) => parse_size(t).ok_or_else(|| format!("{t:?} is not a size like 10M")),
@@ -180,9 +181,9 @@ pub struct DestSpec {
 impl DestSpec {
     /// Parses `mbox:PATH`, `maildir:PATH` or `eml:DIR`.
     pub fn parse(spec: &str) -> Result<DestSpec, String> {
-        let (kind, path) = spec
-            .split_once(':')
-            .ok_or_else(|| format!("{spec:?}: expected KIND:PATH with KIND one of mbox, maildir, eml"))?;
+        let (kind, path) = spec.split_once(':').ok_or_else(|| {
+            format!("{spec:?}: expected KIND:PATH with KIND one of mbox, maildir, eml")
+        })?;
         let kind = match kind {
             "mbox" => DestKind::Mbox,
             "maildir" => DestKind::Maildir,
@@ -277,7 +278,10 @@ fn any(globs: &[Glob], value: &str) -> bool {
 
 impl Rule {
     fn compile(index: usize, raw: RawRule, default_headers: bool) -> Result<Rule, RuleError> {
-        let name = raw.name.clone().unwrap_or_else(|| format!("rule {}", index + 1));
+        let name = raw
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("rule {}", index + 1));
         let err = |field: &'static str, message: String| RuleError {
             index,
             name: name.clone(),
@@ -293,7 +297,10 @@ impl Rule {
         let mut capture = Vec::new();
         for c in raw.capture.into_vec() {
             capture.push(CapturePath::parse(&c).ok_or_else(|| {
-                err("capture", format!("{c:?} is not one of milter, filter, pipe, import"))
+                err(
+                    "capture",
+                    format!("{c:?} is not one of milter, filter, pipe, import"),
+                )
             })?);
         }
         let archive = raw.archive.into_vec();
@@ -336,7 +343,12 @@ impl Rule {
             recipient: globs(raw.recipient),
             from: globs(raw.from),
             to: globs(raw.to),
-            client: raw.client.into_vec().iter().map(|s| ClientPattern::parse(s)).collect(),
+            client: raw
+                .client
+                .into_vec()
+                .iter()
+                .map(|s| ClientPattern::parse(s))
+                .collect(),
             tag: globs(raw.tag),
             capture,
             size_over,
@@ -426,7 +438,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn add(&mut self, kind: DestKind, path: PathBuf, prefix: PathBuf, rcpt: Option<&str>, rule: &Rule) {
+    fn add(
+        &mut self,
+        kind: DestKind,
+        path: PathBuf,
+        prefix: PathBuf,
+        rcpt: Option<&str>,
+        rule: &Rule,
+    ) {
         let d = match self
             .deliveries
             .iter_mut()
@@ -540,7 +559,13 @@ impl RuleSet {
                         let mut paths = Vec::new();
                         for d in dests {
                             let path = d.template.expand(&values)?;
-                            plan.add(d.kind, path.clone(), d.template.prefix().into(), slots[i], rule);
+                            plan.add(
+                                d.kind,
+                                path.clone(),
+                                d.template.prefix().into(),
+                                slots[i],
+                                rule,
+                            );
                             paths.push((d.kind, path));
                         }
                         Some(paths)
@@ -550,7 +575,13 @@ impl RuleSet {
                             let mut paths = Vec::new();
                             for d in dests {
                                 let path = d.template.expand(&base)?;
-                                plan.add(d.kind, path.clone(), d.template.prefix().into(), None, rule);
+                                plan.add(
+                                    d.kind,
+                                    path.clone(),
+                                    d.template.prefix().into(),
+                                    None,
+                                    rule,
+                                );
                                 paths.push((d.kind, path));
                             }
                             message_paths = Some(paths);
@@ -586,7 +617,10 @@ mod tests {
     }
 
     fn env(sender: Option<&str>, rcpts: &[&str], login: Option<&str>) -> Envelope {
-        let mut e = Envelope::new(CapturePath::Pipe, RawMessage::from_bytes(b"Subject: x\n\nhi\n".to_vec()));
+        let mut e = Envelope::new(
+            CapturePath::Pipe,
+            RawMessage::from_bytes(b"Subject: x\n\nhi\n".to_vec()),
+        );
         e.sender = sender.map(str::to_string);
         e.recipients = rcpts.iter().map(|s| s.to_string()).collect();
         e.login = login.map(str::to_string);
@@ -615,12 +649,18 @@ archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
     fn issue_example_outgoing() {
         let rs = rules(ISSUE_EXAMPLE);
         let plan = rs
-            .plan(&env(Some("bob@example.com"), &["x@other.org"], Some("Bob")), &HeaderInfo::default())
+            .plan(
+                &env(Some("bob@example.com"), &["x@other.org"], Some("Bob")),
+                &HeaderInfo::default(),
+            )
             .unwrap();
         let paths: Vec<_> = plan.deliveries.iter().map(|d| d.path.clone()).collect();
         assert_eq!(
             paths,
-            vec![PathBuf::from("/var/archive/bob/sent.mbox"), PathBuf::from("/var/archive/all")]
+            vec![
+                PathBuf::from("/var/archive/bob/sent.mbox"),
+                PathBuf::from("/var/archive/all")
+            ]
         );
     }
 
@@ -628,7 +668,12 @@ archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
     fn issue_example_noise_and_null_sender() {
         let rs = rules(ISSUE_EXAMPLE);
         for s in [None, Some("ROOT@host"), Some("mailer-daemon@x")] {
-            let plan = rs.plan(&env(s, &["a@example.com"], Some("bob")), &HeaderInfo::default()).unwrap();
+            let plan = rs
+                .plan(
+                    &env(s, &["a@example.com"], Some("bob")),
+                    &HeaderInfo::default(),
+                )
+                .unwrap();
             assert!(plan.deliveries.is_empty(), "{s:?}");
             assert_eq!(plan.decisions[0].outcomes[0].rule, "system noise");
         }
@@ -639,7 +684,11 @@ archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
         let rs = rules(ISSUE_EXAMPLE);
         let plan = rs
             .plan(
-                &env(Some("ext@other.org"), &["A@example.com", "b@example.com", "c@else.org"], None),
+                &env(
+                    Some("ext@other.org"),
+                    &["A@example.com", "b@example.com", "c@else.org"],
+                    None,
+                ),
                 &HeaderInfo::default(),
             )
             .unwrap();
@@ -652,7 +701,10 @@ archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
             ]
         );
         assert_eq!(plan.deliveries[0].recipients, vec!["A@example.com"]);
-        assert!(plan.decisions[2].outcomes.is_empty(), "c@else.org is selected by no rule");
+        assert!(
+            plan.decisions[2].outcomes.is_empty(),
+            "c@else.org is selected by no rule"
+        );
     }
 
     #[test]
@@ -669,7 +721,12 @@ per_recipient = true
 archive = ["maildir:/a/all", "mbox:/a/{recipient_local}.mbox"]
 "#,
         );
-        let plan = rs.plan(&env(Some("s@x"), &["r1@x", "r2@x"], None), &HeaderInfo::default()).unwrap();
+        let plan = rs
+            .plan(
+                &env(Some("s@x"), &["r1@x", "r2@x"], None),
+                &HeaderInfo::default(),
+            )
+            .unwrap();
         assert_eq!(plan.deliveries.len(), 3, "{plan:#?}");
         assert_eq!(plan.deliveries[0].path, PathBuf::from("/a/all"));
         assert_eq!(plan.deliveries[0].rules, vec!["all", "per"]);
@@ -714,13 +771,25 @@ archive = "maildir:/a/b"
             let f: F = toml::from_str(s).unwrap();
             RuleSet::compile(f.rule, true).unwrap_err()
         };
-        assert_eq!(bad("[[rule]]\narchive='mbox:/a/{recipient}'").field, "archive");
-        assert_eq!(bad("[[rule]]\narchive='mbox:/a/../{login}'").field, "archive");
+        assert_eq!(
+            bad("[[rule]]\narchive='mbox:/a/{recipient}'").field,
+            "archive"
+        );
+        assert_eq!(
+            bad("[[rule]]\narchive='mbox:/a/../{login}'").field,
+            "archive"
+        );
         assert_eq!(bad("[[rule]]\nsender='x'").field, "archive");
         assert_eq!(bad("[[rule]]\nskip=true\narchive='mbox:/a'").field, "skip");
         assert_eq!(bad("[[rule]]\narchive='tape:/a'").field, "archive");
-        assert_eq!(bad("[[rule]]\ncapture='smtp'\narchive='mbox:/a'").field, "capture");
-        assert_eq!(bad("[[rule]]\nsize_over='lots'\narchive='mbox:/a'").field, "size_over");
+        assert_eq!(
+            bad("[[rule]]\ncapture='smtp'\narchive='mbox:/a'").field,
+            "capture"
+        );
+        assert_eq!(
+            bad("[[rule]]\nsize_over='lots'\narchive='mbox:/a'").field,
+            "size_over"
+        );
     }
 
     #[test]
@@ -734,8 +803,14 @@ archive = "maildir:/a/b"
 
     #[test]
     fn client_ip_forms() {
-        assert_eq!(parse_client_ip("[10.0.0.1]"), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(parse_client_ip("IPv6:::ffff:10.0.0.1"), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            parse_client_ip("[10.0.0.1]"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_client_ip("IPv6:::ffff:10.0.0.1"),
+            Some("10.0.0.1".parse().unwrap())
+        );
         assert_eq!(parse_client_ip("unknown"), None);
     }
 }

@@ -173,7 +173,8 @@ impl Template {
                     if name.contains('{') {
                         return Err(TemplateError::Braces(source.to_string()));
                     }
-                    let var = Var::parse(name).ok_or_else(|| TemplateError::Unknown(name.into()))?;
+                    let var =
+                        Var::parse(name).ok_or_else(|| TemplateError::Unknown(name.into()))?;
                     parts.push(Part::Var(var));
                     rest = &after[end + 1..];
                 }
@@ -331,7 +332,8 @@ mod tests {
 
     #[test]
     fn expands_placeholders() {
-        let t = Template::parse("/var/archive/{login}/{yyyy}-{mm}-{dd}/{sender_domain}.mbox").unwrap();
+        let t =
+            Template::parse("/var/archive/{login}/{yyyy}-{mm}-{dd}/{sender_domain}.mbox").unwrap();
         assert_eq!(t.prefix(), Path::new("/var/archive"));
         assert_eq!(
             t.expand(&values(Some("Bob"), None)).unwrap(),
@@ -347,8 +349,17 @@ mod tests {
     fn hostile_values_stay_inside() {
         let t = Template::parse("/a/{login}/{recipient_local}").unwrap();
         for evil in [
-            "..", ".", "../../etc", "a/b@c", "%2e%2e", "/etc/passwd", "\0x", "a\nb",
-            "\u{430}lice", "~root", "",
+            "..",
+            ".",
+            "../../etc",
+            "a/b@c",
+            "%2e%2e",
+            "/etc/passwd",
+            "\0x",
+            "a\nb",
+            "\u{430}lice",
+            "~root",
+            "",
         ] {
             let p = t.expand(&values(Some(evil), Some(evil))).unwrap();
             assert!(p.starts_with("/a"), "{evil:?} -> {p:?}");
@@ -359,7 +370,10 @@ mod tests {
         assert_eq!(escape_component(Some("a/b@c")), "a%2fb@c");
         assert_eq!(escape_component(Some("%2e%2e")), "%252e%252e");
         assert_eq!(escape_component(Some("\u{430}lice")), "%d0%b0lice");
-        assert_ne!(escape_component(Some("\u{430}lice")), escape_component(Some("alice")));
+        assert_ne!(
+            escape_component(Some("\u{430}lice")),
+            escape_component(Some("alice"))
+        );
     }
 
     #[test]
@@ -376,13 +390,25 @@ mod tests {
     #[test]
     fn rejects_escaping_templates() {
         assert_eq!(Template::parse("/a/../{login}"), Err(TemplateError::DotDot));
-        assert_eq!(Template::parse("/a/{login}/../../x"), Err(TemplateError::DotDot));
+        assert_eq!(
+            Template::parse("/a/{login}/../../x"),
+            Err(TemplateError::DotDot)
+        );
         assert_eq!(Template::parse("{login}/x"), Err(TemplateError::NoPrefix));
         assert_eq!(Template::parse("/{login}"), Err(TemplateError::NoPrefix));
         assert_eq!(Template::parse("./{login}"), Err(TemplateError::NoPrefix));
-        assert!(matches!(Template::parse("/a/{nope}"), Err(TemplateError::Unknown(_))));
-        assert!(matches!(Template::parse("/a/{login"), Err(TemplateError::Braces(_))));
-        assert!(matches!(Template::parse("/a/}x"), Err(TemplateError::Braces(_))));
+        assert!(matches!(
+            Template::parse("/a/{nope}"),
+            Err(TemplateError::Unknown(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a/{login"),
+            Err(TemplateError::Braces(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a/}x"),
+            Err(TemplateError::Braces(_))
+        ));
         assert_eq!(Template::parse("/a/\0"), Err(TemplateError::Control));
         assert!(Template::parse("./data/{login}").is_ok());
         assert!(Template::parse("/var/archive/all").is_ok());

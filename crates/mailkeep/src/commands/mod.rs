@@ -1,0 +1,31 @@
+//! One module per subcommand.
+
+mod check_config;
+mod file;
+mod pipe;
+mod rules_test;
+mod serve;
+mod snippet;
+
+use crate::cli::{Cli, Command, RulesCommand};
+use crate::config;
+use crate::exit::{Exit, Failure};
+
+fn load(cli_config: Option<&std::path::Path>) -> Result<config::Settings, Failure> {
+    config::load(cli_config).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> Result<Exit, Failure> {
+    let cfg = cli.config.as_deref();
+    match cli.command {
+        Command::Serve => serve::run(cfg),
+        Command::Pipe(args) => pipe::run(&load(cfg)?, args),
+        Command::File(args) => file::run(args),
+        Command::CheckConfig => check_config::run(cfg),
+        Command::Rules {
+            command: RulesCommand::Test(args),
+        } => rules_test::run(&load(cfg)?, args),
+        Command::PostfixSnippet(args) => snippet::run(cfg, args),
+    }
+}

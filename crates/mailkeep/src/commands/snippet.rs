@@ -1,0 +1,77 @@
+//! `mailkeep postfix-snippet`: the Postfix lines for a capture path, ready
+//! to paste. The pipe content filter follows Postfix FILTER_README's
+//! after-queue layout with SMTP reinjection.
+
+use crate::cli::{SnippetArgs, SnippetKind};
+use crate::config::DEFAULT_CONFIG_PATH;
+use crate::exit::{Exit, Failure};
+use std::path::Path;
+
+pub fn run(config: Option<&Path>, args: SnippetArgs) -> Result<Exit, Failure> {
+    let config = config
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| DEFAULT_CONFIG_PATH.to_string());
+    match args.kind {
+        SnippetKind::Pipe => print!(
+            "{}",
+            pipe_snippet(&args.binary, &config, &args.user, args.reinject_port)
+        ),
+    }
+    Ok(Exit::OK)
+}
+
+/// The pipe content filter and the mailbox_command wrapper.
+pub fn pipe_snippet(binary: &str, config: &str, user: &str, port: u16) -> String {
+    format!(
+        r#"# ---------------------------------------------------------------------------
+# A. mailkeep as an after-queue content filter (Postfix pipe(8)).
+#    Every message Postfix queues is archived by the rules in
+#    {config}, then reinjected over SMTP into a second smtpd on
+#    127.0.0.1:{port} that does not filter again. If archiving or reinjection
+#    fails, mailkeep exits 75 (EX_TEMPFAIL) and Postfix keeps the message
+#    and retries; it is never passed on unarchived.
+#
+#    The user "{user}" must be able to write every archive directory:
+#      useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin {user}
+#
+# /etc/postfix/main.cf
+content_filter = mailkeep:dummy
+#    (or, to archive only mail received over SMTP, leave main.cf alone and add
+#     "-o content_filter=mailkeep:dummy" under the smtp/submission services)
+
+# /etc/postfix/master.cf
+mailkeep  unix  -       n       n       -       10      pipe
+  flags=q user={user} null_sender=
+  argv={binary} --config {config} pipe
+    --sender=${{sender}} --recipient=${{recipient}} --login=${{sasl_username}}
+    --client-address=${{client_address}} --client-hostname=${{client_hostname}}
+    --client-helo=${{client_helo}} --queue-id=${{queue_id}}
+    --reinject smtp://127.0.0.1:{port}
+127.0.0.1:{port} inet n  -       n       -       10      smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+
+# Then: postfix check && postfix reload
+
+# ---------------------------------------------------------------------------
+# B. mailkeep as a mailbox_command wrapper (local(8) deliveries only).
+#    Each message delivered to a local mailbox is archived, then handed to
+#    the real delivery program, whose exit status mailkeep returns. local(8)
+#    runs the command as the recipient, so the archive directories must be
+#    writable by every local user (e.g. a group-writable directory per user).
+#    local(8) puts a "From sender date" line first; --strip-from-line keeps
+#    it out of the archive and away from the delivery program (which gets
+#    the sender from -f).
+#
+# /etc/postfix/main.cf
+mailbox_command = {binary} --config {config} pipe --strip-from-line --sender="$SENDER" --recipient="$RECIPIENT" --login="$SASL_USERNAME" --client-address="$CLIENT_ADDRESS" --client-hostname="$CLIENT_HOSTNAME" --client-helo="$CLIENT_HELO" --tag=mailbox -- /usr/lib/dovecot/dovecot-lda -f "$SENDER" -a "$RECIPIENT"
+"#
+    )
+}
