@@ -1,0 +1,9 @@
+//! The integration test binary: every test here runs the real `mailkeep`
+//! executable, and reads what it wrote with independent readers (Python's
+//! `mailbox` and `email` modules, a real Postfix).
+
+mod util;
+
+mod pipe;
+mod commands;
+mod postfix_pipe;
