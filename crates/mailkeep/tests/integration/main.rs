@@ -4,6 +4,6 @@
 
 mod util;
 
-mod pipe;
 mod commands;
+mod pipe;
 mod postfix_pipe;

@@ -90,9 +90,14 @@ fn eight_concurrent_pipes_into_one_mbox_read_back_by_python() {
     let mut queue_ids = Vec::new();
     for m in &messages {
         let (env, original) = split_envelope(m);
-        assert_eq!(original, message, "byte-exact after the envelope block");
-        assert!(env.starts_with("Return-Path: <alice@example.com>\n"), "{env}");
-        assert!(env.contains("X-Envelope-To: <bob@example.org>\nX-Envelope-To: <hidden@example.net>\n"));
+        assert_same(&original, &message, "byte-exact after the envelope block");
+        assert!(
+            env.starts_with("Return-Path: <alice@example.com>\n"),
+            "{env}"
+        );
+        assert!(
+            env.contains("X-Envelope-To: <bob@example.org>\nX-Envelope-To: <hidden@example.net>\n")
+        );
         let q = env
             .lines()
             .find_map(|l| l.strip_prefix("X-Mailkeep-Queue-Id: "))
@@ -100,8 +105,14 @@ fn eight_concurrent_pipes_into_one_mbox_read_back_by_python() {
         queue_ids.push(q.to_string());
     }
     queue_ids.sort();
-    assert_eq!(queue_ids, (0..8).map(|i| format!("Q{i}")).collect::<Vec<_>>());
-    assert!(!mbox.with_extension("mbox.lock").exists(), "dotlock released");
+    assert_eq!(
+        queue_ids,
+        (0..8).map(|i| format!("Q{i}")).collect::<Vec<_>>()
+    );
+    assert!(
+        !mbox.with_extension("mbox.lock").exists(),
+        "dotlock released"
+    );
 }
 
 #[test]
@@ -144,7 +155,11 @@ fn maildir_read_back_by_python_with_envelope() {
     };
     assert_eq!(
         get_all("X-Envelope-To"),
-        vec!["<bob@example.org>", "<carol@example.org>", "<bcc-only@example.net>"]
+        vec![
+            "<bob@example.org>",
+            "<carol@example.org>",
+            "<bcc-only@example.net>"
+        ]
     );
     assert_eq!(get_all("Return-Path"), vec!["<alice@example.com>"]);
     assert_eq!(get_all("X-Mailkeep-Login"), vec!["alice"]);
@@ -154,7 +169,10 @@ fn maildir_read_back_by_python_with_envelope() {
         vec!["client.example [192.0.2.7] helo=helo.example"]
     );
     let received = get_all("X-Mailkeep-Received");
-    assert!(received[0].contains("via pipe tags=outgoing;"), "{received:?}");
+    assert!(
+        received[0].contains("via pipe tags=outgoing;"),
+        "{received:?}"
+    );
     assert_eq!(get_all("Subject"), vec!["quarterly maildir"]);
     // Nothing left behind in tmp/.
     assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
@@ -203,7 +221,12 @@ fn per_recipient_lands_once_per_recipient() {
     let files = files_under(&root);
     assert_eq!(files.len(), 2, "{files:#?}");
     for (who, file) in ["alice", "bob"].iter().zip(&files) {
-        let rel = file.strip_prefix(&root).unwrap().to_str().unwrap().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let parts: Vec<&str> = rel.split('/').collect();
         assert_eq!(&parts[..3], &["in", "example.com", who], "{rel}");
         // in/DOMAIN/LOCAL/YYYY/MM/DD/NAME.eml
@@ -218,7 +241,11 @@ fn per_recipient_lands_once_per_recipient() {
     // With a login the message-level rule decides: mbox + maildir, no eml.
     let out = pipe(
         &cfg,
-        &["--sender=alice@example.com", "--recipient=x@example.com", "--login=Alice"],
+        &[
+            "--sender=alice@example.com",
+            "--recipient=x@example.com",
+            "--login=Alice",
+        ],
         &message,
     );
     assert_ok(&out);
@@ -273,7 +300,10 @@ fn hostile_values_stay_inside_the_prefix() {
     for f in files_under(&root) {
         assert!(f.starts_with(&archive), "{} escaped", f.display());
     }
-    let top: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let top: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(top, vec!["archive"]);
     assert_eq!(
         std::fs::read_dir(archive.join("by-login")).unwrap().count(),
@@ -319,7 +349,11 @@ fn read_only_destination_exits_75_and_writes_nothing() {
     set_mode(&ok_dir, 0o777);
     set_mode(&ro_dir, 0o777);
     let first = tricky_message("first");
-    assert_ok(&pipe_unprivileged(&cfg, &["--sender=a@b", "--recipient=c@d"], &first));
+    assert_ok(&pipe_unprivileged(
+        &cfg,
+        &["--sender=a@b", "--recipient=c@d"],
+        &first,
+    ));
     let mbox_before = std::fs::read(&mbox).unwrap();
     let ok_before = files_under(&ok_dir);
     let ro_before = files_under(&ro_dir);
@@ -337,9 +371,17 @@ fn read_only_destination_exits_75_and_writes_nothing() {
     // existing dated directory read-only too (done above), so the write fails.
     let second = tricky_message("second");
     let out = pipe_unprivileged(&cfg, &["--sender=a@b", "--recipient=c@d"], &second);
-    assert_eq!(code(&out), EX_TEMPFAIL, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        code(&out),
+        EX_TEMPFAIL,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("eml:") && err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("eml:") && err.contains("Permission denied"),
+        "{err}"
+    );
     // Nothing was written anywhere: the mbox append was truncated back and
     // the Maildir copy removed from tmp/.
     assert_eq!(std::fs::read(&mbox).unwrap(), mbox_before);
@@ -356,7 +398,11 @@ fn read_only_destination_exits_75_and_writes_nothing() {
             d.pop();
         }
     }
-    assert_ok(&pipe_unprivileged(&cfg, &["--sender=a@b", "--recipient=c@d"], &second));
+    assert_ok(&pipe_unprivileged(
+        &cfg,
+        &["--sender=a@b", "--recipient=c@d"],
+        &second,
+    ));
     assert_eq!(read_mbox(&mbox).len(), 2);
 }
 
@@ -386,15 +432,25 @@ fn bad_input_is_archived_byte_exact() {
         ("no headers", b"just a body line\nand another\n".to_vec()),
         (
             "8-bit headers",
-            "Subject: Grüße aus Köln\nFrom: Jörg <jörg@exämple.de>\n\nKäse\n".as_bytes().to_vec(),
+            "Subject: Grüße aus Köln\nFrom: Jörg <jörg@exämple.de>\n\nKäse\n"
+                .as_bytes()
+                .to_vec(),
         ),
-        ("crlf", b"Subject: crlf\r\nFrom: a@b\r\n\r\nFrom here\r\nbody\r\n".to_vec()),
+        (
+            "crlf",
+            b"Subject: crlf\r\nFrom: a@b\r\n\r\nFrom here\r\nbody\r\n".to_vec(),
+        ),
     ];
     cases.push(("empty", Vec::new()));
     for (i, (name, msg)) in cases.iter().enumerate() {
         let q = format!("--queue-id=case{i}");
         let out = pipe(&cfg, &["--sender=a@b", "--recipient=c@d", &q], msg);
-        assert_eq!(code(&out), 0, "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            code(&out),
+            0,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let copies = read_maildir(&md);
     assert_eq!(copies.len(), cases.len());
@@ -406,7 +462,10 @@ fn bad_input_is_archived_byte_exact() {
 
     // mbox adds a final newline to a message that lacks one (mbox cannot
     // represent it); everything else is exact.
-    let mut from_mbox: Vec<Vec<u8>> = read_mbox(&mbox).iter().map(|c| split_envelope(c).1).collect();
+    let mut from_mbox: Vec<Vec<u8>> = read_mbox(&mbox)
+        .iter()
+        .map(|c| split_envelope(c).1)
+        .collect();
     let mut expected_mbox: Vec<Vec<u8>> = cases
         .iter()
         .map(|(_, m)| {
@@ -452,7 +511,11 @@ print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 "#;
     let out = python(
         script,
-        &[bin().to_str().unwrap(), &size.to_string(), cfg.to_str().unwrap()],
+        &[
+            bin().to_str().unwrap(),
+            &size.to_string(),
+            cfg.to_str().unwrap(),
+        ],
     );
     let mut parts = out.split_whitespace();
     let rc: i32 = parts.next().unwrap().parse().unwrap();
@@ -460,7 +523,10 @@ print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     assert_eq!(rc, 0);
     // The default in-memory threshold is 1 MiB and copies stream in 256 KiB
     // buffers: the process must stay far below the message size.
-    assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB for a 200 MB message");
+    assert!(
+        rss_kib < 64 * 1024,
+        "peak RSS {rss_kib} KiB for a 200 MB message"
+    );
     let files = files_under(&md.join("new"));
     assert_eq!(files.len(), 1);
     let len = std::fs::metadata(&files[0]).unwrap().len();
@@ -488,10 +554,18 @@ fn command_gets_the_message_and_its_status_is_returned() {
     let out = pipe(&cfg, &["--sender=a@b", "--", "sh", "-c", &script], &message);
     assert_eq!(code(&out), 3);
     assert_eq!(std::fs::read(&out_file).unwrap(), message);
-    assert_eq!(read_maildir(&md).len(), 1, "archived before the command ran");
+    assert_eq!(
+        read_maildir(&md).len(),
+        1,
+        "archived before the command ran"
+    );
 
     // A command that cannot run: archived, but 75 so the MTA retries.
-    let out = pipe(&cfg, &["--sender=a@b", "--", "/nonexistent/deliver"], &message);
+    let out = pipe(
+        &cfg,
+        &["--sender=a@b", "--", "/nonexistent/deliver"],
+        &message,
+    );
     assert_eq!(code(&out), EX_TEMPFAIL);
 
     // local(8)'s From_ line is kept out of the archive and the command.
@@ -499,7 +573,14 @@ fn command_gets_the_message_and_its_status_is_returned() {
     with_from.extend_from_slice(&message);
     let out = pipe(
         &cfg,
-        &["--strip-from-line", "--sender=a@b", "--", "sh", "-c", &script],
+        &[
+            "--strip-from-line",
+            "--sender=a@b",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
         &with_from,
     );
     assert_eq!(code(&out), 3);
@@ -595,7 +676,10 @@ fn smtp_reinjection_to_a_real_smtp_server() {
         // Wait for the listener.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "smtp-sink did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "smtp-sink did not start"
+            );
             if let Ok(Some(s)) = sink_child.try_wait() {
                 panic!("smtp-sink exited: {s}");
             }
@@ -627,12 +711,18 @@ fn smtp_reinjection_to_a_real_smtp_server() {
                 break data;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "nothing reached the sink");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing reached the sink"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let text = String::from_utf8_lossy(&dump).replace("\r\n", "\n");
     assert!(text.contains("X-Mail-Args: <alice@example.com>"), "{text}");
-    assert!(text.contains("X-Rcpt-Args: <r1@example.com>\nX-Rcpt-Args: <r2@example.org>\n"), "{text}");
+    assert!(
+        text.contains("X-Rcpt-Args: <r1@example.com>\nX-Rcpt-Args: <r2@example.org>\n"),
+        "{text}"
+    );
     // Dot-stuffing undone by the server: the message arrives as it was.
     let body_start = text.find("From: Alice").expect("original header");
     assert_eq!(
@@ -659,7 +749,13 @@ fn usage_and_config_errors_have_sysexits_codes() {
     let cfg = write_config(dir.path(), "[[rule]]\narchive = \"mbox:/x/../{login}\"\n");
     let out = pipe(&cfg, &["--sender=a@b"], b"x\n");
     assert_eq!(code(&out), 78);
-    let good = write_config(dir.path(), &format!("[[rule]]\narchive = \"maildir:{}/m\"\n", dir.path().display()));
+    let good = write_config(
+        dir.path(),
+        &format!(
+            "[[rule]]\narchive = \"maildir:{}/m\"\n",
+            dir.path().display()
+        ),
+    );
     let out = pipe(&good, &["--reinject", "smtp://127.0.0.1:1"], b"x\n");
     assert_eq!(code(&out), 64, "reinjection without recipients");
     let out = pipe(&good, &["--reinject", "gopher://x"], b"x\n");
@@ -673,5 +769,7 @@ fn usage_and_config_errors_have_sysexits_codes() {
     );
     let out = pipe(&too_big, &["--sender=a@b"], &[b'x'; 500]);
     assert_eq!(code(&out), 65);
-    assert!(!dir.path().join("m/new").exists() || files_under(&dir.path().join("m/new")).is_empty());
+    assert!(
+        !dir.path().join("m/new").exists() || files_under(&dir.path().join("m/new")).is_empty()
+    );
 }

@@ -51,7 +51,9 @@ pub fn mailkeep(config: &Path) -> Command {
 
 /// Runs a command with `input` on stdin.
 pub fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     let input = input.to_vec();
@@ -154,13 +156,9 @@ pub fn unquote_mboxrd(data: &[u8]) -> Vec<u8> {
 pub fn split_envelope(copy: &[u8]) -> (String, Vec<u8>) {
     let mut pos = 0;
     for line in copy.split_inclusive(|b| *b == b'\n') {
-        let is_env = [
-            &b"Return-Path: "[..],
-            b"X-Envelope-To: ",
-            b"X-Mailkeep-",
-        ]
-        .iter()
-        .any(|p| line.starts_with(p));
+        let is_env = [&b"Return-Path: "[..], b"X-Envelope-To: ", b"X-Mailkeep-"]
+            .iter()
+            .any(|p| line.starts_with(p));
         if !is_env {
             break;
         }
@@ -177,7 +175,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let ft = e.file_type().expect("file type");
@@ -190,4 +190,27 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Asserts two byte strings are equal, reporting lengths and the first
+/// difference instead of dumping megabytes.
+#[track_caller]
+pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        let ctx = |v: &[u8]| {
+            String::from_utf8_lossy(&v[at.saturating_sub(40)..(at + 40).min(v.len())]).into_owned()
+        };
+        panic!(
+            "{what}: {} bytes vs {} expected, first difference at byte {at}:\n got: {:?}\nwant: {:?}",
+            got.len(),
+            want.len(),
+            ctx(got),
+            ctx(want)
+        );
+    }
 }
