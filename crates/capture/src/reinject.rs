@@ -206,9 +206,13 @@ impl Client {
         }
     }
 
+    /// Sends one command line in a single write: two small writes would
+    /// meet Nagle's algorithm and the peer's delayed ACK (40 ms a command).
     fn command(&mut self, line: &str) -> io::Result<()> {
-        self.stream.write_all(line.as_bytes())?;
-        self.stream.write_all(b"\r\n")
+        let mut buf = Vec::with_capacity(line.len() + 2);
+        buf.extend_from_slice(line.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        self.stream.write_all(&buf)
     }
 }
 
@@ -244,6 +248,8 @@ fn smtp(host: &str, port: u16, env: &Envelope, helo_name: &str) -> Result<(), Re
         }
     }
     let stream = stream.ok_or(last_err)?;
+    // Commands are written whole and answered one at a time.
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     stream.set_write_timeout(Some(COMMAND_TIMEOUT))?;
     let mut c = Client {

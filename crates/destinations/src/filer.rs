@@ -101,7 +101,13 @@ fn header_date(path: &Path) -> io::Result<Option<DateTime<Utc>>> {
     };
     Ok(msg
         .date()
-        .filter(|d| d.is_valid())
+        .filter(|d| {
+            // mail-parser accepts day 31 in any month; the calendar decides.
+            d.is_valid()
+                && chrono::NaiveDate::from_ymd_opt(d.year.into(), d.month.into(), d.day.into())
+                    .and_then(|n| n.and_hms_opt(d.hour.into(), d.minute.into(), d.second.into()))
+                    .is_some()
+        })
         .and_then(|d| Utc.timestamp_opt(d.to_timestamp(), 0).single()))
 }
 
@@ -160,4 +166,22 @@ pub fn apply(m: &Move) -> io::Result<Filed> {
     };
     fsync_dir(&source_dir)?;
     Ok(Filed::Moved(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impossible_dates_fall_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.eml");
+        fs::write(&p, b"Date: Mon, 31 Feb 2024 12:00:00 +0000\n\nx\n").unwrap();
+        assert_eq!(header_date(&p).unwrap(), None);
+        fs::write(&p, b"Date: Thu, 29 Feb 2024 12:00:00 +0000\n\nx\n").unwrap();
+        assert_eq!(
+            header_date(&p).unwrap(),
+            Utc.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).single()
+        );
+    }
 }

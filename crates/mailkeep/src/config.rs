@@ -118,7 +118,8 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
-        err(line, e.message().to_string())
+        // One line: the message goes to stderr and into Postfix's logs.
+        err(line, e.message().trim().replace('\n', "; "))
     })?;
     let spans: Vec<_> = raw.rule.iter().map(|r| r.span()).collect();
     let rules: Vec<RawRule> = raw
@@ -204,7 +205,7 @@ mod tests {
         assert_eq!(e.line, Some(5), "{e}");
         assert!(
             e.to_string()
-                .starts_with("x.toml:5: rule 1 (bad): archive:"),
+                .starts_with("x.toml:5: rule 2 (bad): archive:"),
             "{e}"
         );
         let e = parse("[[rule]]\nnope = 1\n", Source::Embedded).unwrap_err();

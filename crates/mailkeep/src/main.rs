@@ -32,10 +32,13 @@ fn main() {
             }
         }
         Err(e) => {
+            // Help shown because a subcommand is missing is a usage error:
+            // `mailbox_command = mailkeep --config X` without `pipe` must
+            // not report deliveries as successful.
             let code = match e.kind() {
-                clap::error::ErrorKind::DisplayHelp
-                | clap::error::ErrorKind::DisplayVersion
-                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Exit::OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Exit::OK
+                }
                 _ => Exit::USAGE,
             };
             let _ = e.print();
@@ -46,11 +49,14 @@ fn main() {
 }
 
 fn init_logging(default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILKEEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Postfix copies pipe(8) stderr into delivery status and the mail log.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

@@ -129,7 +129,7 @@ pub struct RawRule {
 
 /// A rule that failed to compile, with the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("rule {index} ({name}): {field}: {message}")]
+#[error("rule {} ({name}): {field}: {message}", index + 1)]
 pub struct RuleError {
     /// Zero-based position in the rule list.
     pub index: usize,

@@ -80,8 +80,14 @@ fn postfix_pipe_unwritable_archive_defers_then_flush_delivers_once() {
 
     let qid = pf.send(&mail);
     let deferred = pf.wait_for("mailkeep to defer every recipient", |pf| {
-        let d = pf.deliveries(|d| d.qid == qid && d.relay == "mailkeep" && d.status == "deferred");
-        (rcpt_set(&d) == mail.rcpt_set()).then_some(d)
+        let piped = pf.deliveries(|d| d.qid == qid && d.relay == "mailkeep");
+        if let Some(d) = piped.iter().find(|d| d.status != "deferred") {
+            return Err(format!(
+                "mailkeep could not write its archive, yet Postfix logged: {}",
+                d.line
+            ));
+        }
+        Ok((rcpt_set(&piped) == mail.rcpt_set()).then_some(piped))
     });
     eprintln!("postfix_pipe: Postfix logged: {}", deferred[0].line);
     thread::sleep(QUIET_PERIOD);
@@ -392,9 +398,11 @@ impl PrivatePostfix {
         ] {
             pf.wait_for(&format!("the {what} to listen on 127.0.0.1:{port}"), |_| {
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                    .ok()
-                    .map(|_| ())
+                Ok(
+                    TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                        .ok()
+                        .map(|_| ()),
+                )
             });
         }
         pf
@@ -525,12 +533,22 @@ impl PrivatePostfix {
             .unwrap_or_else(|| panic!("no queue id in swaks' transcript:\n{text}"))
     }
 
-    /// Polls `check` until it yields a value, at most DELIVERY_TIMEOUT.
-    fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Self) -> Option<T>) -> T {
+    /// Polls `check` until it yields a value, at most DELIVERY_TIMEOUT; an
+    /// error from `check` means the awaited state can no longer come.
+    fn wait_for<T>(
+        &self,
+        what: &str,
+        mut check: impl FnMut(&Self) -> Result<Option<T>, String>,
+    ) -> T {
         let deadline = Instant::now() + DELIVERY_TIMEOUT;
         loop {
-            if let Some(v) = check(self) {
-                return v;
+            match check(self) {
+                Ok(Some(v)) => return v,
+                Ok(None) => {}
+                Err(e) => panic!(
+                    "while waiting for {what}: {e}; maillog:\n{}",
+                    self.maillog()
+                ),
             }
             assert!(
                 Instant::now() < deadline,
@@ -544,14 +562,38 @@ impl PrivatePostfix {
     /// Waits until Postfix has logged mailkeep's success and the relay to
     /// the sink for every recipient, and the queue is empty, so that nothing
     /// more can happen to the message.
+    /// Fails as soon as that cannot happen any more: mailkeep deferred the
+    /// message (again), or the queue emptied short of a recipient.
     fn wait_delivered(&self, qid: &str, mail: &TestMail) {
         let want = mail.rcpt_set();
+        let is_defer = |d: &Delivery| d.qid == qid && d.relay == "mailkeep" && d.status != "sent";
+        let earlier_defers = self.deliveries(is_defer).len();
         self.wait_for("delivery through mailkeep to the sink", |pf| {
+            let defers = pf.deliveries(is_defer);
+            if defers.len() > earlier_defers {
+                return Err(format!(
+                    "mailkeep did not succeed: {}",
+                    defers[earlier_defers].line
+                ));
+            }
             let piped =
                 pf.deliveries(|d| d.qid == qid && d.relay == "mailkeep" && d.status == "sent");
             let sunk = pf.deliveries(|d| pf.is_sink_relay(&d.relay) && d.status == "sent");
-            (rcpt_set(&piped) == want && rcpt_set(&sunk) == want && pf.queue_is_empty())
-                .then_some(())
+            let complete = rcpt_set(&piped) == want && rcpt_set(&sunk) == want;
+            let original_gone = pf.maillog().contains(&format!("{qid}: removed"));
+            if !(complete || original_gone) {
+                return Ok(None);
+            }
+            match (complete, pf.queue_is_empty()) {
+                (true, true) => Ok(Some(())),
+                (false, true) => Err(format!(
+                    "the queue is empty, but not every recipient went through mailkeep \
+                     ({:?}) and on to the sink ({:?})",
+                    rcpt_set(&piped),
+                    rcpt_set(&sunk)
+                )),
+                (_, false) => Ok(None),
+            }
         });
     }
 
@@ -862,12 +904,11 @@ impl Drop for PrivatePostfix {
             // `postfix stop` returns before master has exited; removing the
             // directory under a live master would leave it logging errors.
             if let Some(pid) = master_pid {
-                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while proc_dir.exists() && Instant::now() < deadline {
+                while is_running(pid) && Instant::now() < deadline {
                     thread::sleep(Duration::from_millis(50));
                 }
-                if proc_dir.exists() {
+                if is_running(pid) {
                     eprintln!("postfix_pipe: master {pid} outlived postfix stop; killing it");
                     let _ = Command::new("kill")
                         .args(["-KILL", &pid.to_string()])
@@ -1105,6 +1146,15 @@ fn effective_uid() -> Option<u32> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Whether a process exists and has not exited: a zombie whose parent does
+/// not reap it (PID 1 in some containers) counts as gone.
+fn is_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
+    })
 }
 
 /// A program on PATH, or in the sbin directories a PATH may lack.
