@@ -39,3 +39,33 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// Creates `path` (failing with `AlreadyExists` rather than replacing a
+/// file), writes `headers` then the message, and fsyncs it. On any error
+/// after creation the file is removed again, so there is never a partial
+/// copy under this name.
+pub fn write_new_file(
+    path: &Path,
+    headers: &str,
+    message: &mailkeep_envelope::RawMessage,
+) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let written = (|| {
+        let mut out = io::BufWriter::with_capacity(256 * 1024, &file);
+        out.write_all(headers.as_bytes())?;
+        message.write_to(&mut out)?;
+        out.flush()?;
+        drop(out);
+        file.sync_all()
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written
+}

@@ -3,13 +3,12 @@
 //! the same directory, then hard-linked to its final name (which fails
 //! rather than overwrite) and the directory fsynced.
 
-use crate::durable::{create_dir_all_durable, fsync_dir};
+use crate::durable::{create_dir_all_durable, fsync_dir, write_new_file};
 use crate::unique::unique_name;
 use chrono::{DateTime, Datelike, Local, Utc};
 use mailkeep_envelope::RawMessage;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// `DIR/YYYY/MM/DD` for a time, in local time.
@@ -44,31 +43,12 @@ pub fn prepare(
         unique_name(host)
     );
     let tmp = day.join(format!(".tmp-{stem}"));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let prepared = Prepared {
+    write_new_file(&tmp, headers, message)?;
+    Ok(Prepared {
         tmp,
         dir: day,
         stem,
-    };
-    let written = (|| {
-        let mut out = BufWriter::with_capacity(256 * 1024, &file);
-        out.write_all(headers.as_bytes())?;
-        message.write_to(&mut out)?;
-        out.flush()?;
-        drop(out);
-        file.sync_all()
-    })();
-    match written {
-        Ok(()) => Ok(prepared),
-        Err(e) => {
-            prepared.abort();
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Links `tmp` to `dir/stem.eml` (or `stem-N.eml` if taken), never

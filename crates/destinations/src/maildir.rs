@@ -1,13 +1,13 @@
-//! Maildir delivery: write and fsync in `tmp/`, then rename into `new/` and
-//! fsync `new/`. The rename is the commit point, so a crash leaves at worst
-//! a file in `tmp/`, never a partial message in `new/`.
+//! Maildir delivery: write and fsync in `tmp/`, then link into `new/`,
+//! fsync `new/` and remove the `tmp/` name. The link is the commit point, so
+//! a crash leaves at worst a complete file in `tmp/` (which Maildir readers
+//! clean up after 36 hours), never a partial message in `new/`.
 
-use crate::durable::{create_dir_all_durable, fsync_dir};
+use crate::durable::{create_dir_all_durable, fsync_dir, write_new_file};
 use crate::unique::unique_name;
 use mailkeep_envelope::RawMessage;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// A message written and fsynced in `tmp/`, not yet visible in `new/`.
@@ -31,49 +31,27 @@ pub fn prepare(
     loop {
         let name = format!("{},S={size}", unique_name(host));
         let tmp = maildir.join("tmp").join(&name);
-        let file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(f) => f,
+        match write_new_file(&tmp, headers, message) {
+            Ok(()) => {
+                return Ok(Prepared {
+                    new: maildir.join("new").join(&name),
+                    tmp,
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
-        };
-        let prepared = Prepared {
-            new: maildir.join("new").join(&name),
-            tmp,
-        };
-        let written = (|| {
-            let mut out = BufWriter::with_capacity(256 * 1024, &file);
-            out.write_all(headers.as_bytes())?;
-            message.write_to(&mut out)?;
-            out.flush()?;
-            drop(out);
-            file.sync_all()
-        })();
-        return match written {
-            Ok(()) => Ok(prepared),
-            Err(e) => {
-                prepared.abort();
-                Err(e)
-            }
-        };
+        }
     }
 }
 
 impl Prepared {
     /// Moves the message into `new/` and makes the rename durable.
+    /// A hard link, unlike rename(2), fails rather than replace a file
+    /// that already has the name.
     pub fn commit(self) -> io::Result<PathBuf> {
-        if self.new.exists() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} exists; refusing to overwrite", self.new.display()),
-            ));
-        }
-        fs::rename(&self.tmp, &self.new)?;
+        fs::hard_link(&self.tmp, &self.new)?;
         fsync_dir(self.new.parent().unwrap_or(Path::new(".")))?;
+        let _ = fs::remove_file(&self.tmp);
         Ok(self.new)
     }
 

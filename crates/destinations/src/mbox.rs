@@ -41,13 +41,38 @@ struct DotLock {
     path: PathBuf,
 }
 
+/// Retries `attempt` until it yields a value or the deadline passes.
+/// `attempt` returns `Ok(None)` for "held by someone else, try again".
+/// Pauses grow from 2 ms to 100 ms: short waits stay short, long ones do
+/// not spin.
+fn poll<T>(
+    deadline: Instant,
+    what: impl Fn() -> String,
+    mut attempt: impl FnMut() -> io::Result<Option<T>>,
+) -> io::Result<T> {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = attempt()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out waiting for {}", what()),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 impl DotLock {
     fn acquire(mbox: &Path, deadline: Instant) -> io::Result<DotLock> {
         let mut name = mbox.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        let mut pause = Duration::from_millis(2);
-        loop {
+        let what = || format!("dotlock {}", path.display());
+        let created = poll(deadline, what, || {
             match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -57,7 +82,7 @@ impl DotLock {
                 Ok(mut f) => {
                     // The pid helps an administrator find the holder.
                     let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(DotLock { path });
+                    Ok(Some(()))
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let stale = fs::metadata(&path)
@@ -68,25 +93,16 @@ impl DotLock {
                     if stale {
                         tracing::warn!(lock = %path.display(), "removing stale dotlock");
                         let _ = fs::remove_file(&path);
-                        continue;
                     }
+                    Ok(None)
                 }
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("cannot create dotlock {}: {e}", path.display()),
-                    ))
-                }
+                Err(e) => Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot create dotlock {}: {e}", path.display()),
+                )),
             }
-            if Instant::now() >= deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("timed out waiting for dotlock {}", path.display()),
-                ));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
+        });
+        created.map(|()| DotLock { path: path.clone() })
     }
 }
 
@@ -97,22 +113,15 @@ impl Drop for DotLock {
 }
 
 fn fcntl_lock(file: &File, path: &Path, deadline: Instant) -> io::Result<()> {
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match rustix::fs::fcntl_lock(file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(()),
-            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {}
-            Err(e) => return Err(e.into()),
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("timed out waiting for the fcntl lock on {}", path.display()),
-            ));
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
+    poll(
+        deadline,
+        || format!("the fcntl lock on {}", path.display()),
+        || match rustix::fs::fcntl_lock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(())),
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => Ok(None),
+            Err(e) => Err(e.into()),
+        },
+    )
 }
 
 /// An mbox append that is on disk and fsynced but still locked: it can be
@@ -439,5 +448,26 @@ mod tests {
         let err =
             prepare(&path, Utc::now(), None, "", &msg, Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn stale_dotlock_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.mbox");
+        let lock = dir.path().join("x.mbox.lock");
+        fs::write(&lock, b"1\n").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let msg = RawMessage::from_bytes(b"a\n".to_vec());
+        prepare(&path, Utc::now(), None, "", &msg, Duration::from_secs(5))
+            .unwrap()
+            .commit();
+        assert!(fs::read(&path).unwrap().ends_with(b"a\n\n"));
+        assert!(!lock.exists());
     }
 }
