@@ -9,7 +9,7 @@
 //!    path order, so two captures never wait on each other's mbox locks in
 //!    opposite orders.
 //! 2. *commit*: only when every destination prepared, each one publishes
-//!    (rename into `new/`, link to the final name, unlock the mbox) and
+//!    (link into `new/`, link to the final `.eml` name, unlock the mbox) and
 //!    fsyncs the directory.
 //!
 //! If any prepare fails, every prepared copy is removed again (the mbox is
