@@ -1,7 +1,9 @@
 //! `mailkeep pipe` as a Postfix after-queue content filter run by pipe(8),
 //! in the layout of Postfix's FILTER_README, against a real private Postfix.
 //!
-//! Mail enters an smtpd with `content_filter=mailkeep:dummy`; qmgr hands it,
+//! Mail enters an smtpd with `content_filter=mailkeep:dummy` (set on that
+//! service, or in main.cf as README.md and `mailkeep postfix-snippet pipe`
+//! advise; one test uses each layout); qmgr hands it,
 //! every recipient in one delivery, to the `mailkeep` pipe(8) service, which
 //! archives it and reinjects it over SMTP into a second smtpd that has no
 //! content filter; Postfix then relays it to `smtp-sink`, which dumps each
@@ -60,7 +62,7 @@ fn postfix_pipe_archives_and_reinjects_once_with_full_envelope() {
     else {
         return;
     };
-    let pf = PrivatePostfix::start(tools);
+    let pf = PrivatePostfix::start(tools, FilterOn::Smtpd);
     let mail = TestMail::new("bounces+pipe@example.com", "pipe-full");
 
     let qid = pf.send(&mail);
@@ -78,7 +80,7 @@ fn postfix_pipe_unwritable_archive_defers_then_flush_delivers_once() {
     else {
         return;
     };
-    let pf = PrivatePostfix::start(tools);
+    let pf = PrivatePostfix::start(tools, FilterOn::Smtpd);
     pf.set_archive_writable(false);
     let mail = TestMail::new("owner-list@example.com", "pipe-defer");
 
@@ -129,13 +131,15 @@ fn postfix_pipe_unwritable_archive_defers_then_flush_delivers_once() {
 
 /// A bounce (null envelope sender) keeps its null sender through pipe(8)'s
 /// `null_sender=` and mailkeep's reinjection: an empty `--sender=` must not
-/// become a real address, or bounces would bounce.
+/// become a real address, or bounces would bounce. This instance sets the
+/// filter in main.cf, the layout README.md gives, so the reinjection smtpd's
+/// `-o content_filter=` is all that keeps the message from looping.
 #[test]
 fn postfix_pipe_keeps_the_null_sender() {
     let Some(tools) = Tools::find_or_skip("postfix_pipe_keeps_the_null_sender") else {
         return;
     };
-    let pf = PrivatePostfix::start(tools);
+    let pf = PrivatePostfix::start(tools, FilterOn::MainCf);
     let mail = TestMail::new("", "pipe-null-sender");
 
     let qid = pf.send(&mail);
@@ -281,10 +285,20 @@ impl Ports {
     }
 }
 
+/// Where `content_filter = mailkeep:dummy` is set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FilterOn {
+    /// On the receiving smtpd only (`-o`), as in FILTER_README.
+    Smtpd,
+    /// In main.cf, for every way in; the reinjection smtpd overrides it.
+    MainCf,
+}
+
 /// A Postfix instance in a temporary directory, with its smtp-sink. Dropping
 /// it stops both and removes the directory.
 struct PrivatePostfix {
     tools: Tools,
+    filter_on: FilterOn,
     ports: Ports,
     sink: Option<Child>,
     started: bool,
@@ -293,13 +307,14 @@ struct PrivatePostfix {
 }
 
 impl PrivatePostfix {
-    fn start(tools: Tools) -> PrivatePostfix {
+    fn start(tools: Tools, filter_on: FilterOn) -> PrivatePostfix {
         let dir = tempfile::Builder::new()
             .prefix("mailkeep-postfix-")
             .tempdir_in(traversable_tmp())
             .expect("create temp dir");
         let mut pf = PrivatePostfix {
             tools,
+            filter_on,
             ports: Ports::pick(),
             sink: None,
             started: false,
@@ -436,8 +451,13 @@ impl PrivatePostfix {
              smtpd_recipient_restrictions = permit_mynetworks, reject\n\
              # A deferred message stays put until the test flushes the queue.\n\
              minimal_backoff_time = 300s\n\
-             queue_run_delay = 300s\n",
-            sink = self.ports.sink
+             queue_run_delay = 300s\n\
+             {filter}",
+            sink = self.ports.sink,
+            filter = match self.filter_on {
+                FilterOn::MainCf => "content_filter = mailkeep:dummy\n",
+                FilterOn::Smtpd => "",
+            },
         )
     }
 
@@ -446,7 +466,7 @@ impl PrivatePostfix {
             "# Private instance for mailkeep's postfix_pipe tests: FILTER_README's\n\
              # after-queue filter layout, with chroot off everywhere.\n\
              127.0.0.1:{smtpd} inet n - n - - smtpd\n\
-             \x20 -o content_filter=mailkeep:dummy\n\
+             {filter}\
              mailkeep unix - n n - 10 pipe\n\
              \x20 flags=q user=nobody null_sender=\n\
              \x20 argv={bin} --config {config} pipe\n\
@@ -486,6 +506,10 @@ impl PrivatePostfix {
              scache    unix  -       -       n       -       1       scache\n\
              postlog   unix-dgram n  -       n       -       1       postlogd\n",
             smtpd = self.ports.smtpd,
+            filter = match self.filter_on {
+                FilterOn::Smtpd => "  -o content_filter=mailkeep:dummy\n",
+                FilterOn::MainCf => "",
+            },
             reinject = self.ports.reinject,
             bin = bin.display(),
             config = config.display(),
