@@ -268,12 +268,75 @@ fn smtp(host: &str, port: u16, env: &Envelope, helo_name: &str) -> Result<(), Re
             0
         }
     };
-    let result = transaction(&mut c, env, caps);
+    let xforward = xforward_attributes(&ehlo);
+    let result =
+        forward_client(&mut c, env, &xforward).and_then(|()| transaction(&mut c, env, caps));
     if result.is_err() {
         let _ = c.command("RSET");
     }
     let _ = c.command("QUIT");
     result
+}
+
+/// The attributes the server offers in an `XFORWARD` EHLO line, upper-case.
+/// smtp-proto's capability set has no XFORWARD bit, so the line is read here.
+fn xforward_attributes(ehlo: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(ehlo)
+        .lines()
+        .filter_map(|l| l.get(4..))
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            words
+                .next()
+                .filter(|w| w.eq_ignore_ascii_case("XFORWARD"))
+                .map(|_| words.map(str::to_ascii_uppercase).collect())
+        })
+        .unwrap_or_default()
+}
+
+/// xtext (RFC 3461) as XFORWARD requires: `+`, `=`, and bytes outside
+/// `!`..`~` become `+XX`.
+fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Tells a Postfix reinjection smtpd who the original client was (Postfix
+/// XFORWARD_README), so its Received header and log name the real client
+/// and the original queue id instead of 127.0.0.1. Sent only when the
+/// server offers XFORWARD (it does for `smtpd_authorized_xforward_hosts`),
+/// one attribute per command to stay far below Postfix's line limit.
+fn forward_client(c: &mut Client, env: &Envelope, offered: &[String]) -> Result<(), ReinjectError> {
+    let client = &env.client;
+    let source = if client.address.is_some() {
+        "REMOTE"
+    } else {
+        "LOCAL"
+    };
+    let attributes = [
+        ("NAME", client.hostname.as_deref()),
+        ("ADDR", client.address.as_deref()),
+        ("HELO", client.helo.as_deref()),
+        ("IDENT", env.queue_id.as_deref()),
+        ("SOURCE", Some(source)),
+    ];
+    for (name, value) in attributes {
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if offered.iter().any(|o| o == name) {
+            c.command(&format!("XFORWARD {name}={}", xtext(value)))?;
+            c.expect("XFORWARD", is_2xx)?;
+        }
+    }
+    Ok(())
 }
 
 fn transaction(c: &mut Client, env: &Envelope, caps: u32) -> Result<(), ReinjectError> {
@@ -412,6 +475,17 @@ mod tests {
         );
         assert!(Reinject::parse("smtp://host", "x").is_err());
         assert!(Reinject::parse("lmtp://host:24", "x").is_err());
+    }
+
+    #[test]
+    fn xforward_offer_and_xtext() {
+        let ehlo = b"250-mx.example\r\n250-PIPELINING\r\n250-XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT\r\n250 SMTPUTF8\r\n";
+        assert_eq!(
+            xforward_attributes(ehlo),
+            vec!["NAME", "ADDR", "PROTO", "HELO", "SOURCE", "PORT", "IDENT"]
+        );
+        assert!(xforward_attributes(b"250-mx\r\n250 SIZE 10\r\n").is_empty());
+        assert_eq!(xtext("a b+c=d\u{e9}"), "a+20b+2Bc+3Dd+C3+A9");
     }
 
     #[test]

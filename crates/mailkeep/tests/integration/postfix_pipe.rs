@@ -655,6 +655,19 @@ impl PrivatePostfix {
             "expected exactly one reinjected message, got {reinjected:?}:\n{log}"
         );
         let reinjected_qid = &reinjected[0];
+        // XFORWARD: the reinjection smtpd knows the original queue id and
+        // client, so its log (and Received header) names them, not only
+        // mailkeep's 127.0.0.1 connection.
+        let tag = format!("{REINJECT_SYSLOG_NAME}/smtpd[");
+        let client_line = log
+            .lines()
+            .find(|l| l.contains(&tag) && l.contains(&format!("{reinjected_qid}: client=")))
+            .unwrap_or_default();
+        assert!(
+            client_line.contains(&format!("orig_queue_id={qid}"))
+                && client_line.contains("orig_client="),
+            "the reinjection did not forward the original client (XFORWARD):\n{log}"
+        );
         let sunk = self.deliveries(|d| self.is_sink_relay(&d.relay));
         assert_eq!(sunk.len(), 3, "expected three relays to the sink:\n{log}");
         assert!(
