@@ -773,3 +773,39 @@ fn usage_and_config_errors_have_sysexits_codes() {
         !dir.path().join("m/new").exists() || files_under(&dir.path().join("m/new")).is_empty()
     );
 }
+
+#[test]
+fn envelope_headers_can_be_turned_off() {
+    let dir = sandbox();
+    let plain = dir.path().join("plain");
+    let with = dir.path().join("with");
+    let global_off = dir.path().join("global-off");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[rule]]\narchive = \"maildir:{}\"\nenvelope_headers = false\ncontinue = true\n\
+             [[rule]]\narchive = \"maildir:{}\"\n",
+            plain.display(),
+            with.display()
+        ),
+    );
+    let message = tricky_message("plain");
+    assert_ok(&pipe(&cfg, &["--sender=a@b", "--recipient=c@d"], &message));
+    assert_eq!(
+        read_maildir(&plain),
+        vec![message.clone()],
+        "exactly the input"
+    );
+    let with_copies = read_maildir(&with);
+    assert!(with_copies[0].starts_with(b"Return-Path: <a@b>\n"));
+
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[archive]\nenvelope_headers = false\n[[rule]]\narchive = \"maildir:{}\"\n",
+            global_off.display()
+        ),
+    );
+    assert_ok(&pipe(&cfg, &["--sender=a@b", "--recipient=c@d"], &message));
+    assert_eq!(read_maildir(&global_off), vec![message]);
+}
