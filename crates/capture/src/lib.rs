@@ -8,5 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod listen;
 pub mod pipe;
+pub mod policy;
 pub mod reinject;
