@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod listen;
+pub mod milter;
 pub mod pipe;
 pub mod policy;
 pub mod reinject;

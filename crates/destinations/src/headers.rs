@@ -60,10 +60,17 @@ pub fn envelope_headers(env: &Envelope, host: &str, eol: &str) -> String {
         let _ = write!(h, "X-Envelope-To: <{}>{eol}", header_value(r));
     }
     if let Some(login) = env.login.as_deref().filter(|l| !l.is_empty()) {
-        let _ = write!(h, "X-Mailkeep-Login: {}{eol}", header_value(login));
+        let _ = write!(h, "X-Mailkeep-Login: {}", header_value(login));
+        if let Some(m) = env.login_method.as_deref().filter(|m| !m.is_empty()) {
+            let _ = write!(h, " ({})", header_value(m));
+        }
+        h.push_str(eol);
     }
     if let Some(client) = env.client.describe() {
         let _ = write!(h, "X-Mailkeep-Client: {}{eol}", header_value(&client));
+    }
+    if let Some(tls) = env.tls.as_deref().filter(|t| !t.is_empty()) {
+        let _ = write!(h, "X-Mailkeep-TLS: {}{eol}", header_value(tls));
     }
     if let Some(q) = env.queue_id.as_deref().filter(|q| !q.is_empty()) {
         let _ = write!(h, "X-Mailkeep-Queue-Id: {}{eol}", header_value(q));

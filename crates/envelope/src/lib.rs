@@ -128,6 +128,12 @@ pub struct Envelope {
     pub recipients: Vec<String>,
     /// Free-form labels a capture path attaches (`mailkeep pipe --tag`).
     pub tags: Vec<String>,
+    /// The SASL mechanism used with `login` (`PLAIN`, `LOGIN`, ...).
+    pub login_method: Option<String>,
+    /// ESMTP parameters of MAIL FROM as given (`SIZE=1234`, `BODY=8BITMIME`).
+    pub sender_params: Vec<String>,
+    /// TLS of the client connection, e.g. `TLSv1.3 TLS_AES_256_GCM_SHA384`.
+    pub tls: Option<String>,
     /// The message exactly as received.
     pub message: RawMessage,
 }
@@ -144,6 +150,9 @@ impl Envelope {
             sender: None,
             recipients: Vec::new(),
             tags: Vec::new(),
+            login_method: None,
+            sender_params: Vec::new(),
+            tls: None,
             message,
         }
     }

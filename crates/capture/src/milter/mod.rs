@@ -1,0 +1,3 @@
+//! Milter capture (Sendmail/Postfix `smtpd_milters`).
+
+pub mod message;
