@@ -41,14 +41,15 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates `path` (failing with `AlreadyExists` rather than replacing a
-/// file), writes `headers` then the message, and fsyncs it. On any error
-/// after creation the file is removed again, so there is never a partial
-/// copy under this name.
-pub fn write_new_file(
+/// file) and writes `headers` then the message. The file is *not* fsynced:
+/// the caller syncs it, alone or with a whole batch. On any error after
+/// creation the file is removed again, so there is never a partial copy
+/// under this name.
+pub fn create_copy(
     path: &Path,
     headers: &str,
     message: &mailkeep_envelope::RawMessage,
-) -> io::Result<()> {
+) -> io::Result<File> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
@@ -60,12 +61,13 @@ pub fn write_new_file(
         let mut out = io::BufWriter::with_capacity(256 * 1024, &file);
         out.write_all(headers.as_bytes())?;
         message.write_to(&mut out)?;
-        out.flush()?;
-        drop(out);
-        file.sync_all()
+        out.flush()
     })();
-    if written.is_err() {
-        let _ = fs::remove_file(path);
+    match written {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            let _ = fs::remove_file(path);
+            Err(e)
+        }
     }
-    written
 }

@@ -3,11 +3,11 @@
 //! the same directory, then hard-linked to its final name (which fails
 //! rather than overwrite) and the directory fsynced.
 
-use crate::durable::{create_dir_all_durable, fsync_dir, write_new_file};
+use crate::durable::{create_copy, create_dir_all_durable, fsync_dir};
 use crate::unique::unique_name;
 use chrono::{DateTime, Datelike, Local, Utc};
 use mailkeep_envelope::RawMessage;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -22,12 +22,14 @@ pub fn dated_dir(dir: &Path, when: DateTime<Utc>) -> PathBuf {
 /// A copy written under a temporary name, not yet under its final one.
 #[derive(Debug)]
 pub struct Prepared {
+    file: File,
     tmp: PathBuf,
     dir: PathBuf,
     stem: String,
 }
 
-/// Writes the copy into `DIR/YYYY/MM/DD/` under a temporary name.
+/// Writes the copy into `DIR/YYYY/MM/DD/` under a temporary name (not yet
+/// fsynced).
 pub fn prepare(
     dir: &Path,
     received: DateTime<Utc>,
@@ -43,8 +45,9 @@ pub fn prepare(
         unique_name(host)
     );
     let tmp = day.join(format!(".tmp-{stem}"));
-    write_new_file(&tmp, headers, message)?;
+    let file = create_copy(&tmp, headers, message)?;
     Ok(Prepared {
+        file,
         tmp,
         dir: day,
         stem,
@@ -52,8 +55,8 @@ pub fn prepare(
 }
 
 /// Links `tmp` to `dir/stem.eml` (or `stem-N.eml` if taken), never
-/// overwriting, removes `tmp` and fsyncs `dir`.
-pub fn link_into(tmp: &Path, dir: &Path, stem: &str) -> io::Result<PathBuf> {
+/// overwriting. Not durable until `dir` is fsynced.
+pub fn link_unique(tmp: &Path, dir: &Path, stem: &str) -> io::Result<PathBuf> {
     for n in 0u32..10_000 {
         let name = if n == 0 {
             format!("{stem}.eml")
@@ -62,11 +65,7 @@ pub fn link_into(tmp: &Path, dir: &Path, stem: &str) -> io::Result<PathBuf> {
         };
         let target = dir.join(name);
         match fs::hard_link(tmp, &target) {
-            Ok(()) => {
-                fs::remove_file(tmp)?;
-                fsync_dir(dir)?;
-                return Ok(target);
-            }
+            Ok(()) => return Ok(target),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -77,14 +76,32 @@ pub fn link_into(tmp: &Path, dir: &Path, stem: &str) -> io::Result<PathBuf> {
     ))
 }
 
+/// [`link_unique`], then fsync `dir`, then remove `tmp`: at every instant
+/// the message has at least one durable name.
+pub fn link_into(tmp: &Path, dir: &Path, stem: &str) -> io::Result<PathBuf> {
+    let target = link_unique(tmp, dir, stem)?;
+    fsync_dir(dir)?;
+    fs::remove_file(tmp)?;
+    Ok(target)
+}
+
 impl Prepared {
-    /// Gives the copy its final name.
-    pub fn commit(self) -> io::Result<PathBuf> {
-        link_into(&self.tmp, &self.dir, &self.stem)
+    /// The open copy, to be fsynced before [`Prepared::publish`].
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
-    /// Removes the temporary file.
-    pub fn abort(self) {
+    /// Gives the copy its final name; returns it and the directory that
+    /// must be fsynced to make it durable.
+    pub fn publish(&self) -> io::Result<(PathBuf, PathBuf)> {
+        Ok((
+            link_unique(&self.tmp, &self.dir, &self.stem)?,
+            self.dir.clone(),
+        ))
+    }
+
+    /// Removes the temporary name (after publishing, or to abort).
+    pub fn remove_tmp(self) {
         let _ = fs::remove_file(&self.tmp);
     }
 }
@@ -98,10 +115,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let when = Utc::now();
         let msg = RawMessage::from_bytes(b"x\n".to_vec());
-        let a = prepare(dir.path(), when, "h", "", &msg)
-            .unwrap()
-            .commit()
-            .unwrap();
+        let p = prepare(dir.path(), when, "h", "", &msg).unwrap();
+        p.file().sync_all().unwrap();
+        let (a, day) = p.publish().unwrap();
+        fsync_dir(&day).unwrap();
+        p.remove_tmp();
         assert!(a.starts_with(dated_dir(dir.path(), when)));
         assert_eq!(fs::read(&a).unwrap(), b"x\n");
         let tmp = dir.path().join("t");

@@ -1,23 +1,31 @@
 //! Where archived copies go, and the one call every capture path makes:
 //! [`Archiver::archive`] — "archive this envelope, return when it is durable".
 //!
-//! The call runs the rules, then writes every selected destination in two
-//! phases so a capture is all-or-nothing:
-//! 1. *prepare*: each destination writes and fsyncs its copy without
+//! Writing goes through a [`Batch`], in four steps:
+//! 1. *stage*: each destination of each message writes its copy without
 //!    publishing it (Maildir `tmp/`, a hidden `.eml` temporary, an mbox
-//!    append still under its locks). Destinations are prepared in sorted
-//!    path order, so two captures never wait on each other's mbox locks in
-//!    opposite orders.
-//! 2. *commit*: only when every destination prepared, each one publishes
-//!    (link into `new/`, link to the final `.eml` name, unlock the mbox) and
-//!    fsyncs the directory.
+//!    append under the mbox's locks, which the batch holds until it ends).
+//!    A message whose staging fails anywhere is taken back at once (its
+//!    temporaries removed, its mbox appends truncated away), so a message
+//!    is all-or-nothing.
+//! 2. *sync*: one fsync per touched file: every mbox once, however many
+//!    messages the batch appended to it, and every new file.
+//! 3. *publish*: link into `new/`, link to the final `.eml` name.
+//! 4. *sync directories*: one fsync per directory, however many messages.
 //!
-//! If any prepare fails, every prepared copy is removed again (the mbox is
-//! truncated back under its lock) and the capture fails, so the capture
-//! path answers "try again" and nothing is written. A commit step failing
-//! after others succeeded (a rename or directory fsync error, rare) also
-//! fails the capture; the copies already published stay, so the retry may
-//! leave a duplicate in them. That is the only duplicate this layer makes.
+//! Only then are the messages reported durable and the mbox locks released.
+//! A batch of one is a plain synchronous archive; [`GroupCommitter`] makes
+//! batches of whatever concurrent captures are waiting, so they share the
+//! fsyncs (group commit) instead of paying for them one message at a time.
+//! mbox locks are taken in sorted path order within a message, and a batch
+//! holds each mbox once, so two batches never wait on each other in
+//! opposite orders... except across processes, where the lock timeout ends
+//! any wait.
+//!
+//! A publish step failing after other copies of the same message were
+//! published (a link or directory fsync error, rare) fails the capture; the
+//! copies already published stay, so the retry may leave a duplicate in
+//! them. That is the only duplicate this layer makes.
 //!
 //! A destination never knows which front-end called it.
 
@@ -35,6 +43,8 @@ pub use headers::{envelope_headers, header_value, line_ending};
 
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{Delivery, DestKind, HeaderInfo, Plan, RuleSet, TemplateError};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -150,131 +160,269 @@ impl Archiver {
     }
 }
 
-enum Prepared {
-    Mbox(mbox::Prepared),
-    Maildir(maildir::Prepared),
-    Eml(eml::Prepared),
-}
-
-impl Prepared {
-    fn abort(self) {
-        match self {
-            Prepared::Mbox(p) => p.abort(),
-            Prepared::Maildir(p) => p.abort(),
-            Prepared::Eml(p) => p.abort(),
-        }
-    }
-}
-
-fn prepare(
-    d: &Delivery,
-    env: &Envelope,
-    head: &[u8],
-    opts: &ArchiveOptions,
-) -> io::Result<(Prepared, u64)> {
-    let headers = if d.envelope_headers {
-        envelope_headers(env, &opts.hostname, line_ending(head))
-    } else {
-        String::new()
-    };
-    let size = headers.len() as u64 + env.message.len();
-    let p = match d.kind {
-        DestKind::Mbox => {
-            let p = mbox::prepare(
-                &d.path,
-                env.received,
-                env.sender.as_deref(),
-                &headers,
-                &env.message,
-                opts.lock_timeout,
-            )?;
-            let appended = p.appended();
-            return Ok((Prepared::Mbox(p), appended));
-        }
-        DestKind::Maildir => Prepared::Maildir(maildir::prepare(
-            &d.path,
-            &opts.hostname,
-            &headers,
-            &env.message,
-        )?),
-        DestKind::Eml => Prepared::Eml(eml::prepare(
-            &d.path,
-            env.received,
-            &opts.hostname,
-            &headers,
-            &env.message,
-        )?),
-    };
-    Ok((p, size))
-}
-
-/// Writes every delivery durably, all or nothing (see the crate documentation).
+/// Writes every delivery durably, all or nothing (a batch of one).
 pub fn write_all(
     deliveries: &[Delivery],
     env: &Envelope,
     opts: &ArchiveOptions,
 ) -> Result<Vec<Written>, ArchiveError> {
-    if deliveries.is_empty() {
-        return Ok(Vec::new());
-    }
-    let head = env.message.head().map_err(ArchiveError::Read)?;
-    let mut order: Vec<usize> = (0..deliveries.len()).collect();
-    order.sort_by(|&a, &b| {
-        (deliveries[a].kind, &deliveries[a].path).cmp(&(deliveries[b].kind, &deliveries[b].path))
-    });
-    let mut prepared: Vec<(usize, Prepared, u64)> = Vec::with_capacity(order.len());
-    for &i in &order {
-        let d = &deliveries[i];
-        match prepare(d, env, &head, opts) {
-            Ok((p, bytes)) => prepared.push((i, p, bytes)),
-            Err(source) => {
-                for (_, p, _) in prepared {
-                    p.abort();
-                }
-                return Err(ArchiveError::Write {
-                    kind: d.kind,
-                    path: d.path.clone(),
-                    source,
-                });
-            }
-        }
-    }
-    let mut written: Vec<Option<Written>> = vec![None; deliveries.len()];
-    let mut first_error = None;
-    for (i, p, bytes) in prepared {
-        let d = &deliveries[i];
-        let file = match p {
-            Prepared::Mbox(p) => {
-                let path = p.path().to_path_buf();
-                p.commit();
-                Ok(path)
-            }
-            Prepared::Maildir(p) => p.commit(),
-            Prepared::Eml(p) => p.commit(),
+    let mut batch = Batch::default();
+    let staged = batch.stage(deliveries, env, opts)?;
+    let mut results = batch.finish(vec![staged]);
+    results.pop().unwrap_or_else(|| Ok(Vec::new()))
+}
+
+/// One message after publishing: its copies (by plan position), the first
+/// error, and the copies whose temporary names are still to be removed.
+type Published = (Vec<Option<Written>>, Option<ArchiveError>, Vec<Copy>);
+
+/// One staged copy of a message.
+enum Copy {
+    Mbox { path: PathBuf, append: mbox::Append },
+    Maildir(maildir::Prepared),
+    Eml(eml::Prepared),
+}
+
+/// The staged copies of one message, in the plan's order.
+pub struct Staged {
+    copies: Vec<(usize, Copy, u64)>,
+    deliveries: Vec<Delivery>,
+}
+
+/// Messages written together and made durable together (see the crate
+/// documentation).
+#[derive(Default)]
+pub struct Batch {
+    mboxes: BTreeMap<PathBuf, mbox::Locked>,
+}
+
+impl Batch {
+    /// Stages every delivery of one message; on failure nothing of this
+    /// message remains and the other messages of the batch are untouched.
+    pub fn stage(
+        &mut self,
+        deliveries: &[Delivery],
+        env: &Envelope,
+        opts: &ArchiveOptions,
+    ) -> Result<Staged, ArchiveError> {
+        let mut staged = Staged {
+            copies: Vec::with_capacity(deliveries.len()),
+            deliveries: deliveries.to_vec(),
         };
-        match file {
-            Ok(file) => {
-                written[i] = Some(Written {
-                    kind: d.kind,
-                    destination: d.path.clone(),
-                    file,
-                    bytes,
-                    rules: d.rules.clone(),
-                })
+        if deliveries.is_empty() {
+            return Ok(staged);
+        }
+        let head = env.message.head().map_err(ArchiveError::Read)?;
+        let mut order: Vec<usize> = (0..deliveries.len()).collect();
+        order.sort_by(|&a, &b| {
+            (deliveries[a].kind, &deliveries[a].path)
+                .cmp(&(deliveries[b].kind, &deliveries[b].path))
+        });
+        for i in order {
+            let d = &deliveries[i];
+            match self.stage_one(d, env, &head, opts) {
+                Ok((copy, bytes)) => staged.copies.push((i, copy, bytes)),
+                Err(source) => {
+                    self.unstage(staged);
+                    return Err(ArchiveError::Write {
+                        kind: d.kind,
+                        path: d.path.clone(),
+                        source,
+                    });
+                }
             }
-            Err(source) => {
-                tracing::error!(destination = %d.path.display(), error = %source,
-                    "commit failed after other destinations were published");
-                first_error.get_or_insert(ArchiveError::Write {
-                    kind: d.kind,
-                    path: d.path.clone(),
-                    source,
-                });
+        }
+        Ok(staged)
+    }
+
+    fn stage_one(
+        &mut self,
+        d: &Delivery,
+        env: &Envelope,
+        head: &[u8],
+        opts: &ArchiveOptions,
+    ) -> io::Result<(Copy, u64)> {
+        let headers = if d.envelope_headers {
+            envelope_headers(env, &opts.hostname, line_ending(head))
+        } else {
+            String::new()
+        };
+        let size = headers.len() as u64 + env.message.len();
+        Ok(match d.kind {
+            DestKind::Mbox => {
+                let locked = match self.mboxes.entry(d.path.clone()) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(mbox::lock(&d.path, opts.lock_timeout)?),
+                };
+                let append =
+                    locked.append(env.received, env.sender.as_deref(), &headers, &env.message)?;
+                let bytes = append.end - append.start;
+                (
+                    Copy::Mbox {
+                        path: d.path.clone(),
+                        append,
+                    },
+                    bytes,
+                )
+            }
+            DestKind::Maildir => (
+                Copy::Maildir(maildir::prepare(
+                    &d.path,
+                    &opts.hostname,
+                    &headers,
+                    &env.message,
+                )?),
+                size,
+            ),
+            DestKind::Eml => (
+                Copy::Eml(eml::prepare(
+                    &d.path,
+                    env.received,
+                    &opts.hostname,
+                    &headers,
+                    &env.message,
+                )?),
+                size,
+            ),
+        })
+    }
+
+    /// Takes back every staged copy of one message. mbox appends are
+    /// truncated in reverse order; a message is always the last thing
+    /// appended to its mboxes when it is taken back, because messages of
+    /// a batch are staged one after the other.
+    fn unstage(&mut self, staged: Staged) {
+        for (_, copy, _) in staged.copies.into_iter().rev() {
+            match copy {
+                Copy::Mbox { path, append } => {
+                    if let Some(m) = self.mboxes.get_mut(&path) {
+                        m.truncate(append.start);
+                    }
+                }
+                Copy::Maildir(p) => p.remove_tmp(),
+                Copy::Eml(p) => p.remove_tmp(),
             }
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(written.into_iter().flatten().collect()),
+
+    /// Syncs, publishes and syncs again; returns one result per staged
+    /// message, in order, and releases the mbox locks.
+    pub fn finish(mut self, messages: Vec<Staged>) -> Vec<Result<Vec<Written>, ArchiveError>> {
+        // Step 2: one fsync per file.
+        let mut sync_error = None;
+        for m in self.mboxes.values() {
+            if let Err(e) = m.sync() {
+                sync_error.get_or_insert((DestKind::Mbox, m.path().to_path_buf(), e));
+            }
+        }
+        for staged in &messages {
+            for (i, copy, _) in &staged.copies {
+                let file = match copy {
+                    Copy::Mbox { .. } => continue,
+                    Copy::Maildir(p) => p.file(),
+                    Copy::Eml(p) => p.file(),
+                };
+                if let Err(e) = file.sync_all() {
+                    let d = &staged.deliveries[*i];
+                    sync_error.get_or_insert((d.kind, d.path.clone(), e));
+                }
+            }
+        }
+        if let Some((kind, path, e)) = sync_error {
+            // Nothing is published yet: take every message back.
+            let n = messages.len();
+            for staged in messages.into_iter().rev() {
+                self.unstage(staged);
+            }
+            let text = e.to_string();
+            return (0..n)
+                .map(|_| {
+                    Err(ArchiveError::Write {
+                        kind,
+                        path: path.clone(),
+                        source: io::Error::new(e.kind(), text.clone()),
+                    })
+                })
+                .collect();
+        }
+        // Step 3: publish.
+        let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut published: Vec<Published> = Vec::new();
+        for staged in messages {
+            let mut written: Vec<Option<Written>> = vec![None; staged.deliveries.len()];
+            let mut error = None;
+            let mut leftovers = Vec::new();
+            for (i, copy, bytes) in staged.copies {
+                let d = &staged.deliveries[i];
+                let file = match &copy {
+                    Copy::Mbox { path, .. } => Ok(path.clone()),
+                    Copy::Maildir(p) => p.publish().map(|(f, dir)| {
+                        dirs.insert(dir);
+                        f
+                    }),
+                    Copy::Eml(p) => p.publish().map(|(f, dir)| {
+                        dirs.insert(dir);
+                        f
+                    }),
+                };
+                match file {
+                    Ok(file) => {
+                        written[i] = Some(Written {
+                            kind: d.kind,
+                            destination: d.path.clone(),
+                            file,
+                            bytes,
+                            rules: d.rules.clone(),
+                        })
+                    }
+                    Err(source) => {
+                        tracing::error!(destination = %d.path.display(), error = %source,
+                            "publishing failed after other copies were published");
+                        error.get_or_insert(ArchiveError::Write {
+                            kind: d.kind,
+                            path: d.path.clone(),
+                            source,
+                        });
+                    }
+                }
+                leftovers.push(copy);
+            }
+            published.push((written, error, leftovers));
+        }
+        // Step 4: one fsync per directory; then the temporary names go.
+        let mut dir_error: Option<(PathBuf, io::Error)> = None;
+        for dir in &dirs {
+            if let Err(e) = durable::fsync_dir(dir) {
+                dir_error.get_or_insert((dir.clone(), e));
+            }
+        }
+        let results = published
+            .into_iter()
+            .map(|(written, error, leftovers)| {
+                for copy in leftovers {
+                    match copy {
+                        Copy::Mbox { .. } => {}
+                        Copy::Maildir(p) => p.remove_tmp(),
+                        Copy::Eml(p) => p.remove_tmp(),
+                    }
+                }
+                if let Some(e) = error {
+                    return Err(e);
+                }
+                let written: Vec<Written> = written.into_iter().flatten().collect();
+                if let Some((dir, e)) = &dir_error {
+                    if let Some(w) = written.iter().find(|w| w.file.starts_with(dir)) {
+                        return Err(ArchiveError::Write {
+                            kind: w.kind,
+                            path: dir.clone(),
+                            source: io::Error::new(e.kind(), e.to_string()),
+                        });
+                    }
+                }
+                Ok(written)
+            })
+            .collect();
+        drop(self.mboxes);
+        results
     }
 }

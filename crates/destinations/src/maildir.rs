@@ -1,23 +1,29 @@
-//! Maildir delivery: write and fsync in `tmp/`, then link into `new/`,
-//! fsync `new/` and remove the `tmp/` name. The link is the commit point, so
-//! a crash leaves at worst a complete file in `tmp/` (which Maildir readers
-//! clean up after 36 hours), never a partial message in `new/`.
+//! Maildir delivery: write the copy in `tmp/`, fsync it, link it into
+//! `new/`, fsync `new/`, then remove the `tmp/` name. The link is the commit
+//! point, so a crash leaves at worst a complete file in `tmp/` (which
+//! Maildir readers clean up after 36 hours), never a partial message in
+//! `new/`. A hard link, unlike rename(2), fails rather than replace a file
+//! that already has the name.
+//!
+//! The steps are separate calls so a batch of messages can share the
+//! fsyncs (see the crate documentation).
 
-use crate::durable::{create_dir_all_durable, fsync_dir, write_new_file};
+use crate::durable::{create_copy, create_dir_all_durable};
 use crate::unique::unique_name;
 use mailkeep_envelope::RawMessage;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// A message written and fsynced in `tmp/`, not yet visible in `new/`.
+/// A copy written in `tmp/`, not yet visible in `new/`.
 #[derive(Debug)]
 pub struct Prepared {
+    file: File,
     tmp: PathBuf,
     new: PathBuf,
 }
 
-/// Writes the copy into `maildir/tmp/`.
+/// Writes the copy into `maildir/tmp/` (not yet fsynced).
 pub fn prepare(
     maildir: &Path,
     host: &str,
@@ -31,9 +37,10 @@ pub fn prepare(
     loop {
         let name = format!("{},S={size}", unique_name(host));
         let tmp = maildir.join("tmp").join(&name);
-        match write_new_file(&tmp, headers, message) {
-            Ok(()) => {
+        match create_copy(&tmp, headers, message) {
+            Ok(file) => {
                 return Ok(Prepared {
+                    file,
                     new: maildir.join("new").join(&name),
                     tmp,
                 })
@@ -45,18 +52,21 @@ pub fn prepare(
 }
 
 impl Prepared {
-    /// Moves the message into `new/` and makes the rename durable.
-    /// A hard link, unlike rename(2), fails rather than replace a file
-    /// that already has the name.
-    pub fn commit(self) -> io::Result<PathBuf> {
-        fs::hard_link(&self.tmp, &self.new)?;
-        fsync_dir(self.new.parent().unwrap_or(Path::new(".")))?;
-        let _ = fs::remove_file(&self.tmp);
-        Ok(self.new)
+    /// The open copy, to be fsynced before [`Prepared::publish`].
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
-    /// Removes the file from `tmp/`.
-    pub fn abort(self) {
+    /// Links the copy into `new/`; returns the new path and the directory
+    /// that must be fsynced to make it durable.
+    pub fn publish(&self) -> io::Result<(PathBuf, PathBuf)> {
+        fs::hard_link(&self.tmp, &self.new)?;
+        let dir = self.new.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok((self.new.clone(), dir))
+    }
+
+    /// Removes the `tmp/` name (after publishing, or to abort).
+    pub fn remove_tmp(self) {
         let _ = fs::remove_file(&self.tmp);
     }
 }
@@ -64,6 +74,7 @@ impl Prepared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::fsync_dir;
 
     #[test]
     fn delivers_to_new() {
@@ -72,12 +83,16 @@ mod tests {
         let msg = RawMessage::from_bytes(b"Subject: x\n\nbody\n".to_vec());
         let p = prepare(&md, "host/a:b", "H: 1\n", &msg).unwrap();
         assert_eq!(fs::read_dir(md.join("new")).unwrap().count(), 0);
-        let path = p.commit().unwrap();
+        p.file().sync_all().unwrap();
+        let (path, new_dir) = p.publish().unwrap();
+        fsync_dir(&new_dir).unwrap();
+        p.remove_tmp();
         assert_eq!(fs::read(&path).unwrap(), b"H: 1\nSubject: x\n\nbody\n");
         assert!(path.to_str().unwrap().contains("host\\057a\\072b,S=22"));
         assert_eq!(fs::read_dir(md.join("tmp")).unwrap().count(), 0);
         let p = prepare(&md, "h", "", &msg).unwrap();
-        p.abort();
+        p.remove_tmp();
         assert_eq!(fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(md.join("new")).unwrap().count(), 1);
     }
 }

@@ -124,27 +124,30 @@ fn fcntl_lock(file: &File, path: &Path, deadline: Instant) -> io::Result<()> {
     )
 }
 
-/// An mbox append that is on disk and fsynced but still locked: it can be
-/// committed (unlocked) or aborted (truncated away).
+/// An mbox held under both locks. Appends go to the end; the caller makes
+/// them durable with [`Locked::sync`] (once for any number of appends: the
+/// group commit) and can take the last one back with [`Locked::truncate`].
+/// Dropping it releases the locks.
 #[derive(Debug)]
-pub struct Prepared {
+pub struct Locked {
     file: File,
     path: PathBuf,
-    old_len: u64,
-    new_len: u64,
+    len: u64,
     _dotlock: DotLock,
 }
 
-/// Appends `message` (after `envelope_headers`) to the mbox at `path`,
-/// fsyncs it, and returns with the locks still held.
-pub fn prepare(
-    path: &Path,
-    received: DateTime<Utc>,
-    sender: Option<&str>,
-    envelope_headers: &str,
-    message: &RawMessage,
-    lock_timeout: Duration,
-) -> io::Result<Prepared> {
+/// Where one append landed: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Append {
+    /// File length before the append.
+    pub start: u64,
+    /// File length after it.
+    pub end: u64,
+}
+
+/// Locks the mbox at `path`, creating it (and its directories, durably)
+/// when missing.
+pub fn lock(path: &Path, lock_timeout: Duration) -> io::Result<Locked> {
     let dir = path.parent().unwrap_or(Path::new(""));
     create_dir_all_durable(dir)?;
     let deadline = Instant::now() + lock_timeout;
@@ -173,35 +176,57 @@ pub fn prepare(
     if created {
         fsync_dir(dir)?;
     }
-    let old_len = file.metadata()?.len();
-    let mut prepared = Prepared {
+    let len = file.metadata()?.len();
+    Ok(Locked {
         file,
         path: path.to_path_buf(),
-        old_len,
-        new_len: old_len,
+        len,
         _dotlock: dotlock,
-    };
-    match prepared.append(&from_line(sender, received), envelope_headers, message) {
-        Ok(()) => Ok(prepared),
-        Err(e) => {
-            prepared.truncate_back();
-            Err(e)
-        }
-    }
+    })
 }
 
-impl Prepared {
-    fn append(&mut self, from_line: &str, headers: &str, message: &RawMessage) -> io::Result<()> {
+impl Locked {
+    /// Appends one message (after `headers`), not yet fsynced. On error the
+    /// file is truncated back, so it never holds a partial message.
+    pub fn append(
+        &mut self,
+        received: DateTime<Utc>,
+        sender: Option<&str>,
+        headers: &str,
+        message: &RawMessage,
+    ) -> io::Result<Append> {
+        let start = self.len;
+        match self.write_message(&from_line(sender, received), headers, message) {
+            Ok(()) => {
+                self.len = self.file.metadata()?.len();
+                Ok(Append {
+                    start,
+                    end: self.len,
+                })
+            }
+            Err(e) => {
+                self.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_message(
+        &mut self,
+        from_line: &str,
+        headers: &str,
+        message: &RawMessage,
+    ) -> io::Result<()> {
         // A previous writer that died mid-append (one that did not truncate)
         // may have left the file without its closing blank line; restore the
         // separation so our From_ line starts a message.
-        let pad = if self.old_len == 0 {
+        let pad = if self.len == 0 {
             ""
         } else {
             let mut tail = [0u8; 2];
-            let n = self.old_len.min(2) as usize;
+            let n = self.len.min(2) as usize;
             self.file
-                .read_exact_at(&mut tail[..n], self.old_len - n as u64)?;
+                .read_exact_at(&mut tail[..n], self.len - n as u64)?;
             match &tail[..n] {
                 b"\n\n" => "",
                 [.., b'\n'] => "\n",
@@ -227,42 +252,32 @@ impl Prepared {
             out.write_all(b"\n")?;
         }
         out.write_all(b"\n")?;
-        out.flush()?;
-        drop(out);
-        self.file.sync_data()?;
-        self.new_len = self.file.metadata()?.len();
-        Ok(())
+        out.flush()
     }
 
-    fn truncate_back(&mut self) {
-        if let Err(e) = self
-            .file
-            .set_len(self.old_len)
-            .and_then(|()| self.file.sync_data())
-        {
-            tracing::error!(mbox = %self.path.display(), error = %e,
-                "cannot truncate a failed append; the mbox may hold a partial message");
+    /// Cuts the file back to `len` (taking back the appends after it) and
+    /// makes that durable.
+    pub fn truncate(&mut self, len: u64) {
+        match self.file.set_len(len).and_then(|()| self.file.sync_data()) {
+            Ok(()) => self.len = len,
+            Err(e) => tracing::error!(mbox = %self.path.display(), error = %e,
+                "cannot truncate a failed append; the mbox may hold a partial message"),
         }
+    }
+
+    /// Makes every append so far durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// The mbox path.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    /// Bytes appended.
-    pub fn appended(&self) -> u64 {
-        self.new_len - self.old_len
-    }
-
-    /// Releases the locks; the message stays.
-    pub fn commit(self) {
-        let _ = rustix::fs::fcntl_lock(&self.file, FlockOperation::Unlock);
-    }
-
-    /// Removes the appended message again, then releases the locks.
-    pub fn abort(mut self) {
-        self.truncate_back();
+impl Drop for Locked {
+    fn drop(&mut self) {
         let _ = rustix::fs::fcntl_lock(&self.file, FlockOperation::Unlock);
     }
 }
@@ -419,22 +434,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/x.mbox");
         let msg = RawMessage::from_bytes(b"Subject: a\n\nFrom here\nno newline".to_vec());
-        let p = prepare(
-            &path,
-            Utc::now(),
-            Some("a@b"),
-            "X-H: 1\n",
-            &msg,
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        p.commit();
+        let mut m = lock(&path, Duration::from_secs(5)).unwrap();
+        m.append(Utc::now(), Some("a@b"), "X-H: 1\n", &msg).unwrap();
+        m.sync().unwrap();
+        drop(m);
         let first = fs::read(&path).unwrap();
         assert!(first.starts_with(b"From a@b "));
         assert!(first.ends_with(b"X-H: 1\nSubject: a\n\n>From here\nno newline\n\n"));
-        let p = prepare(&path, Utc::now(), None, "", &msg, Duration::from_secs(5)).unwrap();
-        assert!(p.appended() > 0);
-        p.abort();
+        let mut m = lock(&path, Duration::from_secs(5)).unwrap();
+        let a = m.append(Utc::now(), None, "", &msg).unwrap();
+        assert!(a.end > a.start);
+        m.truncate(a.start);
+        drop(m);
         assert_eq!(fs::read(&path).unwrap(), first);
         assert!(!dir.path().join("sub/x.mbox.lock").exists());
     }
@@ -444,9 +455,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.mbox");
         fs::write(dir.path().join("x.mbox.lock"), b"1\n").unwrap();
-        let msg = RawMessage::from_bytes(b"a\n".to_vec());
-        let err =
-            prepare(&path, Utc::now(), None, "", &msg, Duration::from_millis(50)).unwrap_err();
+        let err = lock(&path, Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
@@ -454,20 +463,21 @@ mod tests {
     fn stale_dotlock_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.mbox");
-        let lock = dir.path().join("x.mbox.lock");
-        fs::write(&lock, b"1\n").unwrap();
+        let lockfile = dir.path().join("x.mbox.lock");
+        fs::write(&lockfile, b"1\n").unwrap();
         let old = SystemTime::now() - Duration::from_secs(600);
         File::options()
             .write(true)
-            .open(&lock)
+            .open(&lockfile)
             .unwrap()
             .set_modified(old)
             .unwrap();
         let msg = RawMessage::from_bytes(b"a\n".to_vec());
-        prepare(&path, Utc::now(), None, "", &msg, Duration::from_secs(5))
-            .unwrap()
-            .commit();
+        let mut m = lock(&path, Duration::from_secs(5)).unwrap();
+        m.append(Utc::now(), None, "", &msg).unwrap();
+        m.sync().unwrap();
+        drop(m);
         assert!(fs::read(&path).unwrap().ends_with(b"a\n\n"));
-        assert!(!lock.exists());
+        assert!(!lockfile.exists());
     }
 }
