@@ -34,11 +34,13 @@
 pub mod durable;
 pub mod eml;
 pub mod filer;
+mod group;
 mod headers;
 pub mod maildir;
 pub mod mbox;
 mod unique;
 
+pub use group::{GroupCommitter, GroupStats, Reply, DEFAULT_MAX_BATCH};
 pub use headers::{envelope_headers, header_value, line_ending};
 
 use mailkeep_envelope::Envelope;
@@ -144,6 +146,11 @@ impl Archiver {
     /// The rule set in use.
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// The destination settings in use.
+    pub fn options(&self) -> &ArchiveOptions {
+        &self.options
     }
 
     /// Runs the rules only: what [`Archiver::archive`] would write.
