@@ -13,3 +13,18 @@ pub mod milter;
 pub mod pipe;
 pub mod policy;
 pub mod reinject;
+
+/// An error and its causes on one line, joined with `: `.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -21,39 +21,64 @@ use std::path::Path;
 pub struct ConnectionFacts {
     /// Client name, address, port, HELO.
     pub client: Client,
-    /// Macros seen so far on this connection (name without braces).
-    pub macros: HashMap<String, String>,
+    /// Macros by the command code they came with (`C`onnect, `H`elo,
+    /// `M`ail, `R`cpt, `N` end of headers, `E` end of body, ...), names
+    /// without braces. A later stage's value wins, as in libmilter.
+    macros: HashMap<u8, HashMap<String, String>>,
 }
 
+/// Stages whose macros belong to one message and must not outlive it.
+const MESSAGE_STAGES: [u8; 7] = [b'M', b'R', b'T', b'L', b'N', b'E', b'B'];
+
+/// Lookup order: latest stage first.
+const STAGE_ORDER: [u8; 9] = [b'E', b'B', b'N', b'L', b'T', b'R', b'M', b'H', b'C'];
+
 impl ConnectionFacts {
-    /// Records macros sent by the MTA (names with or without braces).
-    pub fn set_macros<'a>(&mut self, macros: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        for (k, v) in macros {
-            let name = k.trim_start_matches('{').trim_end_matches('}');
-            self.macros.insert(name.to_string(), v.to_string());
-        }
+    /// Records the macros sent with a command (names with or without
+    /// braces); they replace that stage's earlier set.
+    pub fn set_macros<'a>(
+        &mut self,
+        stage: u8,
+        macros: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        let map = macros
+            .into_iter()
+            .map(|(k, v)| {
+                let name = k.trim_start_matches('{').trim_end_matches('}');
+                (name.to_string(), v.to_string())
+            })
+            .collect();
+        self.macros.insert(stage, map);
     }
 
-    fn macro_value(&self, name: &str) -> Option<String> {
-        self.macros
-            .get(name)
+    /// A macro's value (name without braces), from the latest stage that
+    /// sent it; empty values count as absent.
+    pub fn macro_value(&self, name: &str) -> Option<String> {
+        STAGE_ORDER
+            .iter()
+            .filter_map(|stage| self.macros.get(stage)?.get(name))
             .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+            .find(|v| !v.is_empty())
     }
 
-    /// Forgets per-message macros (after end of message or abort). Macros
-    /// of the connection and HELO stages stay.
+    /// Forgets the macros of the message stages (after end of message or
+    /// abort), keeping those of the connection and HELO.
     pub fn forget_message_macros(&mut self) {
-        for name in [
-            "i",
-            "auth_authen",
-            "auth_type",
-            "auth_author",
-            "mail_addr",
-            "rcpt_addr",
-        ] {
-            self.macros.remove(name);
+        for stage in MESSAGE_STAGES {
+            self.macros.remove(&stage);
         }
+    }
+
+    /// Takes over `other`'s macros of one stage.
+    pub fn copy_stage_from(&mut self, other: &ConnectionFacts, stage: u8) {
+        if let Some(m) = other.macros.get(&stage) {
+            self.macros.insert(stage, m.clone());
+        }
+    }
+
+    /// Forgets everything (a new connection on a reused milter channel).
+    pub fn reset(&mut self) {
+        *self = ConnectionFacts::default();
     }
 }
 
@@ -87,11 +112,12 @@ impl MessageBuilder {
         }
     }
 
-    /// One header field. `value` is as the MTA sent it (with its leading
-    /// space when `SMFIP_HDR_LEADSPC` was negotiated).
-    pub fn header(&mut self, name: &[u8], value: &[u8]) -> io::Result<()> {
+    /// One header field. `value` is as the MTA sent it: with its leading
+    /// white space when `SMFIP_HDR_LEADSPC` was negotiated (`leadspc`),
+    /// without it otherwise, in which case one space is put back.
+    pub fn header(&mut self, name: &[u8], value: &[u8], leadspc: bool) -> io::Result<()> {
         self.spool.write_all(name)?;
-        self.spool.write_all(b":")?;
+        self.spool.write_all(if leadspc { b":" } else { b": " })?;
         self.spool.write_all(value)?;
         self.spool.write_all(b"\r\n")
     }
@@ -161,11 +187,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut facts = ConnectionFacts::default();
         facts.client.address = Some("192.0.2.1".into());
-        facts.set_macros([
-            ("{auth_authen}", "bob"),
-            ("{auth_type}", "PLAIN"),
-            ("i", "4ABC"),
-        ]);
+        facts.set_macros(b'C', [("{client_name}", "mx.example")]);
+        facts.set_macros(
+            b'M',
+            [
+                ("{auth_authen}", "bob"),
+                ("{auth_type}", "PLAIN"),
+                ("i", "4ABC"),
+            ],
+        );
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut m = MessageBuilder::new(
             &args(&["<alice@example.com>", "SIZE=100"]),
@@ -175,8 +205,9 @@ mod tests {
         );
         m.recipient(&args(&["<a@x>"]));
         m.recipient(&args(&["<bcc@y>", "NOTIFY=NEVER"]));
-        m.header(b"From", b" Alice <alice@example.com>").unwrap();
-        m.header(b"Subject", b" folded\r\n\tline").unwrap();
+        m.header(b"From", b" Alice <alice@example.com>", true)
+            .unwrap();
+        m.header(b"Subject", b"folded\r\n\tline", false).unwrap();
         m.body(b"hello\r\n").unwrap();
         m.body(b"world\r\n").unwrap();
         let env = m.finish(&facts).unwrap();
@@ -191,8 +222,13 @@ mod tests {
         assert_eq!(env.login_method.as_deref(), Some("PLAIN"));
         assert_eq!(env.queue_id.as_deref(), Some("4ABC"));
         assert!(env.message.is_spooled(), "past the 16-byte threshold");
+        assert_eq!(env.client.hostname.as_deref(), Some("mx.example"));
         facts.forget_message_macros();
         assert!(facts.macro_value("auth_authen").is_none());
+        assert_eq!(
+            facts.macro_value("client_name").as_deref(),
+            Some("mx.example")
+        );
     }
 
     #[test]
