@@ -2,6 +2,9 @@
 //! ([`RawConfig`]) and the validated runtime settings ([`Settings`]).
 //! Every error names the file and line it comes from.
 
+use mailkeep_capture::listen::{ListenSpec, SocketAccess};
+use mailkeep_capture::milter::{Limits, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT};
+use mailkeep_capture::policy::FailurePolicy;
 use mailkeep_destinations::{ArchiveOptions, Archiver};
 use mailkeep_envelope::DEFAULT_SPOOL_THRESHOLD;
 use mailkeep_rules::{RawRule, RuleSet, Size};
@@ -32,6 +35,39 @@ struct RawSpool {
     max_message_size: Option<Size>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMilter {
+    listen: toml::Spanned<String>,
+    socket_mode: Option<String>,
+    socket_owner: Option<String>,
+    socket_group: Option<String>,
+    #[serde(default)]
+    on_failure: FailurePolicy,
+    #[serde(default)]
+    add_header: bool,
+    max_connections: Option<usize>,
+    timeout: Option<u64>,
+    max_message_size: Option<Size>,
+}
+
+/// The validated `[milter]` section.
+#[derive(Debug, Clone)]
+pub struct MilterSettings {
+    /// Where to listen.
+    pub listen: ListenSpec,
+    /// Unix socket mode and owner.
+    pub access: SocketAccess,
+    /// What to do when archiving fails.
+    pub on_failure: FailurePolicy,
+    /// Add `X-Mailkeep-Archived`.
+    pub add_header: bool,
+    /// Connection limit and read timeout.
+    pub limits: Limits,
+    /// Larger messages are not archived (policy decides).
+    pub max_message_size: Option<u64>,
+}
+
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +78,7 @@ pub struct RawConfig {
     spool: RawSpool,
     #[serde(default)]
     rule: Vec<toml::Spanned<RawRule>>,
+    milter: Option<RawMilter>,
 }
 
 /// Where the configuration came from.
@@ -99,6 +136,8 @@ pub struct Settings {
     pub spool_threshold: usize,
     /// Larger messages are refused; `None`: no limit.
     pub max_message_size: Option<u64>,
+    /// The milter listener, when configured.
+    pub milter: Option<MilterSettings>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -157,12 +196,77 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
         .unwrap_or(DEFAULT_SPOOL_THRESHOLD);
     let max_message_size =
         size(&raw.spool.max_message_size, "max_message_size")?.filter(|m| *m > 0);
+    let milter = match raw.milter {
+        None => None,
+        Some(m) => {
+            Some(milter_settings(m, text, max_message_size).map_err(|(line, msg)| err(line, msg))?)
+        }
+    };
     Ok(Settings {
         source,
         archiver: Archiver::new(rules, options),
         hostname,
         spool_dir: raw.spool.dir.unwrap_or_else(std::env::temp_dir),
         spool_threshold: threshold,
+        max_message_size,
+        milter,
+    })
+}
+
+fn milter_settings(
+    m: RawMilter,
+    text: &str,
+    default_max: Option<u64>,
+) -> Result<MilterSettings, (Option<usize>, String)> {
+    let line = Some(line_of(text, m.listen.span().start));
+    let listen =
+        ListenSpec::parse(m.listen.get_ref()).map_err(|e| (line, format!("milter.listen: {e}")))?;
+    let mode = m
+        .socket_mode
+        .map(|s| {
+            u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or((
+                    line,
+                    format!("milter.socket_mode: {s:?} is not an octal mode like \"0660\""),
+                ))
+        })
+        .transpose()?;
+    let uid = m
+        .socket_owner
+        .map(|name| match nix::unistd::User::from_name(&name) {
+            Ok(Some(u)) => Ok(u.uid.as_raw()),
+            _ => Err((line, format!("milter.socket_owner: no user {name:?}"))),
+        })
+        .transpose()?;
+    let gid = m
+        .socket_group
+        .map(|name| match nix::unistd::Group::from_name(&name) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            _ => Err((line, format!("milter.socket_group: no group {name:?}"))),
+        })
+        .transpose()?;
+    let max_message_size = match m.max_message_size {
+        Some(s) => Some(
+            s.bytes()
+                .map_err(|e| (line, format!("milter.max_message_size: {e}")))?,
+        )
+        .filter(|b| *b > 0),
+        None => default_max,
+    };
+    Ok(MilterSettings {
+        listen,
+        access: SocketAccess { mode, uid, gid },
+        on_failure: m.on_failure,
+        add_header: m.add_header,
+        limits: Limits {
+            max_connections: m.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1),
+            timeout: m
+                .timeout
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_TIMEOUT),
+        },
         max_message_size,
     })
 }
@@ -196,6 +300,41 @@ mod tests {
     fn embedded_default_loads() {
         let s = parse(EMBEDDED_DEFAULT, Source::Embedded).unwrap();
         assert_eq!(s.archiver.rules().rules().len(), 1);
+        let m = s.milter.expect("the default listens for the milter");
+        assert_eq!(m.listen.to_string(), "inet:127.0.0.1:8894");
+        assert_eq!(m.on_failure, FailurePolicy::Tempfail);
+    }
+
+    #[test]
+    fn milter_section() {
+        let text = "[milter]\nlisten = \"unix:/run/m.sock\"\nsocket_mode = \"0660\"\nsocket_owner = \"root\"\non_failure = \"accept\"\nadd_header = true\nmax_connections = 8\ntimeout = 30\nmax_message_size = \"10M\"\n";
+        let m = parse(text, Source::Embedded).unwrap().milter.unwrap();
+        assert_eq!(
+            m.access,
+            SocketAccess {
+                mode: Some(0o660),
+                uid: Some(0),
+                gid: None
+            }
+        );
+        assert_eq!(m.on_failure, FailurePolicy::Accept);
+        assert!(m.add_header);
+        assert_eq!(m.limits.max_connections, 8);
+        assert_eq!(m.max_message_size, Some(10 << 20));
+        let e = parse("[milter]\nlisten = \"tcp:1:2\"\n", Source::Embedded).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse(
+            "[milter]\nlisten = \"inet:127.0.0.1:1\"\non_failure = \"drop\"\n",
+            Source::Embedded,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("drop"), "{e}");
+        let e = parse(
+            "[milter]\nlisten = \"unix:/x\"\nsocket_owner = \"no-such-user-xyz\"\n",
+            Source::Embedded,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("no user"), "{e}");
     }
 
     #[test]

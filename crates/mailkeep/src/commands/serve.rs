@@ -1,15 +1,35 @@
 //! `mailkeep serve`: the long-running daemon.
 //!
-//! It loads the configuration, reports what it listens on, and runs until
-//! SIGTERM or SIGINT; SIGHUP reloads the configuration (a bad file is
-//! reported and the previous one kept). The capture listeners (milter,
-//! SMTP filter) plug in here as `run(listener, settings, shutdown)` tasks;
-//! this version has none yet, and says so rather than pretend.
+//! It loads the configuration, starts the archive writer (group commit)
+//! and the configured capture listeners, says what it listens on, and runs
+//! until SIGTERM or SIGINT, then drains: no new connections, messages in
+//! progress are finished. SIGHUP reloads the configuration: new sessions
+//! use the new rules, sessions already open keep the snapshot they started
+//! with; a bad file is reported and the previous one kept. Changing a
+//! `listen` address needs a restart.
 
-use crate::config;
+use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
+use mailkeep_capture::listen;
+use mailkeep_capture::milter::{self, Service, Snapshot};
+use mailkeep_capture::policy::FailureCounters;
+use mailkeep_destinations::{GroupCommitter, DEFAULT_MAX_BATCH};
 use std::path::Path;
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+fn snapshot(settings: &Settings) -> Arc<Snapshot> {
+    let m = settings.milter.as_ref();
+    Arc::new(Snapshot {
+        archiver: Arc::new(settings.archiver.clone()),
+        on_failure: m.map(|m| m.on_failure).unwrap_or_default(),
+        add_header: m.is_some_and(|m| m.add_header),
+        spool_dir: settings.spool_dir.clone(),
+        spool_threshold: settings.spool_threshold,
+        max_message_size: m.and_then(|m| m.max_message_size),
+    })
+}
 
 pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
     let settings = config::load(path).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))?;
@@ -17,36 +37,94 @@ pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Exit::SOFTWARE, format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async move {
-        let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
-        println!(
-            "mailkeep {} serve: configuration {} ({} rule(s))",
-            env!("CARGO_PKG_VERSION"),
-            settings.source,
-            settings.archiver.rules().rules().len()
-        );
-        println!("listening on: nothing (this version has no milter or SMTP listener; use `mailkeep pipe`)");
-        println!("stop with SIGTERM or Ctrl-C; SIGHUP reloads the configuration");
-        let mut settings = settings;
-        loop {
-            tokio::select! {
-                _ = term.recv() => { println!("SIGTERM: stopping"); break; }
-                _ = int.recv() => { println!("SIGINT: stopping"); break; }
-                _ = hup.recv() => match config::load(path) {
-                    Ok(new) => {
-                        settings = new;
-                        tracing::info!(source = %settings.source,
-                            rules = settings.archiver.rules().rules().len(), "configuration reloaded");
+    runtime.block_on(serve(path, settings))
+}
+
+async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure> {
+    let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
+    println!(
+        "mailkeep {} serve: configuration {} ({} rule(s))",
+        env!("CARGO_PKG_VERSION"),
+        settings.source,
+        settings.archiver.rules().rules().len()
+    );
+    let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).map_err(|e| {
+        Failure::new(
+            Exit::SOFTWARE,
+            format!("cannot start the archive writer: {e}"),
+        )
+    })?;
+    let counters = Arc::new(FailureCounters::default());
+    let (settings_tx, settings_rx) = watch::channel(snapshot(&settings));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    match &settings.milter {
+        Some(m) => {
+            let listener = listen::bind(&m.listen, &m.access).await.map_err(|e| {
+                Failure::new(
+                    Exit::OSERR,
+                    format!("milter: cannot listen on {}: {e}", m.listen),
+                )
+            })?;
+            println!("milter listening on {}", listener.describe());
+            let service = Service {
+                settings: settings_rx.clone(),
+                committer: committer.clone(),
+                counters: counters.clone(),
+                limits: m.limits,
+            };
+            let mut stop = stop_rx.clone();
+            servers.spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                milter::run(listener, service, shutdown).await
+            });
+        }
+        None => println!(
+            "listening on: nothing (no [milter] in the configuration; use `mailkeep pipe`)"
+        ),
+    }
+    println!("stop with SIGTERM or Ctrl-C; SIGHUP reloads the configuration");
+    let mut current = settings;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { println!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { println!("SIGINT: stopping"); break; }
+            _ = hup.recv() => match config::load(path) {
+                Ok(new) => {
+                    if new.milter.as_ref().map(|m| &m.listen) != current.milter.as_ref().map(|m| &m.listen) {
+                        tracing::warn!("milter.listen changed: restart mailkeep to listen on the new address");
                     }
-                    Err(e) => tracing::error!("reload failed, keeping the previous configuration: {e}"),
-                },
+                    let _ = settings_tx.send(snapshot(&new));
+                    tracing::info!(source = %new.source,
+                        rules = new.archiver.rules().rules().len(), "configuration reloaded");
+                    current = new;
+                }
+                Err(e) => tracing::error!("reload failed, keeping the previous configuration: {e}"),
+            },
+            Some(done) = servers.join_next() => {
+                // A listener ended on its own: that is a failure to serve.
+                let why = match done {
+                    Ok(Ok(())) => "ended".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(Failure::new(Exit::SOFTWARE, format!("a listener stopped: {why}")));
             }
         }
-        println!("mailkeep serve: stopped (configuration {})", settings.source);
-        Ok(Exit::OK)
-    })
+    }
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    println!(
+        "mailkeep serve: stopped (configuration {}; not archived: {} retried by the MTA, {} accepted unarchived)",
+        current.source,
+        counters.tempfailed(),
+        counters.accepted_unarchived()
+    );
+    Ok(Exit::OK)
 }
 
 fn sig_err(e: std::io::Error) -> Failure {
