@@ -5,5 +5,6 @@
 mod util;
 
 mod commands;
+mod milter;
 mod pipe;
 mod postfix_pipe;

@@ -1,0 +1,350 @@
+//! `mailkeep serve`'s milter driven by Sendmail's `miltertest` (the Lua
+//! scripts in `tests/milter/`), with the archive read back by Python's
+//! `mailbox` module.
+
+use crate::util::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/milter")
+        .join(name)
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A running `mailkeep serve`, stopped with SIGTERM on drop.
+struct Serve {
+    child: Option<Child>,
+    port: u16,
+    stdout: Vec<String>,
+    collected: Option<std::sync::mpsc::Receiver<Vec<String>>>,
+}
+
+impl Serve {
+    /// Starts serve with `[milter]` on a free port plus `rest` of the config;
+    /// as `nobody` when `unprivileged` and the tests run as root.
+    fn start(dir: &Path, milter_extra: &str, rules: &str, unprivileged: bool) -> Serve {
+        let port = free_port();
+        let cfg = write_config(
+            dir,
+            &format!("[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{milter_extra}\n{rules}"),
+        );
+        let mut cmd = if unprivileged && is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(bin());
+            c
+        } else {
+            Command::new(bin())
+        };
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("serve.log")).expect("log file"));
+        let mut child = cmd.spawn().expect("spawn mailkeep serve");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut serve = Serve {
+            child: Some(child),
+            port,
+            stdout: Vec::new(),
+            collected: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.starts_with("milter listening on");
+                    serve.stdout.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => panic!("serve did not start: {:?}", serve.stdout),
+            }
+        }
+        serve.stdout_rx(rx);
+        serve
+    }
+
+    fn stdout_rx(&mut self, rx: std::sync::mpsc::Receiver<String>) {
+        // Keep reading so the pipe never fills; lines are collected at stop.
+        let (tx, collected) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let lines: Vec<String> = rx.iter().collect();
+            let _ = tx.send(lines);
+        });
+        self.collected = Some(collected);
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Peak resident memory of the serve process, KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmHWM")
+    }
+
+    /// SIGTERM, wait, and return the rest of stdout.
+    fn stop(&mut self) -> Vec<String> {
+        let Some(mut child) = self.child.take() else {
+            return Vec::new();
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    assert!(status.success(), "serve exited with {status}");
+                    break;
+                }
+                _ if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    panic!("serve did not stop on SIGTERM");
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        self.collected
+            .take()
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs a miltertest script; panics with its output unless it passed.
+fn miltertest(port: u16, script_name: &str, defines: &[(&str, &str)]) -> String {
+    let mut c = Command::new("miltertest");
+    c.arg("-D").arg(format!("port={port}"));
+    for (k, v) in defines {
+        c.arg("-D").arg(format!("{k}={v}"));
+    }
+    c.arg("-s").arg(script(script_name));
+    let out = c
+        .output()
+        .expect("miltertest is needed (package miltertest; scripts/test installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("PASS"),
+        "miltertest {script_name} {defines:?} failed:\n{text}"
+    );
+    text
+}
+
+fn header_values(copy: &[u8], name: &str) -> Vec<String> {
+    python_headers(copy)
+        .into_iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+const ORIGINAL: &[u8] = b"From: Mallory <ceo@example.org>\r\nTo: r1@example.com, r2@example.com\r\nSubject: full flow test\r\nMessage-ID: <ff1@example.org>\r\n\r\nHello Bob,\r\nthis is the body.\r\nFrom the second chunk.\r\n";
+
+fn rules(dir: &Path) -> String {
+    format!(
+        "[[rule]]\nname = \"by login\"\nlogin = \"*\"\narchive = \"mbox:{d}/archive/{{login}}/sent.mbox\"\ncontinue = true\n\
+         [[rule]]\nname = \"all\"\narchive = \"maildir:{d}/archive/all\"\n",
+        d = dir.display()
+    )
+}
+
+fn full_flow(version: &str) {
+    let dir = sandbox();
+    let mut serve = Serve::start(dir.path(), "add_header = true", &rules(dir.path()), false);
+    miltertest(
+        serve.port,
+        "full_flow.lua",
+        &[("version", version), ("header", "1")],
+    );
+    let stdout = serve.stop();
+    assert!(
+        stdout
+            .iter()
+            .any(|l| l.contains("0 retried by the MTA, 0 accepted unarchived")),
+        "{stdout:?}"
+    );
+
+    let all = read_maildir(&dir.path().join("archive/all"));
+    assert_eq!(all.len(), 1);
+    let copy = &all[0];
+    let (_, original) = split_envelope(copy);
+    // The milter rebuilds the message as the MTA holds it: CRLF, and one
+    // space after the colon when the MTA did not keep the leading space.
+    assert_same(&original, ORIGINAL, "archived message");
+    assert_eq!(header_values(copy, "X-Mailkeep-Login"), vec!["bob (PLAIN)"]);
+    assert_eq!(
+        header_values(copy, "X-Envelope-To"),
+        vec!["<r1@example.com>", "<r2@example.com>", "<r3@example.com>"],
+        "the Bcc recipient r3 is in the envelope"
+    );
+    assert_eq!(
+        header_values(copy, "Return-Path"),
+        vec!["<alice@example.org>"]
+    );
+    assert_eq!(header_values(copy, "X-Mailkeep-Queue-Id"), vec!["QID1"]);
+    assert_eq!(
+        header_values(copy, "X-Mailkeep-Client"),
+        // miltertest puts port 12345 in its CONNECT packet.
+        vec!["mx.example.net [192.0.2.7]:12345 helo=helo.example.net"]
+    );
+    // Filed by the SASL login, not by the From: header.
+    let sent = read_mbox(&dir.path().join("archive/bob/sent.mbox"));
+    assert_eq!(sent.len(), 1);
+    assert_same(&split_envelope(&sent[0]).1, ORIGINAL, "mbox copy");
+    assert!(!dir.path().join("archive/ceo").exists());
+}
+
+#[test]
+fn miltertest_v6_archives_login_bcc_and_queue_id() {
+    full_flow("6");
+}
+
+#[test]
+fn miltertest_v2_negotiation_archives_too() {
+    full_flow("2");
+}
+
+#[test]
+fn abort_then_two_messages_on_one_connection() {
+    let dir = sandbox();
+    let mut serve = Serve::start(dir.path(), "", &rules(dir.path()), false);
+    miltertest(serve.port, "abort_reuse.lua", &[]);
+    serve.stop();
+    let all = read_maildir(&dir.path().join("archive/all"));
+    assert_eq!(all.len(), 2, "A was aborted: only B and C");
+    let mut seen = Vec::new();
+    for copy in &all {
+        let subject = header_values(copy, "Subject");
+        let rcpts = header_values(copy, "X-Envelope-To");
+        let qid = header_values(copy, "X-Mailkeep-Queue-Id");
+        assert!(
+            header_values(copy, "X-Mailkeep-Login").is_empty(),
+            "no login leaked from A"
+        );
+        seen.push((subject, rcpts, qid));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                vec!["msg B".to_string()],
+                vec!["<b1@example.com>".to_string()],
+                vec!["QIDB".to_string()]
+            ),
+            (
+                vec!["msg C".to_string()],
+                vec![
+                    "<c1@example.com>".to_string(),
+                    "<c2@example.com>".to_string()
+                ],
+                vec!["QIDC".to_string()]
+            ),
+        ]
+    );
+    assert!(
+        !dir.path().join("archive/bob").exists(),
+        "A's login never filed anything"
+    );
+}
+
+#[test]
+fn fifty_megabyte_body_in_64k_chunks_streams() {
+    let dir = sandbox();
+    let serve = Serve::start(dir.path(), "", &rules(dir.path()), false);
+    miltertest(
+        serve.port,
+        "bigbody.lua",
+        &[("chunk", "65536"), ("mib", "50")],
+    );
+    let rss = serve.peak_rss_kib();
+    drop(serve);
+    let files = files_under(&dir.path().join("archive/all/new"));
+    assert_eq!(files.len(), 1);
+    let len = std::fs::metadata(&files[0]).unwrap().len();
+    assert!(len > 50 * 1024 * 1024, "archived {len} bytes");
+    // 1 MiB in memory, the rest spooled; packets are at most 1 MiB.
+    assert!(
+        rss < 64 * 1024,
+        "serve peaked at {rss} KiB for a 50 MiB message"
+    );
+}
+
+fn unwritable(policy: &str, expect: &str) {
+    let dir = sandbox();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    set_mode(&ro, 0o555);
+    let rules = format!("[[rule]]\narchive = \"maildir:{}/md\"\n", ro.display());
+    let mut serve = Serve::start(
+        dir.path(),
+        &format!("on_failure = \"{policy}\""),
+        &rules,
+        true,
+    );
+    let unprivileged_ok = is_root() || std::fs::create_dir(ro.join("probe")).is_err();
+    assert!(
+        unprivileged_ok,
+        "the test cannot make a directory unwritable here"
+    );
+    miltertest(serve.port, "full_flow.lua", &[("expect", expect)]);
+    let stdout = serve.stop();
+    assert!(files_under(&ro).is_empty(), "nothing archived");
+    let counted = if policy == "tempfail" {
+        "1 retried by the MTA, 0 accepted unarchived"
+    } else {
+        "0 retried by the MTA, 1 accepted unarchived"
+    };
+    assert!(stdout.iter().any(|l| l.contains(counted)), "{stdout:?}");
+}
+
+#[test]
+fn unwritable_destination_tempfails_by_default() {
+    unwritable("tempfail", "tempfail");
+}
+
+#[test]
+fn unwritable_destination_with_accept_policy_continues_and_counts() {
+    unwritable("accept", "continue");
+}
