@@ -155,13 +155,18 @@ pub struct SnippetArgs {
     /// Unprivileged user pipe(8) runs mailkeep as.
     #[arg(long, default_value = "mailkeep")]
     pub user: String,
-    /// Port of the reinjection smtpd.
+    /// Port of the reinjection smtpd (pipe).
     #[arg(long, default_value_t = 10026)]
     pub reinject_port: u16,
+    /// The milter address (milter), as in `[milter] listen`.
+    #[arg(long, default_value = "inet:127.0.0.1:8894")]
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SnippetKind {
     /// Postfix pipe(8) content filter and mailbox_command wrapper.
     Pipe,
+    /// Postfix smtpd_milters (and the Sendmail INPUT_MAIL_FILTER line).
+    Milter,
 }

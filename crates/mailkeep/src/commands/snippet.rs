@@ -5,6 +5,7 @@
 use crate::cli::{SnippetArgs, SnippetKind};
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::exit::{Exit, Failure};
+use mailkeep_capture::listen::ListenSpec;
 use std::path::Path;
 
 pub fn run(config: Option<&Path>, args: SnippetArgs) -> Result<Exit, Failure> {
@@ -16,6 +17,11 @@ pub fn run(config: Option<&Path>, args: SnippetArgs) -> Result<Exit, Failure> {
             "{}",
             pipe_snippet(&args.binary, &config, &args.user, args.reinject_port)
         ),
+        SnippetKind::Milter => {
+            let listen =
+                ListenSpec::parse(&args.listen).map_err(|e| Failure::new(Exit::USAGE, e))?;
+            print!("{}", milter_snippet(&listen))
+        }
     }
     Ok(Exit::OK)
 }
@@ -72,6 +78,60 @@ mailkeep  unix  -       n       n       -       10      pipe
 #
 # /etc/postfix/main.cf
 mailbox_command = {binary} --config {config} pipe --strip-from-line --sender="$SENDER" --recipient="$RECIPIENT" --login="$SASL_USERNAME" --client-address="$CLIENT_ADDRESS" --client-hostname="$CLIENT_HOSTNAME" --client-helo="$CLIENT_HELO" --tag=mailbox -- /usr/lib/dovecot/dovecot-lda -f "$SENDER" -a "$RECIPIENT"
+"#
+    )
+}
+
+/// The milter lines for Postfix and Sendmail.
+pub fn milter_snippet(listen: &ListenSpec) -> String {
+    // Postfix writes inet:HOST:PORT and unix:PATH; Sendmail inet:PORT@HOST
+    // and local:PATH.
+    let (postfix, sendmail) = match listen {
+        ListenSpec::Inet { host, port } => {
+            (format!("inet:{host}:{port}"), format!("inet:{port}@{host}"))
+        }
+        ListenSpec::Unix(p) => (
+            format!("unix:{}", p.display()),
+            format!("local:{}", p.display()),
+        ),
+    };
+    format!(
+        r#"# ---------------------------------------------------------------------------
+# mailkeep as a Postfix milter: every message received by smtpd (and, with
+# non_smtpd_milters, by sendmail/pickup) is archived, with its SASL login and
+# full envelope, before Postfix answers the client. If mailkeep cannot
+# archive (or is not running), Postfix answers 4xx and the client retries.
+#
+# /etc/mailkeep/mailkeep.toml:
+#   [milter]
+#   listen = "{listen}"
+#
+# /etc/postfix/main.cf
+smtpd_milters = {postfix}
+non_smtpd_milters = {postfix}
+milter_protocol = 6
+milter_default_action = tempfail
+# mailkeep asks Postfix for the macros it needs (SETSYMLIST), so these are
+# Postfix's defaults plus the client macros, for reference and for MTAs that
+# ignore that request; other milters keep what they had:
+milter_connect_macros = j {{daemon_name}} {{daemon_addr}} v _ {{client_addr}} {{client_name}} {{client_port}}
+milter_helo_macros = {{tls_version}} {{cipher}} {{cipher_bits}} {{cert_subject}} {{cert_issuer}}
+milter_mail_macros = i {{auth_type}} {{auth_authen}} {{auth_author}} {{mail_addr}} {{mail_host}} {{mail_mailer}}
+milter_end_of_header_macros = i
+milter_end_of_data_macros = i
+# Then: postfix check && postfix reload
+#
+# A unix: socket must be reachable from Postfix's smtpd, which Debian runs
+# chrooted in /var/spool/postfix: put it below that directory and give it
+# to postfix (socket_owner = "postfix", socket_mode = "0660").
+
+# ---------------------------------------------------------------------------
+# Sendmail (sendmail.mc), F=T: temporary failure when mailkeep is unreachable
+INPUT_MAIL_FILTER(`mailkeep', `S={sendmail}, F=T, T=C:30s;S:5m;R:5m;E:10m')
+define(`confMILTER_MACROS_CONNECT', `j, {{daemon_name}}, {{client_addr}}, {{client_name}}, {{client_port}}')
+define(`confMILTER_MACROS_HELO', `{{tls_version}}, {{cipher}}, {{cert_subject}}')
+define(`confMILTER_MACROS_ENVFROM', `i, {{auth_type}}, {{auth_authen}}, {{auth_author}}, {{mail_addr}}')
+define(`confMILTER_MACROS_EOM', `i')
 "#
     )
 }

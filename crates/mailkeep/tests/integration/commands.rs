@@ -1419,3 +1419,60 @@ fn missing_subcommand_is_a_usage_error() {
         assert_eq!(code(&out), 64, "{args:?}: {}", show(&out));
     }
 }
+
+#[test]
+fn postfix_snippet_milter_is_valid_postfix_configuration() {
+    let mut c = Command::new(bin());
+    c.args(["postfix-snippet", "milter"]);
+    let out = run(c);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for needle in [
+        "smtpd_milters = inet:127.0.0.1:8894",
+        "non_smtpd_milters = inet:127.0.0.1:8894",
+        "milter_protocol = 6",
+        "milter_default_action = tempfail",
+        "{auth_authen}",
+        "INPUT_MAIL_FILTER(`mailkeep', `S=inet:8894@127.0.0.1, F=T",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}:\n{text}");
+    }
+    // The main.cf part, pasted into a real Postfix configuration, parses
+    // back to the same values.
+    let dir = sandbox();
+    let main_cf: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# /etc/postfix/main.cf"))
+        .take_while(|l| !l.contains("Sendmail"))
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("main.cf"), &main_cf).unwrap();
+    std::fs::write(dir.path().join("master.cf"), "").unwrap();
+    let out = Command::new("postconf")
+        .arg("-c")
+        .arg(dir.path())
+        .arg("-n")
+        .output()
+        .expect("postconf (package postfix)");
+    let parsed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in main_cf.lines() {
+        assert!(parsed.contains(line), "postconf lost {line:?}:\n{parsed}");
+    }
+
+    let mut c = Command::new(bin());
+    c.args([
+        "postfix-snippet",
+        "milter",
+        "--listen",
+        "unix:/var/spool/postfix/mailkeep/milter.sock",
+    ]);
+    let text = String::from_utf8_lossy(&run(c).stdout).into_owned();
+    assert!(text.contains("smtpd_milters = unix:/var/spool/postfix/mailkeep/milter.sock"));
+    assert!(text.contains("S=local:/var/spool/postfix/mailkeep/milter.sock"));
+}
