@@ -204,7 +204,10 @@ impl Milter for Session {
         self.facts.copy_stage_from(&macros, b'C');
         let hostname = c.hostname().into_owned();
         let address = c.address().into_owned();
-        self.facts.client.hostname = Some(hostname).filter(|h| !h.is_empty());
+        // Postfix and Sendmail send `[address]` when the client has no
+        // verified name: that is no name at all.
+        self.facts.client.hostname =
+            Some(hostname).filter(|h| !h.is_empty() && !(h.starts_with('[') && h.ends_with(']')));
         self.facts.client.address = Some(address).filter(|a| !a.is_empty());
         self.facts.client.port = c.port.filter(|p| *p != 0);
         Ok(Continue.into())
