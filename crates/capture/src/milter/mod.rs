@@ -137,6 +137,9 @@ pub async fn run(
             .await;
         });
     }
+    // Stop listening at once: new connections are refused (the MTA applies
+    // milter_default_action) while the open sessions drain.
+    drop(listener);
     draining.store(true, Ordering::Release);
     let all = u32::try_from(service.limits.max_connections.max(1)).unwrap_or(u32::MAX);
     match tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(all)).await {

@@ -348,3 +348,36 @@ fn unwritable_destination_tempfails_by_default() {
 fn unwritable_destination_with_accept_policy_continues_and_counts() {
     unwritable("accept", "continue");
 }
+
+#[test]
+fn sigterm_finishes_the_message_in_progress_and_refuses_new_ones() {
+    let dir = sandbox();
+    let mut serve = Serve::start(dir.path(), "", &rules(dir.path()), false);
+    let port = serve.port;
+    // A message that pauses after its header, so SIGTERM lands mid-message.
+    let client = std::thread::spawn(move || {
+        miltertest(port, "bigbody.lua", &[("mib", "2"), ("pause", "2")])
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = serve.pid();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no new connections after SIGTERM"
+    );
+    client
+        .join()
+        .expect("the message in progress was answered CONTINUE");
+    let stdout = serve.stop();
+    assert!(
+        stdout.iter().any(|l| l.contains("SIGTERM: stopping")),
+        "{stdout:?}"
+    );
+    let all = read_maildir(&dir.path().join("archive/all"));
+    assert_eq!(all.len(), 1, "the message in progress was archived");
+    assert!(all[0].len() > 2 * 1024 * 1024);
+}

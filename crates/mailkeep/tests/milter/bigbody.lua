@@ -1,5 +1,6 @@
 -- A body of `mib` MiB (default 50) in chunks of `chunk` bytes (default 64 KiB).
--- miltertest -D port=P [-D chunk=65536] [-D mib=50] -s bigbody.lua
+-- miltertest -D port=P [-D chunk=65536] [-D mib=50] [-D pause=SECONDS] -s bigbody.lua
+-- `pause` waits after the header, so a test can stop mailkeep mid-message.
 local port = port or "8894"
 local chunk = tonumber(chunk or "65536")
 local total = tonumber(mib or "50") * 1024 * 1024
@@ -20,6 +21,7 @@ local function main()
   check(mt.rcptto(conn, "<r@example.com>"), "rcpt"); want(conn, SMFIR_CONTINUE, "rcpt")
   check(mt.header(conn, "Subject", "big"), "header"); want(conn, SMFIR_CONTINUE, "header")
   check(mt.eoh(conn), "eoh"); want(conn, SMFIR_CONTINUE, "eoh")
+  if pause ~= nil then mt.sleep(tonumber(pause)) end
   local s = string.rep("x", chunk - 2) .. "\r\n"
   local sent = 0
   while sent < total do
