@@ -207,7 +207,7 @@ impl Milter for Session {
         // Postfix and Sendmail send `[address]` when the client has no
         // verified name: that is no name at all.
         self.facts.client.hostname =
-            Some(hostname).filter(|h| !h.is_empty() && !(h.starts_with('[') && h.ends_with(']')));
+            Some(hostname).filter(|h| !(h.is_empty() || (h.starts_with('[') && h.ends_with(']'))));
         self.facts.client.address = Some(address).filter(|a| !a.is_empty());
         self.facts.client.port = c.port.filter(|p| *p != 0);
         Ok(Continue.into())
