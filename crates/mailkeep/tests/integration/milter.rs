@@ -381,3 +381,40 @@ fn sigterm_finishes_the_message_in_progress_and_refuses_new_ones() {
     assert_eq!(all.len(), 1, "the message in progress was archived");
     assert!(all[0].len() > 2 * 1024 * 1024);
 }
+
+#[test]
+fn oversized_messages_follow_the_failure_policy() {
+    for (policy, expect) in [("tempfail", "tempfail"), ("accept", "continue")] {
+        let dir = sandbox();
+        let mut serve = Serve::start(
+            dir.path(),
+            &format!("max_message_size = \"1M\"\non_failure = \"{policy}\""),
+            &rules(dir.path()),
+            false,
+        );
+        miltertest(
+            serve.port,
+            "bigbody.lua",
+            &[("mib", "3"), ("oversize", expect)],
+        );
+        // Still serving: a normal message afterwards is archived.
+        miltertest(serve.port, "full_flow.lua", &[]);
+        let stdout = serve.stop();
+        let counted = if policy == "tempfail" {
+            "1 retried by the MTA, 0 accepted unarchived"
+        } else {
+            "0 retried by the MTA, 1 accepted unarchived"
+        };
+        assert!(
+            stdout.iter().any(|l| l.contains(counted)),
+            "{policy}: {stdout:?}"
+        );
+        let all = read_maildir(&dir.path().join("archive/all"));
+        assert_eq!(
+            all.len(),
+            1,
+            "{policy}: only the normal message is archived"
+        );
+        assert_eq!(header_values(&all[0], "X-Mailkeep-Queue-Id"), vec!["QID1"]);
+    }
+}
