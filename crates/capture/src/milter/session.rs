@@ -297,7 +297,10 @@ impl Milter for Session {
                             log_report(&queue_id, &report);
                             let mut b = ModificationResponse::builder();
                             if let Some(id) = id {
-                                b.push(AddHeader::new(b"X-Mailkeep-Archived", id.as_bytes()));
+                                // With SMFIP_HDR_LEADSPC the MTA takes the value
+                                // as given, leading space included.
+                                let value = if self.leadspc { format!(" {id}") } else { id };
+                                b.push(AddHeader::new(b"X-Mailkeep-Archived", value.as_bytes()));
                             }
                             b.contin()
                         }

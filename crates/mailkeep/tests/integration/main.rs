@@ -7,4 +7,6 @@ mod util;
 mod commands;
 mod milter;
 mod pipe;
+mod postfix;
+mod postfix_milter;
 mod postfix_pipe;
