@@ -221,23 +221,6 @@ fn assert_config_error(text: &str, line: usize, needles: &[&str]) {
     }
 }
 
-const ISSUE_RULES: &str = r#"[[rule]]
-name = "system noise"
-sender = ["root@*", "cron@*", "MAILER-DAEMON@*", "<>"]
-skip = true
-
-[[rule]]
-name = "outgoing, filed by who logged in"
-login = ["*"]
-archive = ["mbox:/var/archive/{login}/sent.mbox", "maildir:/var/archive/all"]
-
-[[rule]]
-name = "each local recipient gets their own copy"
-recipient = ["*@example.com"]
-per_recipient = true
-archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
-"#;
-
 #[test]
 fn check_config_valid_lists_rules() {
     let dir = sandbox();

@@ -178,27 +178,12 @@ fn maildir_read_back_by_python_with_envelope() {
     assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
 }
 
-const ISSUE_RULES: &str = r#"
-[[rule]]
-name = "system noise"
-sender = ["root@*", "cron@*", "MAILER-DAEMON@*", "<>"]
-skip = true
-
-[[rule]]
-name = "outgoing, filed by who logged in"
-login = ["*"]
-archive = ["mbox:ROOT/{login}/sent.mbox", "maildir:ROOT/all"]
-
-[[rule]]
-name = "each local recipient gets their own copy"
-recipient = ["*@example.com"]
-per_recipient = true
-archive = ["eml:ROOT/in/{recipient_domain}/{recipient_local}"]
-"#;
-
 fn issue_config(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("archive");
-    write_config(dir, &ISSUE_RULES.replace("ROOT", root.to_str().unwrap()))
+    write_config(
+        dir,
+        &ISSUE_RULES.replace("/var/archive", root.to_str().unwrap()),
+    )
 }
 
 #[test]
