@@ -28,7 +28,8 @@
 # Environment: SIZE (payload bytes, 10240), PEERS (../shared/peers),
 #   NULLMILTER_SRC, PEER (the .c and .py files, default under PEERS),
 #   PEER_PYTHON (/usr/bin/python3, which has Debian's python3-milter),
-#   MAILKEEP_LOG (passed to mailkeep), KEEP=1 (keep the temp dir, for its logs).
+#   MAILKEEP_LOG (passed to mailkeep), KEEP=1 (keep the temp dir, for its logs),
+#   TMPDIR (where the temp dir, the Postfix queue and the archives go; mktemp).
 # Needs root (Postfix's master), postfix, gcc, libmilter-dev, python3-milter:
 #   apt-get install -y postfix libmilter-dev python3-milter
 set -euo pipefail
@@ -55,12 +56,17 @@ NULLMILTER_SRC=$(realpath "$NULLMILTER_SRC")
 PEER=$(realpath "$PEER")
 PATH=/usr/sbin:$PATH
 
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 cargo build --release --quiet
 BIN=$PWD/target/release/mailkeep
 
-WORK=$(mktemp -d /tmp/mailkeep-bench-milter.XXXXXX)
+WORK=$(mktemp -d -t mailkeep-bench-milter.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
+gone() { # wait up to 5 s for a process to end, then kill it
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null
+}
 cleanup() {
   set +e
   if [ -f "$WORK/etc/main.cf" ]; then
@@ -68,16 +74,10 @@ cleanup() {
       script -qc "postfix -c $WORK/etc stop" /dev/null >/dev/null 2>&1
     local mp
     mp=$(tr -d ' ' < "$WORK/queue/pid/master.pid" 2>/dev/null)
-    if [ -n "$mp" ]; then
-      for _ in $(seq 50); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$mp" 2>/dev/null
-    fi
+    [ -z "$mp" ] || gone "$mp"
   fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null
-  done
+  for p in "${PIDS[@]}"; do gone "$p"; done
   if [ "${KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -201,8 +201,8 @@ TCK=$(getconf CLK_TCK)
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime+stime
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }        # all but idle, iowait
 sent() { grep -c 'status=sent' "$WORK/maillog" || true; }
-queued() { find "$WORK/queue/incoming" "$WORK/queue/active" "$WORK/queue/deferred" \
-  "$WORK/queue/maildrop" -type f 2>/dev/null | wc -l; }
+queued() { { find "$WORK/queue/incoming" "$WORK/queue/active" "$WORK/queue/deferred" \
+  "$WORK/queue/maildrop" -type f 2>/dev/null || true; } | wc -l; }
 drain() { # wait until the queue is empty and the maillog has caught up
   local last=-1 now stable=0
   for _ in $(seq 600); do
@@ -216,7 +216,7 @@ drain() { # wait until the queue is empty and the maillog has caught up
 }
 archived() { # how many messages each archive holds
   case $1 in
-    mkmd) find "$WORK/mk/md/new" -type f 2>/dev/null | wc -l ;;
+    mkmd) { find "$WORK/mk/md/new" -type f 2>/dev/null || true; } | wc -l ;;
     mkmbox) grep -c '^From ' "$WORK/mk/all.mbox" 2>/dev/null || true ;;
     peer) grep -c '^From ' "$WORK/peer/peer.mbox" 2>/dev/null || true ;;
     *) echo - ;;
@@ -278,6 +278,21 @@ for m in 1 d; do
   done
 done
 
+# Where mailkeep's CPU goes: the protocol side (tokio workers) and the
+# archive writer thread (group commit), user and system, over every message
+# it saw (the warm-up included).
+threads() { # pid messages
+  local t
+  for t in /proc/"$1"/task/*; do
+    echo "$(cat "$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12, $13}')"
+  done | awk -v n="$2" -v tck="$TCK" '
+    { k = ($1 == "mailkeep-commit") ? "w" : ($1 ~ /tokio/ ? "p" : "o"); u[k] += $2; s[k] += $3 }
+    END { printf "protocol (tokio workers) user %.3f + sys %.3f; archive writer (mailkeep-commit) user %.3f + sys %.3f; other threads %.3f\n",
+            u["p"] * 1000 / tck / n, s["p"] * 1000 / tck / n, u["w"] * 1000 / tck / n, s["w"] * 1000 / tck / n, (u["o"] + s["o"]) * 1000 / tck / n }'
+}
+MK_THR_MD=$(threads "$PID_MKMD" $((ACC[mkmd.1] + ACC[mkmd.d] + 100)))
+MK_THR_MBOX=$(threads "$PID_MKMBOX" $((ACC[mkmbox.1] + ACC[mkmbox.d] + 100)))
+
 # mailkeep's own account of what it could not archive.
 kill -TERM "$PID_MKMD" "$PID_MKMBOX" 2>/dev/null || true
 for p in "$PID_MKMD" "$PID_MKMBOX"; do
@@ -289,12 +304,12 @@ MK_STOP_MBOX=$(grep 'serve: stopped' "$WORK/mk-mbox.log" || echo "(no stop line)
 ratio() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else python3 -c "print(f'{$1/$2:.2f}')"; fi; }
 FS=$(df -PT "$WORK" | awk 'NR==2{print $2}')
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr), archives on $FS;" \
-  "Postfix $(postconf -h mail_version), mailkeep $(git rev-parse --short HEAD 2>/dev/null || echo ?) (release build)"
-echo "command: bench/milter.sh $N $S   (SIZE=$SIZE)"
+  "Postfix $(postconf -d -h mail_version 2>/dev/null), mailkeep $(git describe --always --dirty 2>/dev/null || echo ?) (release build)"
+echo "command: bench/milter.sh $N $S   (SIZE=$SIZE); load average at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load: smtp-source $SRC_ARGS [-d] -m $N 127.0.0.1:PORT   (-d: connections reused; without: one message per connection)"
 echo "Postfix: private instance, default_transport = discard:, milter_protocol = 6, milter_default_action = tempfail; warm-up 100 messages per configuration first"
 echo
-echo "| milter | connections | msg/s | vs Postfix alone | vs null milter | milter CPU s / 1000 msg | machine CPU s / 1000 msg | accepted | archived |"
+echo "| milter | connections | msg/s | vs Postfix alone | vs null milter | milter CPU s / 1000 msg | machine CPU s / 1000 msg (all processes) | accepted | archived |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for m in 1 d; do
   for c in $CONFIGS; do
@@ -311,6 +326,8 @@ for m in 1 d; do
     "CPU mailkeep Maildir / peer = $(ratio "${CPU[mkmd.$m]}" "${CPU[peer.$m]}")," \
     "mbox / peer = $(ratio "${CPU[mkmbox.$m]}" "${CPU[peer.$m]}") (target <= 0.20)"
 done
+echo "mailkeep Maildir CPU s / 1000 msg by thread: $MK_THR_MD"
+echo "mailkeep mbox CPU s / 1000 msg by thread: $MK_THR_MBOX"
 echo "mailkeep Maildir: $MK_STOP_MD"
 echo "mailkeep mbox: $MK_STOP_MBOX"
 REJ=$(grep -c 'smtpd.*\(reject\|milter\|warning\)' "$WORK/maillog" || true)
