@@ -20,6 +20,7 @@
 //! applies `milter_default_action` (tempfail) and nothing is lost.
 
 pub mod message;
+pub mod noreply;
 pub mod session;
 
 use crate::listen::Listener;
@@ -183,11 +184,13 @@ async fn serve_connection(
     let mut server = miltr_server::Server::new(&mut session, false, MAX_PACKET);
     let result = match stream {
         Stream::Tcp(s) => {
-            let conn = server.handle_connection(IdleTimeout::new(s, timeout).compat());
+            let conn = server
+                .handle_connection(noreply::NoReply::new(IdleTimeout::new(s, timeout)).compat());
             until_idle_while_draining(conn, &draining, &in_message).await
         }
         Stream::Unix(s) => {
-            let conn = server.handle_connection(IdleTimeout::new(s, timeout).compat());
+            let conn = server
+                .handle_connection(noreply::NoReply::new(IdleTimeout::new(s, timeout)).compat());
             until_idle_while_draining(conn, &draining, &in_message).await
         }
     };

@@ -13,8 +13,12 @@
 //! - SETSYMLIST (0x100, not named by miltr-common) asks for the macros
 //!   mailkeep needs at each stage, so no `milter_*_macros` edits are needed;
 //! - SMFIP_HDR_LEADSPC keeps header values byte for byte;
-//! - ADDHDRS only when `add_header = true`; every other stage is kept, and
-//!   no "no reply" option is used (miltr-server always replies).
+//! - ADDHDRS only when `add_header = true`; every other stage is kept;
+//! - "no reply" for connect, HELO, RCPT, headers, end of headers and body,
+//!   whose answers `noreply::NoReply` drops: the MTA streams those
+//!   commands instead of waiting for each answer. A failure while
+//!   receiving (spool error, `max_message_size`) is therefore answered at
+//!   end of message, by the failure policy.
 
 use super::message::{ConnectionFacts, MessageBuilder};
 use super::Snapshot;
@@ -55,9 +59,11 @@ const EOM_MACROS: &[&str] = &["i"];
 /// A message in progress.
 struct InProgress {
     builder: MessageBuilder,
-    /// Over `max_message_size` under the accept policy: let it through
-    /// unarchived, counting it at end of message.
+    /// Over `max_message_size`: not archived; the policy decides at end of
+    /// message, and the rest of the message is not spooled.
     oversize: bool,
+    /// The spool failed: not archived; the policy decides at end of message.
+    failure: Option<String>,
 }
 
 /// One MTA connection's milter.
@@ -158,7 +164,12 @@ impl Milter for Session {
             wanted_caps |= Capability::SMFIF_ADDHDRS.bits();
         }
         let capabilities = Capability::from_bits_retain(wanted_caps) & theirs.capabilities;
-        let protocol = (Protocol::NO_UNKNOWN | Protocol::NO_DATA | Protocol::SMFIP_HDR_LEADSPC)
+        // "No reply" for the stages that always continue: the MTA streams
+        // them (see `noreply`); failures there are answered at end of message.
+        let protocol = (Protocol::NO_UNKNOWN
+            | Protocol::NO_DATA
+            | Protocol::SMFIP_HDR_LEADSPC
+            | super::noreply::wanted())
             & theirs.protocol;
         self.leadspc = protocol.contains(Protocol::SMFIP_HDR_LEADSPC);
         self.add_header = capabilities.contains(Capability::SMFIF_ADDHDRS);
@@ -231,6 +242,7 @@ impl Milter for Session {
         self.message = Some(InProgress {
             builder: MessageBuilder::new(&a, &s.spool_dir, s.spool_threshold, s.max_message_size),
             oversize: false,
+            failure: None,
         });
         self.in_message.store(true, Ordering::Release);
         Ok(Continue.into())
@@ -249,7 +261,9 @@ impl Milter for Session {
         let (name, value) = raw_header(&h);
         let leadspc = self.leadspc;
         let outcome = match &mut self.message {
-            Some(m) if !m.oversize => m.builder.header(&name, &value, leadspc),
+            Some(m) if !m.oversize && m.failure.is_none() => {
+                m.builder.header(&name, &value, leadspc)
+            }
             _ => Ok(()),
         };
         Ok(self.after_write(outcome))
@@ -257,7 +271,7 @@ impl Milter for Session {
 
     async fn end_of_header(&mut self) -> Result<Action, Self::Error> {
         let outcome = match &mut self.message {
-            Some(m) if !m.oversize => m.builder.end_of_headers(),
+            Some(m) if !m.oversize && m.failure.is_none() => m.builder.end_of_headers(),
             _ => Ok(()),
         };
         Ok(self.after_write(outcome))
@@ -265,7 +279,7 @@ impl Milter for Session {
 
     async fn body(&mut self, b: Body) -> Result<Action, Self::Error> {
         let outcome = match &mut self.message {
-            Some(m) if !m.oversize => m.builder.body(b.as_bytes()),
+            Some(m) if !m.oversize && m.failure.is_none() => m.builder.body(b.as_bytes()),
             _ => Ok(()),
         };
         Ok(self.after_write(outcome))
@@ -278,6 +292,8 @@ impl Milter for Session {
         };
         let response = if m.oversize {
             self.failed("larger than max_message_size")
+        } else if let Some(why) = &m.failure {
+            self.failed(why)
         } else {
             match m.builder.finish(&self.facts) {
                 Err(e) => self.failed(&format!("spooling the message: {e}")),
@@ -331,38 +347,19 @@ impl Milter for Session {
 }
 
 impl Session {
-    /// Maps a spool write outcome to the reply: past `max_message_size` the
-    /// policy decides (tempfail now, or let it through unarchived).
+    /// Records a spool write failure; it is answered at end of message
+    /// (header and body stages have no reply under "no reply").
     fn after_write(&mut self, outcome: io::Result<()>) -> Action {
-        match outcome {
-            Ok(()) => Continue.into(),
-            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => match self.policy() {
-                FailurePolicy::Tempfail => {
-                    self.counters.record(FailurePolicy::Tempfail);
-                    tracing::error!(queue_id = %self.queue_id(), "not archived, asking the MTA to retry: {e}");
-                    self.end_message();
-                    Tempfail.into()
-                }
-                FailurePolicy::Accept => {
-                    if let Some(m) = &mut self.message {
-                        m.oversize = true;
-                    }
-                    Continue.into()
-                }
-            },
-            Err(e) => {
-                // The spool is broken: the policy decides now.
-                let policy = self.policy();
-                self.counters.record(policy);
-                tracing::error!(queue_id = %self.queue_id(), policy = policy.as_str(),
-                    "spooling failed: {e}");
-                self.end_message();
-                match policy {
-                    FailurePolicy::Tempfail => Tempfail.into(),
-                    FailurePolicy::Accept => Continue.into(),
+        if let Err(e) = outcome {
+            if let Some(m) = &mut self.message {
+                if e.kind() == io::ErrorKind::FileTooLarge {
+                    m.oversize = true;
+                } else if m.failure.is_none() {
+                    m.failure = Some(format!("spooling the message: {e}"));
                 }
             }
         }
+        Continue.into()
     }
 }
 
