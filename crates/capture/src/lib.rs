@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod filter;
 pub mod listen;
 pub mod milter;
 pub mod pipe;
