@@ -150,6 +150,80 @@ pub async fn bind(spec: &ListenSpec, access: &SocketAccess) -> io::Result<Listen
     }
 }
 
+/// A connected stream of either kind.
+pub enum Stream {
+    /// TCP.
+    Tcp(tokio::net::TcpStream),
+    /// Unix-domain.
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Stream> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+    }
+}
+
+/// The accept loop every capture server shares: a permit is taken
+/// *before* `accept()` (at most `max_connections` sessions; further
+/// clients wait in the listen backlog), each connection is handed to
+/// `handler` on its own task, and when `shutdown` completes the listener
+/// is closed at once, the `draining` flag given to every session is set,
+/// and the sessions get `drain_timeout` to finish.
+pub async fn serve<F, Fut>(
+    listener: Listener,
+    max_connections: usize,
+    drain_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+    handler: F,
+) -> io::Result<()>
+where
+    F: Fn(Stream, std::sync::Arc<std::sync::atomic::AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let max = max_connections.max(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    let draining = Arc::new(AtomicBool::new(false));
+    let what = listener.describe();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.map_err(|_| io::Error::other("semaphore closed"))?,
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            a = accept(&listener) => a,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off rather than spin.
+                tracing::error!(listener = %what, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let session = handler(stream, draining.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            session.await;
+        });
+    }
+    drop(listener);
+    draining.store(true, Ordering::Release);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    match tokio::time::timeout(drain_timeout, permits.acquire_many(all)).await {
+        Ok(_) => tracing::info!(listener = %what, "all sessions finished"),
+        Err(_) => tracing::warn!(listener = %what,
+            "sessions still open after {drain_timeout:?}; dropping them (the MTA will retry)"),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,7 +218,7 @@ impl Client {
 
 /// Length of the first complete reply in `buf`: lines up to one whose
 /// fourth byte is not `-`.
-fn complete_reply(buf: &[u8]) -> Option<usize> {
+pub(crate) fn complete_reply(buf: &[u8]) -> Option<usize> {
     let mut start = 0;
     while let Some(off) = buf[start..].iter().position(|b| *b == b'\n') {
         let line = &buf[start..start + off];
@@ -280,7 +280,7 @@ fn smtp(host: &str, port: u16, env: &Envelope, helo_name: &str) -> Result<(), Re
 
 /// The attributes the server offers in an `XFORWARD` EHLO line, upper-case.
 /// smtp-proto's capability set has no XFORWARD bit, so the line is read here.
-fn xforward_attributes(ehlo: &[u8]) -> Vec<String> {
+pub(crate) fn xforward_attributes(ehlo: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(ehlo)
         .lines()
         .filter_map(|l| l.get(4..))
@@ -296,7 +296,7 @@ fn xforward_attributes(ehlo: &[u8]) -> Vec<String> {
 
 /// xtext (RFC 3461) as XFORWARD requires: `+`, `=`, and bytes outside
 /// `!`..`~` become `+XX`.
-fn xtext(value: &str) -> String {
+pub(crate) fn xtext(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {

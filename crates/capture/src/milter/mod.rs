@@ -23,7 +23,7 @@ pub mod message;
 pub mod noreply;
 pub mod session;
 
-use crate::listen::Listener;
+use crate::listen::{Listener, Stream};
 use crate::policy::{FailureCounters, FailurePolicy};
 use mailkeep_destinations::{Archiver, GroupCommitter};
 use std::future::Future;
@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::time::{sleep, Instant, Sleep};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
@@ -99,70 +99,28 @@ pub async fn run(
     service: Service,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let permits = Arc::new(Semaphore::new(service.limits.max_connections.max(1)));
-    let draining = Arc::new(AtomicBool::new(false));
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.map_err(|_| io::Error::other("semaphore closed"))?,
-            () = &mut shutdown => break,
-        };
-        let accepted = tokio::select! {
-            a = accept(&listener) => a,
-            () = &mut shutdown => break,
-        };
-        let stream = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off rather than spin.
-                tracing::error!("accept failed: {e}");
-                sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let snapshot = service.settings.borrow().clone();
-        let session_draining = draining.clone();
-        let committer = service.committer.clone();
-        let counters = service.counters.clone();
-        let timeout = service.limits.timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
+    let limits = service.limits;
+    let service = Arc::new(service);
+    crate::listen::serve(
+        listener,
+        limits.max_connections,
+        DRAIN_TIMEOUT,
+        shutdown,
+        move |stream, draining| {
+            let snapshot = service.settings.borrow().clone();
+            let committer = service.committer.clone();
+            let counters = service.counters.clone();
             serve_connection(
                 stream,
                 snapshot,
                 committer,
                 counters,
-                session_draining,
-                timeout,
+                draining,
+                limits.timeout,
             )
-            .await;
-        });
-    }
-    // Stop listening at once: new connections are refused (the MTA applies
-    // milter_default_action) while the open sessions drain.
-    drop(listener);
-    draining.store(true, Ordering::Release);
-    let all = u32::try_from(service.limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    match tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(all)).await {
-        Ok(_) => tracing::info!("milter: all sessions finished"),
-        Err(_) => tracing::warn!("milter: sessions still open after {DRAIN_TIMEOUT:?}; dropping them (the MTA will retry)"),
-    }
-    Ok(())
-}
-
-/// A connected stream of either kind.
-pub enum Stream {
-    /// TCP.
-    Tcp(tokio::net::TcpStream),
-    /// Unix-domain.
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &Listener) -> io::Result<Stream> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
-    }
+        },
+    )
+    .await
 }
 
 async fn serve_connection(

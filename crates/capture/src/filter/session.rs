@@ -1,0 +1,733 @@
+//! One SMTP client connection of the filter.
+//!
+//! Proxy mode (a relay is configured): EHLO capabilities follow the
+//! relay's; MAIL, RCPT, RSET and DATA are relayed in step and the relay's
+//! own replies are returned; the message body goes to the spool and, as it
+//! arrives, to the relay; at the end the copy is archived durably, then
+//! the final dot goes to the relay and its reply to the client. An archive
+//! failure closes the relay connection without the dot (the relay drops
+//! the message) and answers 451. mailkeep never answers 250 for a message
+//! that is not both archived and accepted by the relay.
+//!
+//! Receiver mode (no relay): a final destination that archives and answers
+//! `250 2.0.0 Ok: archived b3:<id>`.
+//!
+//! Commands are parsed by smtp-proto; XFORWARD, which it does not know,
+//! is handled here. Replies go out in order, so pipelined clients work.
+
+use super::data::{DataDecoder, Feed};
+use super::dedup::Ledger;
+use super::relay::{Relay, Reply};
+use super::Snapshot;
+use crate::policy::{FailureCounters, FailurePolicy};
+use crate::reinject::{xtext, DataEncoder};
+use mailkeep_destinations::{ArchiveError, GroupCommitter, Report};
+use mailkeep_envelope::{normalize_address_arg, CapturePath, Envelope, SpoolWriter};
+use smtp_proto::{Request, EXT_8BIT_MIME, EXT_DSN, EXT_SMTP_UTF8};
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Longest command line accepted (RFC 5321 allows 512; extensions make
+/// longer lines legitimate).
+pub const MAX_LINE: usize = 4096;
+
+/// Where the connection came from, as the client (Postfix) tells it.
+#[derive(Debug, Default, Clone)]
+struct Forwarded {
+    name: Option<String>,
+    addr: Option<String>,
+    port: Option<u16>,
+    helo: Option<String>,
+    ident: Option<String>,
+    /// The XFORWARD attributes as received, to pass on.
+    raw: Vec<(String, String)>,
+}
+
+struct Transaction {
+    sender: Option<String>,
+    sender_params: Vec<String>,
+    recipients: Vec<String>,
+}
+
+/// One client connection.
+pub struct Session {
+    snapshot: Arc<Snapshot>,
+    committer: GroupCommitter,
+    counters: Arc<FailureCounters>,
+    stream: TcpStream,
+    peer: String,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    relay: Option<Relay>,
+    helo: Option<String>,
+    forwarded: Forwarded,
+    tx: Option<Transaction>,
+}
+
+fn unavailable(what: &str) -> Reply {
+    Reply::local(451, &format!("4.3.0 {what}; try again later"))
+}
+
+impl Session {
+    /// A session for an accepted connection.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        committer: GroupCommitter,
+        counters: Arc<FailureCounters>,
+        stream: TcpStream,
+    ) -> Session {
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        Session {
+            snapshot,
+            committer,
+            counters,
+            stream,
+            peer,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            relay: None,
+            helo: None,
+            forwarded: Forwarded::default(),
+            tx: None,
+        }
+    }
+
+    /// Serves the connection to its end.
+    pub async fn run(mut self) -> io::Result<()> {
+        if !self.snapshot.allows(&self.peer) {
+            tracing::warn!(client = %self.peer, "refused: not in allowed_clients");
+            self.send(&Reply::local(554, "5.7.1 Access denied")).await?;
+            return Ok(());
+        }
+        if self.snapshot.relay.is_some() {
+            if let Err(e) = self.connect_relay().await {
+                tracing::error!(client = %self.peer, "relay unavailable: {e}");
+                self.send(&Reply::local(
+                    421,
+                    "4.3.0 Relay unavailable, try again later",
+                ))
+                .await?;
+                return Ok(());
+            }
+        }
+        let greeting = format!("220 {} ESMTP mailkeep", self.snapshot.hostname);
+        self.send(&Reply::local(220, &greeting[4..])).await?;
+        loop {
+            let Some(line) = self.read_line().await? else {
+                break;
+            };
+            let quit = self.command(&line).await?;
+            if quit {
+                break;
+            }
+        }
+        if let Some(relay) = self.relay.take() {
+            relay.quit().await;
+        }
+        Ok(())
+    }
+
+    async fn connect_relay(&mut self) -> io::Result<()> {
+        let addr = self.snapshot.relay.clone().unwrap_or_default();
+        let relay = Relay::connect(
+            &addr,
+            &self.snapshot.hostname,
+            self.snapshot.command_timeout,
+        )
+        .await?;
+        self.relay = Some(relay);
+        Ok(())
+    }
+
+    async fn send(&mut self, reply: &Reply) -> io::Result<()> {
+        self.out.extend_from_slice(&reply.raw);
+        // Hold replies while pipelined commands are waiting (RFC 2920).
+        if self.inbuf.is_empty() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            let data = std::mem::take(&mut self.out);
+            timeout(self.snapshot.command_timeout, self.stream.write_all(&data))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "writing to the client timed out")
+                })??;
+        }
+        Ok(())
+    }
+
+    async fn fill(&mut self, limit: Duration) -> io::Result<bool> {
+        self.flush().await?;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = timeout(limit, self.stream.read(&mut chunk))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client timed out"))??;
+        self.inbuf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// One command line without its line end; `None` at end of input.
+    async fn read_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(i) = self.inbuf.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.inbuf.drain(..=i).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > MAX_LINE {
+                    self.send(&Reply::local(500, "5.5.2 Line too long")).await?;
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.inbuf.len() > MAX_LINE {
+                // Discard the overlong line up to its end.
+                self.inbuf.clear();
+                self.send(&Reply::local(500, "5.5.2 Line too long")).await?;
+                loop {
+                    if !self.fill(self.snapshot.command_timeout).await? {
+                        return Ok(None);
+                    }
+                    if let Some(i) = self.inbuf.iter().position(|b| *b == b'\n') {
+                        self.inbuf.drain(..=i);
+                        break;
+                    }
+                    self.inbuf.clear();
+                }
+                continue;
+            }
+            if !self.fill(self.snapshot.command_timeout).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Handles one command; true when the session ends.
+    async fn command(&mut self, line: &[u8]) -> io::Result<bool> {
+        let upper: Vec<u8> = line.iter().take(9).map(u8::to_ascii_uppercase).collect();
+        if upper.starts_with(b"XFORWARD ") {
+            let reply = self.xforward(line);
+            self.send(&reply).await?;
+            return Ok(false);
+        }
+        let mut with_crlf = line.to_vec();
+        with_crlf.extend_from_slice(b"\r\n");
+        let request = Request::parse(&mut with_crlf.iter());
+        let reply = match request {
+            Err(smtp_proto::Error::UnknownCommand) => {
+                Reply::local(500, "5.5.2 Command unrecognized")
+            }
+            Err(e) => Reply::local(501, &format!("5.5.4 Syntax error: {}", error_text(&e))),
+            Ok(Request::Ehlo { host }) => self.ehlo(&host, true),
+            Ok(Request::Helo { host }) => self.ehlo(&host, false),
+            Ok(Request::Lhlo { .. }) => Reply::local(502, "5.5.1 LMTP is not spoken here"),
+            Ok(Request::Quit) => {
+                self.send(&Reply::local(221, "2.0.0 Bye")).await?;
+                self.flush().await?;
+                return Ok(true);
+            }
+            Ok(Request::Noop { .. }) => Reply::local(250, "2.0.0 Ok"),
+            Ok(Request::Vrfy { .. }) => Reply::local(252, "2.0.0 Cannot verify, send some mail"),
+            Ok(Request::Rset) => {
+                self.tx = None;
+                match &mut self.relay {
+                    Some(r) => r
+                        .command(b"RSET\r\n")
+                        .await
+                        .unwrap_or_else(|_| unavailable("relay failed")),
+                    None => Reply::local(250, "2.0.0 Ok"),
+                }
+            }
+            Ok(Request::Mail { from }) => self.mail(from.address.to_string(), &with_crlf).await,
+            Ok(Request::Rcpt { to }) => self.rcpt(to.address.to_string(), &with_crlf).await,
+            Ok(Request::Data) => return self.data().await.map(|()| false),
+            Ok(Request::Bdat { .. }) => Reply::local(502, "5.5.1 CHUNKING is not offered"),
+            Ok(Request::StartTls) => Reply::local(502, "5.5.1 STARTTLS is not offered"),
+            Ok(Request::Auth { .. }) => Reply::local(502, "5.5.1 AUTH is not offered"),
+            Ok(_) => Reply::local(502, "5.5.1 Command not implemented"),
+        };
+        self.send(&reply).await?;
+        Ok(false)
+    }
+
+    fn ehlo(&mut self, host: &str, extended: bool) -> Reply {
+        self.helo = Some(host.to_string());
+        self.tx = None;
+        let me = &self.snapshot.hostname;
+        if !extended {
+            return Reply::local(250, me);
+        }
+        let (caps, relay_size) = match &self.relay {
+            Some(r) => (r.offer.capabilities, r.offer.size),
+            None => (EXT_8BIT_MIME | EXT_SMTP_UTF8, 0),
+        };
+        let mut lines = vec![me.clone(), "PIPELINING".to_string()];
+        // Never smaller than what the relay accepts.
+        let size = match (relay_size, self.snapshot.max_message_size) {
+            (0, None) => None,
+            (r, None) => Some(r as u64),
+            (0, Some(m)) => Some(m),
+            (r, Some(m)) => Some((r as u64).max(m)),
+        };
+        lines.push(match size {
+            Some(s) => format!("SIZE {s}"),
+            None => "SIZE".to_string(),
+        });
+        if caps & EXT_8BIT_MIME != 0 {
+            lines.push("8BITMIME".into());
+        }
+        if caps & EXT_SMTP_UTF8 != 0 {
+            lines.push("SMTPUTF8".into());
+        }
+        if caps & EXT_DSN != 0 {
+            lines.push("DSN".into());
+        }
+        lines.push("ENHANCEDSTATUSCODES".into());
+        lines.push("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE".into());
+        let mut raw = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            raw.push_str(&format!("250{sep}{l}\r\n"));
+        }
+        Reply {
+            code: 250,
+            raw: raw.into_bytes(),
+        }
+    }
+
+    fn xforward(&mut self, line: &[u8]) -> Reply {
+        let text = String::from_utf8_lossy(&line[9..]).into_owned();
+        for attr in text.split_whitespace() {
+            let Some((k, v)) = attr.split_once('=') else {
+                return Reply::local(501, "5.5.4 Bad XFORWARD syntax");
+            };
+            let v = xtext_decode(v);
+            let known = !v.is_empty() && v != "[UNAVAILABLE]" && v != "[TEMPUNAVAIL]";
+            let f = &mut self.forwarded;
+            match k.to_ascii_uppercase().as_str() {
+                "NAME" => f.name = known.then(|| v.clone()),
+                "ADDR" => f.addr = known.then(|| v.trim_start_matches("IPV6:").to_string()),
+                "PORT" => f.port = v.parse().ok(),
+                "HELO" => f.helo = known.then(|| v.clone()),
+                "IDENT" => f.ident = known.then(|| v.clone()),
+                "PROTO" | "SOURCE" => {}
+                _ => return Reply::local(501, "5.5.4 Bad XFORWARD attribute"),
+            }
+            f.raw.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+            f.raw.push((k.to_ascii_uppercase(), v));
+        }
+        Reply::local(250, "2.0.0 Ok")
+    }
+
+    async fn mail(&mut self, address: String, line: &[u8]) -> Reply {
+        if self.helo.is_none() {
+            return Reply::local(503, "5.5.1 Send EHLO first");
+        }
+        if self.tx.is_some() {
+            return Reply::local(503, "5.5.1 Nested MAIL command");
+        }
+        let params: Vec<String> = String::from_utf8_lossy(line)
+            .trim_end()
+            .split_once('>')
+            .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        if let Some(relay) = &mut self.relay {
+            if let Err(e) = forward_xforward(relay, &self.forwarded).await {
+                tracing::warn!("relay refused XFORWARD: {e}");
+            }
+            let reply = match relay.command(line).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("relay failed at MAIL: {e}");
+                    self.relay = None;
+                    return unavailable("Relay failed");
+                }
+            };
+            if !reply.is_positive() {
+                return reply;
+            }
+            self.tx = Some(Transaction {
+                sender: normalize_address_arg(&address),
+                sender_params: params,
+                recipients: Vec::new(),
+            });
+            return reply;
+        }
+        self.tx = Some(Transaction {
+            sender: normalize_address_arg(&address),
+            sender_params: params,
+            recipients: Vec::new(),
+        });
+        Reply::local(250, "2.1.0 Ok")
+    }
+
+    async fn rcpt(&mut self, address: String, line: &[u8]) -> Reply {
+        let Some(tx) = &mut self.tx else {
+            return Reply::local(503, "5.5.1 Need MAIL before RCPT");
+        };
+        if tx.recipients.len() >= self.snapshot.max_recipients {
+            return Reply::local(452, "4.5.3 Too many recipients");
+        }
+        let reply = match &mut self.relay {
+            Some(relay) => match relay.command(line).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("relay failed at RCPT: {e}");
+                    self.relay = None;
+                    self.tx = None;
+                    return unavailable("Relay failed");
+                }
+            },
+            None => Reply::local(250, "2.1.5 Ok"),
+        };
+        if reply.is_positive() {
+            if let Some(r) = normalize_address_arg(&address) {
+                tx.recipients.push(r);
+            }
+        }
+        reply
+    }
+
+    /// DATA: the body to spool and relay, then archive, then the dot.
+    async fn data(&mut self) -> io::Result<()> {
+        let Some(tx) = self.tx.take() else {
+            return self
+                .send(&Reply::local(503, "5.5.1 Need MAIL and RCPT before DATA"))
+                .await;
+        };
+        if tx.recipients.is_empty() {
+            return self
+                .send(&Reply::local(554, "5.5.1 No valid recipients"))
+                .await;
+        }
+        if let Some(relay) = &mut self.relay {
+            match relay.command(b"DATA\r\n").await {
+                Ok(r) if r.code == 354 => {}
+                Ok(r) => return self.send(&r).await,
+                Err(e) => {
+                    tracing::error!("relay failed at DATA: {e}");
+                    self.relay = None;
+                    return self.send(&unavailable("Relay failed")).await;
+                }
+            }
+        }
+        self.send(&Reply::local(354, "End data with <CR><LF>.<CR><LF>"))
+            .await?;
+        self.flush().await?;
+
+        let s = self.snapshot.clone();
+        let mut spool =
+            SpoolWriter::new(&s.spool_dir, s.spool_threshold).with_limit(s.max_message_size);
+        let mut decoder = DataDecoder::default();
+        let mut encoder = DataEncoder::default();
+        let mut decoded = Vec::with_capacity(64 * 1024);
+        let mut to_relay = Vec::with_capacity(64 * 1024);
+        let mut too_big = false;
+        let mut spool_error: Option<String> = None;
+        let mut relay_ok = self.relay.is_some();
+        loop {
+            if self.inbuf.is_empty() && !self.fill(s.data_timeout).await? {
+                // The client went away mid-DATA: nothing is archived, and
+                // the relay gets no dot.
+                tracing::warn!(client = %self.peer, "client disconnected during DATA; nothing archived");
+                self.relay = None;
+                return Ok(());
+            }
+            decoded.clear();
+            let feed = decoder.feed(&self.inbuf, &mut decoded);
+            let used = match feed {
+                Feed::Done(n) => n,
+                Feed::More => self.inbuf.len(),
+            };
+            self.inbuf.drain(..used);
+            if !too_big && spool_error.is_none() {
+                if let Err(e) = spool.write_all(&decoded) {
+                    if e.kind() == io::ErrorKind::FileTooLarge {
+                        too_big = true;
+                    } else {
+                        spool_error = Some(e.to_string());
+                    }
+                }
+            }
+            if relay_ok && !too_big {
+                to_relay.clear();
+                encoder.write(&decoded, &mut to_relay)?;
+                if let Some(relay) = &mut self.relay {
+                    if let Err(e) = relay.write(&to_relay).await {
+                        tracing::error!("relay failed during DATA: {e}");
+                        relay_ok = false;
+                    }
+                }
+            }
+            if matches!(feed, Feed::Done(_)) {
+                break;
+            }
+        }
+        let reply = self
+            .finish(tx, spool, too_big, spool_error, relay_ok, encoder)
+            .await;
+        self.send(&reply).await
+    }
+
+    async fn finish(
+        &mut self,
+        tx: Transaction,
+        spool: SpoolWriter,
+        too_big: bool,
+        spool_error: Option<String>,
+        relay_ok: bool,
+        mut encoder: DataEncoder,
+    ) -> Reply {
+        let proxy = self.snapshot.relay.is_some();
+        if too_big {
+            self.relay = None;
+            return Reply::local(552, "5.3.4 Message too big");
+        }
+        if proxy && !relay_ok {
+            self.relay = None;
+            return unavailable("Relay failed");
+        }
+        let message = match (spool_error, spool.finish()) {
+            (Some(e), _) => return self.not_archived(&e),
+            (None, Err(e)) => return self.not_archived(&e.to_string()),
+            (None, Ok(m)) => m,
+        };
+        let env = self.envelope(tx, message);
+        let queue_id = env.queue_id.clone();
+        // Already archived on an earlier delivery attempt?
+        let key = match &queue_id {
+            Some(q) => Ledger::key(q, &env.message).ok(),
+            None => None,
+        };
+        let ledger = self.snapshot.ledger.clone();
+        let seen = key.as_ref().is_some_and(|k| ledger.seen(k));
+        let mut archive_id = None;
+        if seen {
+            tracing::info!(
+                queue_id = queue_id.as_deref().unwrap_or("-"),
+                "already archived on an earlier attempt"
+            );
+        } else {
+            let id = archive_id_of(&env);
+            match archive(&self.committer, &self.snapshot, env).await {
+                Ok(report) => {
+                    for w in &report.written {
+                        tracing::info!(queue_id = queue_id.as_deref().unwrap_or("-"),
+                            destination = %format!("{}:{}", w.kind, w.destination.display()),
+                            file = %w.file.display(), bytes = w.bytes, "archived");
+                    }
+                    if let Some(k) = &key {
+                        if let Err(e) = ledger.record(k) {
+                            tracing::warn!("cannot record the dedup key: {e}");
+                        }
+                    }
+                    archive_id = id;
+                }
+                Err(e) => {
+                    let why = crate::error_chain(&e);
+                    if self.snapshot.on_failure == FailurePolicy::Tempfail || !proxy {
+                        // No dot for the relay: closing drops the message there.
+                        self.relay = None;
+                        self.counters.record(FailurePolicy::Tempfail);
+                        tracing::error!(
+                            queue_id = queue_id.as_deref().unwrap_or("-"),
+                            "not archived, asking the client to retry: {why}"
+                        );
+                        return unavailable("Archive unavailable");
+                    }
+                    self.counters.record(FailurePolicy::Accept);
+                    tracing::error!(
+                        queue_id = queue_id.as_deref().unwrap_or("-"),
+                        "not archived, passed on anyway (counted): {why}"
+                    );
+                }
+            }
+        }
+        match &mut self.relay {
+            Some(relay) => {
+                let mut end = Vec::new();
+                let _ = encoder.finish(&mut end);
+                let timeout = self.snapshot.data_done_timeout;
+                let sent = relay.write(&end).await;
+                match sent {
+                    Ok(()) => match relay.reply_within(timeout).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!("relay failed after the message: {e}");
+                            self.relay = None;
+                            unavailable("Relay did not answer")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!("relay failed at the final dot: {e}");
+                        self.relay = None;
+                        unavailable("Relay failed")
+                    }
+                }
+            }
+            None => Reply::local(
+                250,
+                &format!(
+                    "2.0.0 Ok: archived {}",
+                    archive_id.unwrap_or_else(|| "(already)".into())
+                ),
+            ),
+        }
+    }
+
+    fn not_archived(&mut self, why: &str) -> Reply {
+        self.relay = None;
+        self.counters.record(FailurePolicy::Tempfail);
+        tracing::error!("not archived: {why}");
+        unavailable("Archive unavailable")
+    }
+
+    fn envelope(&self, tx: Transaction, message: mailkeep_envelope::RawMessage) -> Envelope {
+        let mut env = Envelope::new(CapturePath::Filter, message);
+        let f = &self.forwarded;
+        env.sender = tx.sender;
+        env.sender_params = tx.sender_params;
+        env.recipients = tx.recipients;
+        env.queue_id = f.ident.clone();
+        env.client.address = f.addr.clone().or_else(|| Some(self.peer.clone()));
+        env.client.hostname = f.name.clone();
+        env.client.port = f.port;
+        env.client.helo = f.helo.clone().or_else(|| self.helo.clone());
+        if let Ok(head) = env.message.head() {
+            env.login = authenticated_sender(&head);
+        }
+        env
+    }
+}
+
+fn error_text(e: &smtp_proto::Error) -> String {
+    format!("{e:?}")
+}
+
+/// XFORWARD values are xtext: `+XX` is a byte.
+fn xtext_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16);
+    while i < b.len() {
+        if b[i] == b'+' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn forward_xforward(relay: &mut Relay, f: &Forwarded) -> io::Result<()> {
+    for (name, value) in &f.raw {
+        if relay.offer.xforward.iter().any(|o| o == name) {
+            let line = format!("XFORWARD {name}={}\r\n", xtext(value));
+            let r = relay.command(line.as_bytes()).await?;
+            if !r.is_positive() {
+                return Err(io::Error::other(
+                    String::from_utf8_lossy(&r.raw).trim_end().to_string(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The SASL login Postfix wrote into its Received header with
+/// `smtpd_sasl_authenticated_header = yes`: `(Authenticated sender: bob)`.
+/// Only the first Received field counts: that is the one Postfix added.
+pub fn authenticated_sender(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let mut first_received = String::new();
+    let mut in_received = false;
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if in_received {
+            if line.starts_with([' ', '\t']) {
+                first_received.push(' ');
+                first_received.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if line.len() >= 9 && line[..9].eq_ignore_ascii_case("received:") {
+            in_received = true;
+            first_received.push_str(&line[9..]);
+        }
+        if line.is_empty() {
+            break;
+        }
+    }
+    let start = first_received.find("(Authenticated sender: ")? + "(Authenticated sender: ".len();
+    let rest = &first_received[start..];
+    let end = rest.find(')')?;
+    let login = rest[..end].trim();
+    (!login.is_empty()).then(|| login.to_string())
+}
+
+fn archive_id_of(env: &Envelope) -> Option<String> {
+    let mut h = blake3::Hasher::new();
+    io::copy(&mut env.message.reader(), &mut h).ok()?;
+    Some(format!("b3:{}", &h.finalize().to_hex()[..16]))
+}
+
+async fn archive(
+    committer: &GroupCommitter,
+    snapshot: &Snapshot,
+    env: Envelope,
+) -> Result<Report, ArchiveError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    committer.submit(
+        snapshot.archiver.clone(),
+        env,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.await.unwrap_or_else(|_| {
+        Err(ArchiveError::Read(io::Error::other(
+            "the archive writer dropped the request",
+        )))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_from_postfix_received_header() {
+        let head = b"Received: from client.example (client.example [192.0.2.1])\r\n\t(Authenticated sender: bob)\r\n\tby mx.example (Postfix) with ESMTPSA id 4ABC\r\n\tfor <a@example.com>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\nReceived: from x (Authenticated sender: mallory)\r\nSubject: x\r\n\r\n";
+        assert_eq!(authenticated_sender(head).as_deref(), Some("bob"));
+        let forged = b"Subject: x\r\nReceived: from x (Authenticated sender: mallory)\r\n\r\n";
+        assert_eq!(authenticated_sender(forged).as_deref(), Some("mallory"));
+        assert_eq!(authenticated_sender(b"Received: from a by b\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn xtext_round_trip() {
+        assert_eq!(xtext_decode("a+20b+2Bc"), "a b+c");
+        assert_eq!(xtext_decode("plain"), "plain");
+        assert_eq!(xtext_decode("bad+zz"), "bad+zz");
+        assert_eq!(xtext_decode("end+2"), "end+2");
+        assert_eq!(xtext_decode("\u{e9}+\u{e9}"), "\u{e9}+\u{e9}");
+    }
+}
