@@ -2,6 +2,7 @@
 //! ([`RawConfig`]) and the validated runtime settings ([`Settings`]).
 //! Every error names the file and line it comes from.
 
+use ipnet::IpNet;
 use mailkeep_capture::listen::{ListenSpec, SocketAccess};
 use mailkeep_capture::milter::{Limits, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT};
 use mailkeep_capture::policy::FailurePolicy;
@@ -51,6 +52,51 @@ struct RawMilter {
     max_message_size: Option<Size>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    listen: toml::Spanned<String>,
+    relay: Option<String>,
+    #[serde(default)]
+    allowed_clients: Vec<String>,
+    #[serde(default)]
+    on_failure: FailurePolicy,
+    max_connections: Option<usize>,
+    max_recipients: Option<usize>,
+    max_message_size: Option<Size>,
+    command_timeout: Option<u64>,
+    data_timeout: Option<u64>,
+    data_done_timeout: Option<u64>,
+    dedup_dir: Option<PathBuf>,
+}
+
+/// The validated `[filter]` section.
+#[derive(Debug, Clone)]
+pub struct FilterSettings {
+    /// Where to listen (TCP).
+    pub listen: ListenSpec,
+    /// The next hop; `None`: receiver mode.
+    pub relay: Option<String>,
+    /// Clients allowed; empty: loopback only.
+    pub allowed_clients: Vec<IpNet>,
+    /// Proxy mode: what to do when archiving fails.
+    pub on_failure: FailurePolicy,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Larger messages get 552.
+    pub max_message_size: Option<u64>,
+    /// Timeouts.
+    pub command_timeout: Duration,
+    /// Timeouts.
+    pub data_timeout: Duration,
+    /// Timeouts.
+    pub data_done_timeout: Duration,
+    /// The dedup ledger.
+    pub dedup_dir: PathBuf,
+}
+
 /// The validated `[milter]` section.
 #[derive(Debug, Clone)]
 pub struct MilterSettings {
@@ -79,6 +125,7 @@ pub struct RawConfig {
     #[serde(default)]
     rule: Vec<toml::Spanned<RawRule>>,
     milter: Option<RawMilter>,
+    filter: Option<RawFilter>,
 }
 
 /// Where the configuration came from.
@@ -138,6 +185,8 @@ pub struct Settings {
     pub max_message_size: Option<u64>,
     /// The milter listener, when configured.
     pub milter: Option<MilterSettings>,
+    /// The SMTP filter listener, when configured.
+    pub filter: Option<FilterSettings>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -202,14 +251,23 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
             Some(milter_settings(m, text, max_message_size).map_err(|(line, msg)| err(line, msg))?)
         }
     };
+    let spool_dir = raw.spool.dir.unwrap_or_else(std::env::temp_dir);
+    let filter = match raw.filter {
+        None => None,
+        Some(f) => Some(
+            filter_settings(f, text, max_message_size, &spool_dir)
+                .map_err(|(line, msg)| err(line, msg))?,
+        ),
+    };
     Ok(Settings {
         source,
         archiver: Archiver::new(rules, options),
         hostname,
-        spool_dir: raw.spool.dir.unwrap_or_else(std::env::temp_dir),
+        spool_dir,
         spool_threshold: threshold,
         max_message_size,
         milter,
+        filter,
     })
 }
 
@@ -268,6 +326,65 @@ fn milter_settings(
                 .unwrap_or(DEFAULT_TIMEOUT),
         },
         max_message_size,
+    })
+}
+
+fn filter_settings(
+    f: RawFilter,
+    text: &str,
+    default_max: Option<u64>,
+    spool_dir: &Path,
+) -> Result<FilterSettings, (Option<usize>, String)> {
+    let line = Some(line_of(text, f.listen.span().start));
+    let spec = f.listen.get_ref();
+    let spec = if spec.contains(':') && !spec.starts_with("inet") && !spec.starts_with("unix") {
+        format!("inet:{spec}")
+    } else {
+        spec.clone()
+    };
+    let listen = ListenSpec::parse(&spec).map_err(|e| (line, format!("filter.listen: {e}")))?;
+    if matches!(listen, ListenSpec::Unix(_)) {
+        return Err((
+            line,
+            "filter.listen: the SMTP filter listens on TCP (HOST:PORT)".into(),
+        ));
+    }
+    let mut allowed = Vec::new();
+    for c in &f.allowed_clients {
+        let net = c
+            .parse::<IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                (
+                    line,
+                    format!("filter.allowed_clients: {c:?} is not an address or CIDR"),
+                )
+            })?;
+        allowed.push(net);
+    }
+    let max_message_size = match f.max_message_size {
+        Some(s) => Some(
+            s.bytes()
+                .map_err(|e| (line, format!("filter.max_message_size: {e}")))?,
+        )
+        .filter(|b| *b > 0),
+        None => default_max,
+    };
+    let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
+    Ok(FilterSettings {
+        listen,
+        relay: f.relay.filter(|r| !r.is_empty()),
+        allowed_clients: allowed,
+        on_failure: f.on_failure,
+        max_connections: f.max_connections.unwrap_or(100).max(1),
+        max_recipients: f.max_recipients.unwrap_or(1000).max(1),
+        max_message_size,
+        command_timeout: secs(f.command_timeout, 300),
+        data_timeout: secs(f.data_timeout, 300),
+        data_done_timeout: secs(f.data_done_timeout, 600),
+        dedup_dir: f
+            .dedup_dir
+            .unwrap_or_else(|| spool_dir.join("mailkeep-filter-dedup")),
     })
 }
 

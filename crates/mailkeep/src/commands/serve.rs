@@ -10,6 +10,7 @@
 
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
+use mailkeep_capture::filter::{self, dedup::Ledger};
 use mailkeep_capture::listen;
 use mailkeep_capture::milter::{self, Service, Snapshot};
 use mailkeep_capture::policy::FailureCounters;
@@ -29,6 +30,25 @@ fn snapshot(settings: &Settings) -> Arc<Snapshot> {
         spool_threshold: settings.spool_threshold,
         max_message_size: m.and_then(|m| m.max_message_size),
     })
+}
+
+fn filter_snapshot(settings: &Settings) -> Option<Arc<filter::Snapshot>> {
+    let f = settings.filter.as_ref()?;
+    Some(Arc::new(filter::Snapshot {
+        archiver: Arc::new(settings.archiver.clone()),
+        hostname: settings.hostname.clone(),
+        relay: f.relay.clone(),
+        allowed_clients: f.allowed_clients.clone(),
+        max_message_size: f.max_message_size,
+        max_recipients: f.max_recipients,
+        spool_dir: settings.spool_dir.clone(),
+        spool_threshold: settings.spool_threshold,
+        command_timeout: f.command_timeout,
+        data_timeout: f.data_timeout,
+        data_done_timeout: f.data_done_timeout,
+        on_failure: f.on_failure,
+        ledger: Ledger::new(&f.dedup_dir),
+    }))
 }
 
 pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
@@ -83,9 +103,51 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
                 milter::run(listener, service, shutdown).await
             });
         }
-        None => println!(
-            "listening on: nothing (no [milter] in the configuration; use `mailkeep pipe`)"
-        ),
+        None => {}
+    }
+    let (filter_tx, filter_rx) = match filter_snapshot(&settings) {
+        Some(snap) => {
+            let (tx, rx) = watch::channel(snap);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    if let (Some(f), Some(rx)) = (&settings.filter, filter_rx) {
+        let listener = listen::bind(&f.listen, &listen::SocketAccess::default())
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    Exit::OSERR,
+                    format!("filter: cannot listen on {}: {e}", f.listen),
+                )
+            })?;
+        let pruned = rx.borrow().ledger.prune();
+        if pruned > 0 {
+            tracing::info!(pruned, "old dedup keys removed");
+        }
+        match &f.relay {
+            Some(r) => println!(
+                "SMTP filter listening on {}, relaying to {r}",
+                listener.describe()
+            ),
+            None => println!("SMTP archive receiver listening on {}", listener.describe()),
+        }
+        let service = filter::Service {
+            settings: rx,
+            committer: committer.clone(),
+            counters: counters.clone(),
+            max_connections: f.max_connections,
+        };
+        let mut stop = stop_rx.clone();
+        servers.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            filter::run(listener, service, shutdown).await
+        });
+    }
+    if settings.milter.is_none() && settings.filter.is_none() {
+        println!("listening on: nothing (no [milter] or [filter] in the configuration; use `mailkeep pipe`)");
     }
     println!("stop with SIGTERM or Ctrl-C; SIGHUP reloads the configuration");
     let mut current = settings;
@@ -99,6 +161,9 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
                         tracing::warn!("milter.listen changed: restart mailkeep to listen on the new address");
                     }
                     let _ = settings_tx.send(snapshot(&new));
+                    if let (Some(tx), Some(snap)) = (&filter_tx, filter_snapshot(&new)) {
+                        let _ = tx.send(snap);
+                    }
                     tracing::info!(source = %new.source,
                         rules = new.archiver.rules().rules().len(), "configuration reloaded");
                     current = new;
