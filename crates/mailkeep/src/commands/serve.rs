@@ -80,30 +80,27 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
     let (settings_tx, settings_rx) = watch::channel(snapshot(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    match &settings.milter {
-        Some(m) => {
-            let listener = listen::bind(&m.listen, &m.access).await.map_err(|e| {
-                Failure::new(
-                    Exit::OSERR,
-                    format!("milter: cannot listen on {}: {e}", m.listen),
-                )
-            })?;
-            println!("milter listening on {}", listener.describe());
-            let service = Service {
-                settings: settings_rx.clone(),
-                committer: committer.clone(),
-                counters: counters.clone(),
-                limits: m.limits,
+    if let Some(m) = &settings.milter {
+        let listener = listen::bind(&m.listen, &m.access).await.map_err(|e| {
+            Failure::new(
+                Exit::OSERR,
+                format!("milter: cannot listen on {}: {e}", m.listen),
+            )
+        })?;
+        println!("milter listening on {}", listener.describe());
+        let service = Service {
+            settings: settings_rx.clone(),
+            committer: committer.clone(),
+            counters: counters.clone(),
+            limits: m.limits,
+        };
+        let mut stop = stop_rx.clone();
+        servers.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
             };
-            let mut stop = stop_rx.clone();
-            servers.spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                milter::run(listener, service, shutdown).await
-            });
-        }
-        None => {}
+            milter::run(listener, service, shutdown).await
+        });
     }
     let (filter_tx, filter_rx) = match filter_snapshot(&settings) {
         Some(snap) => {
