@@ -169,4 +169,6 @@ pub enum SnippetKind {
     Pipe,
     /// Postfix smtpd_milters (and the Sendmail INPUT_MAIL_FILTER line).
     Milter,
+    /// The SMTP content filter: after-queue, behind amavisd, before-queue.
+    Filter,
 }

@@ -17,6 +17,7 @@ pub fn run(config: Option<&Path>, args: SnippetArgs) -> Result<Exit, Failure> {
             "{}",
             pipe_snippet(&args.binary, &config, &args.user, args.reinject_port)
         ),
+        SnippetKind::Filter => print!("{}", filter_snippet(args.reinject_port)),
         SnippetKind::Milter => {
             let listen =
                 ListenSpec::parse(&args.listen).map_err(|e| Failure::new(Exit::USAGE, e))?;
@@ -132,6 +133,80 @@ define(`confMILTER_MACROS_CONNECT', `j, {{daemon_name}}, {{client_addr}}, {{clie
 define(`confMILTER_MACROS_HELO', `{{tls_version}}, {{cipher}}, {{cert_subject}}')
 define(`confMILTER_MACROS_ENVFROM', `i, {{auth_type}}, {{auth_authen}}, {{auth_author}}, {{mail_addr}}')
 define(`confMILTER_MACROS_EOM', `i')
+"#
+    )
+}
+
+/// The SMTP content-filter lines: after-queue, behind amavisd, before-queue.
+pub fn filter_snippet(reinject_port: u16) -> String {
+    format!(
+        r#"# mailkeep's side, /etc/mailkeep/mailkeep.toml (then run `mailkeep serve`):
+#   [filter]
+#   listen = "127.0.0.1:10025"
+#   relay = "127.0.0.1:{reinject_port}"
+#
+# mailkeep relays MAIL/RCPT/DATA to the reinjection smtpd in step with
+# Postfix, archives the message durably, and only then sends the final dot:
+# Postfix hears 250 only when the message is archived AND accepted by the
+# reinjection smtpd; otherwise 4xx and Postfix retries. A retry of a message
+# already archived is not archived twice (queue id from XFORWARD + content).
+
+# ---------------------------------------------------------------------------
+# (a) After-queue content filter (Postfix FILTER_README "advanced" layout)
+#
+# /etc/postfix/main.cf
+content_filter = mailkeep:[127.0.0.1]:10025
+# Postfix writes "(Authenticated sender: LOGIN)" into its Received header;
+# mailkeep takes the SASL login from there.
+smtpd_sasl_authenticated_header = yes
+
+# /etc/postfix/master.cf
+mailkeep  unix  -       -       n       -       10      smtp
+  -o smtp_send_xforward_command=yes
+  -o disable_mime_output_conversion=yes
+  -o smtp_generic_maps=
+127.0.0.1:{reinject_port} inet n  -       n       -       10      smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+
+# ---------------------------------------------------------------------------
+# (b) Chained behind amavisd: Postfix -> amavisd (10024) -> mailkeep (10025)
+#     -> reinjection smtpd ({reinject_port}). Keep the master.cf lines of (a) for
+#     the reinjection smtpd; main.cf keeps amavis as the content filter:
+#
+# /etc/postfix/main.cf
+#   content_filter = amavis:[127.0.0.1]:10024
+# /etc/amavis/conf.d/50-user
+#   $forward_method = 'smtp:[127.0.0.1]:10025';
+#   $notify_method  = 'smtp:[127.0.0.1]:10025';
+# (amavisd sends XFORWARD, so mailkeep still sees the client and queue id.)
+
+# ---------------------------------------------------------------------------
+# (c) Before-queue proxy filter: mailkeep sits inside the SMTP conversation,
+#     so the client hears the final reply only after the archive is durable.
+#     Replace the public smtpd line in master.cf and add the after-filter
+#     smtpd; in mailkeep.toml, relay = "127.0.0.1:{reinject_port}" as above.
+#
+# /etc/postfix/master.cf
+#   smtp      inet  n       -       n       -       20      smtpd
+#     -o smtpd_proxy_filter=127.0.0.1:10025
+#     -o smtpd_client_connection_count_limit=10
+#   127.0.0.1:{reinject_port} inet n  -       n       -       -       smtpd
+#     -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+#     -o smtpd_client_restrictions=
+#     -o smtpd_helo_restrictions=
+#     -o smtpd_sender_restrictions=
+#     -o smtpd_relay_restrictions=
+#     -o smtpd_recipient_restrictions=permit_mynetworks,reject
+#     -o mynetworks=127.0.0.0/8
+#     -o receive_override_options=no_unknown_recipient_checks
 "#
     )
 }
