@@ -134,6 +134,22 @@ impl Session {
         Ok(())
     }
 
+    fn proxy(&self) -> bool {
+        self.snapshot.relay.is_some()
+    }
+
+    /// The relay connection in proxy mode, reconnecting after an earlier
+    /// failure (a transaction whose relay failed is never completed).
+    async fn ensure_relay(&mut self) -> Result<(), Reply> {
+        if self.relay.is_none() {
+            if let Err(e) = self.connect_relay().await {
+                tracing::error!("relay unavailable: {e}");
+                return Err(unavailable("Relay unavailable"));
+            }
+        }
+        Ok(())
+    }
+
     async fn connect_relay(&mut self) -> io::Result<()> {
         let addr = self.snapshot.relay.clone().unwrap_or_default();
         let relay = Relay::connect(
@@ -243,10 +259,14 @@ impl Session {
             Ok(Request::Rset) => {
                 self.tx = None;
                 match &mut self.relay {
-                    Some(r) => r
-                        .command(b"RSET\r\n")
-                        .await
-                        .unwrap_or_else(|_| unavailable("relay failed")),
+                    Some(r) => match r.command(b"RSET\r\n").await {
+                        Ok(reply) => reply,
+                        Err(_) => {
+                            // Reconnect at the next MAIL.
+                            self.relay = None;
+                            Reply::local(250, "2.0.0 Ok")
+                        }
+                    },
                     None => Reply::local(250, "2.0.0 Ok"),
                 }
             }
@@ -343,6 +363,11 @@ impl Session {
             .split_once('>')
             .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
+        if self.proxy() {
+            if let Err(reply) = self.ensure_relay().await {
+                return reply;
+            }
+        }
         if let Some(relay) = &mut self.relay {
             if let Err(e) = forward_xforward(relay, &self.forwarded).await {
                 tracing::warn!("relay refused XFORWARD: {e}");
@@ -374,11 +399,15 @@ impl Session {
     }
 
     async fn rcpt(&mut self, address: String, line: &[u8]) -> Reply {
-        let Some(tx) = &mut self.tx else {
+        let Some(count) = self.tx.as_ref().map(|t| t.recipients.len()) else {
             return Reply::local(503, "5.5.1 Need MAIL before RCPT");
         };
-        if tx.recipients.len() >= self.snapshot.max_recipients {
+        if count >= self.snapshot.max_recipients {
             return Reply::local(452, "4.5.3 Too many recipients");
+        }
+        if self.proxy() && self.relay.is_none() {
+            self.tx = None;
+            return unavailable("Relay failed");
         }
         let reply = match &mut self.relay {
             Some(relay) => match relay.command(line).await {
@@ -394,7 +423,9 @@ impl Session {
         };
         if reply.is_positive() {
             if let Some(r) = normalize_address_arg(&address) {
-                tx.recipients.push(r);
+                if let Some(tx) = &mut self.tx {
+                    tx.recipients.push(r);
+                }
             }
         }
         reply
@@ -411,6 +442,9 @@ impl Session {
             return self
                 .send(&Reply::local(554, "5.5.1 No valid recipients"))
                 .await;
+        }
+        if self.proxy() && self.relay.is_none() {
+            return self.send(&unavailable("Relay failed")).await;
         }
         if let Some(relay) = &mut self.relay {
             match relay.command(b"DATA\r\n").await {
@@ -554,6 +588,9 @@ impl Session {
                     );
                 }
             }
+        }
+        if proxy && self.relay.is_none() {
+            return unavailable("Relay failed");
         }
         match &mut self.relay {
             Some(relay) => {
