@@ -68,6 +68,8 @@ struct RawFilter {
     data_timeout: Option<u64>,
     data_done_timeout: Option<u64>,
     dedup_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The validated `[filter]` section.
@@ -95,6 +97,8 @@ pub struct FilterSettings {
     pub data_done_timeout: Duration,
     /// The dedup ledger.
     pub dedup_dir: PathBuf,
+    /// STARTTLS certificate and key, loaded.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// The validated `[milter]` section.
@@ -370,6 +374,14 @@ fn filter_settings(
         .filter(|b| *b > 0),
         None => default_max,
     };
+    let tls = match (&f.tls_cert, &f.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(
+            mailkeep_capture::filter::tls::server_config(cert, key)
+                .map_err(|e| (line, format!("filter.tls_cert/tls_key: {e}")))?,
+        ),
+        _ => return Err((line, "filter: tls_cert and tls_key go together".into())),
+    };
     let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
     Ok(FilterSettings {
         listen,
@@ -385,6 +397,7 @@ fn filter_settings(
         dedup_dir: f
             .dedup_dir
             .unwrap_or_else(|| spool_dir.join("mailkeep-filter-dedup")),
+        tls,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod data;
 pub mod dedup;
 pub mod relay;
 pub mod session;
+pub mod tls;
 
 use crate::listen::{Listener, Stream};
 use crate::policy::{FailureCounters, FailurePolicy};
@@ -29,7 +30,6 @@ use tokio::sync::watch;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The settings a session keeps for its whole life.
-#[derive(Debug)]
 pub struct Snapshot {
     /// Rules and destinations.
     pub archiver: Arc<Archiver>,
@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub on_failure: FailurePolicy,
     /// Messages already archived, by queue id and content.
     pub ledger: Ledger,
+    /// STARTTLS, when a certificate is configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {

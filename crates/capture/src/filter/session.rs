@@ -18,6 +18,7 @@
 use super::data::{DataDecoder, Feed};
 use super::dedup::Ledger;
 use super::relay::{Relay, Reply};
+use super::tls::Conn;
 use super::Snapshot;
 use crate::policy::{FailureCounters, FailurePolicy};
 use crate::reinject::{xtext, DataEncoder};
@@ -58,7 +59,7 @@ pub struct Session {
     snapshot: Arc<Snapshot>,
     committer: GroupCommitter,
     counters: Arc<FailureCounters>,
-    stream: TcpStream,
+    stream: Option<Conn>,
     peer: String,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -88,7 +89,7 @@ impl Session {
             snapshot,
             committer,
             counters,
-            stream,
+            stream: Some(Conn::Plain(stream)),
             peer,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -174,7 +175,11 @@ impl Session {
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             let data = std::mem::take(&mut self.out);
-            timeout(self.snapshot.command_timeout, self.stream.write_all(&data))
+            let stream = self
+                .stream
+                .as_mut()
+                .ok_or_else(|| io::Error::other("connection gone"))?;
+            timeout(self.snapshot.command_timeout, stream.write_all(&data))
                 .await
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "writing to the client timed out")
@@ -186,7 +191,11 @@ impl Session {
     async fn fill(&mut self, limit: Duration) -> io::Result<bool> {
         self.flush().await?;
         let mut chunk = vec![0u8; 64 * 1024];
-        let n = timeout(limit, self.stream.read(&mut chunk))
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::other("connection gone"))?;
+        let n = timeout(limit, stream.read(&mut chunk))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client timed out"))??;
         self.inbuf.extend_from_slice(&chunk[..n]);
@@ -274,12 +283,38 @@ impl Session {
             Ok(Request::Rcpt { to }) => self.rcpt(to.address.to_string(), &with_crlf).await,
             Ok(Request::Data) => return self.data().await.map(|()| false),
             Ok(Request::Bdat { .. }) => Reply::local(502, "5.5.1 CHUNKING is not offered"),
-            Ok(Request::StartTls) => Reply::local(502, "5.5.1 STARTTLS is not offered"),
+            Ok(Request::StartTls) => return self.starttls().await.map(|()| false),
             Ok(Request::Auth { .. }) => Reply::local(502, "5.5.1 AUTH is not offered"),
             Ok(_) => Reply::local(502, "5.5.1 Command not implemented"),
         };
         self.send(&reply).await?;
         Ok(false)
+    }
+
+    /// RFC 3207: 220, then the handshake; anything the client pipelined
+    /// after STARTTLS is discarded, and the session starts over (EHLO).
+    async fn starttls(&mut self) -> io::Result<()> {
+        let in_tls = matches!(self.stream, Some(Conn::Tls(_)));
+        let Some(config) = self.snapshot.tls.clone().filter(|_| !in_tls) else {
+            return self
+                .send(&Reply::local(502, "5.5.1 STARTTLS is not offered"))
+                .await;
+        };
+        self.inbuf.clear();
+        self.send(&Reply::local(220, "2.0.0 Ready to start TLS"))
+            .await?;
+        self.flush().await?;
+        let Some(Conn::Plain(tcp)) = self.stream.take() else {
+            return Err(io::Error::other("connection gone"));
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tls = timeout(self.snapshot.command_timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        self.stream = Some(Conn::Tls(Box::new(tls)));
+        self.helo = None;
+        self.tx = None;
+        Ok(())
     }
 
     fn ehlo(&mut self, host: &str, extended: bool) -> Reply {
@@ -315,6 +350,9 @@ impl Session {
             lines.push("DSN".into());
         }
         lines.push("ENHANCEDSTATUSCODES".into());
+        if self.snapshot.tls.is_some() && !matches!(self.stream, Some(Conn::Tls(_))) {
+            lines.push("STARTTLS".into());
+        }
         lines.push("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE".into());
         let mut raw = String::new();
         for (i, l) in lines.iter().enumerate() {
@@ -642,6 +680,7 @@ impl Session {
         env.client.hostname = f.name.clone();
         env.client.port = f.port;
         env.client.helo = f.helo.clone().or_else(|| self.helo.clone());
+        env.tls = self.stream.as_ref().and_then(Conn::describe_tls);
         if let Ok(head) = env.message.head() {
             env.login = authenticated_sender(&head);
         }

@@ -48,6 +48,7 @@ fn filter_snapshot(settings: &Settings) -> Option<Arc<filter::Snapshot>> {
         data_done_timeout: f.data_done_timeout,
         on_failure: f.on_failure,
         ledger: Ledger::new(&f.dedup_dir),
+        tls: f.tls.clone(),
     }))
 }
 

@@ -5,8 +5,10 @@
 mod util;
 
 mod commands;
+mod filter_tls;
 mod milter;
 mod pipe;
 mod postfix;
+mod postfix_filter;
 mod postfix_milter;
 mod postfix_pipe;
