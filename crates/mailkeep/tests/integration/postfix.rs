@@ -10,7 +10,12 @@
 //! - [`Layout::Milter`]: one smtpd with `smtpd_milters =
 //!   inet:127.0.0.1:PORT` (protocol 6, `milter_default_action = tempfail`);
 //!   the test runs `mailkeep serve` on [`Ports::milter`] itself
-//!   (`postfix_milter`).
+//!   (`postfix_milter`);
+//! - [`Layout::Filter`]: `mailkeep postfix-snippet filter`'s after-queue
+//!   layout, `content_filter = mailkeep:[127.0.0.1]:PORT` in main.cf, the
+//!   `mailkeep` smtp(8) transport sending XFORWARD, and a reinjection smtpd
+//!   on [`Ports::reinject`] that `mailkeep serve`'s `[filter]` (run by the
+//!   test on [`Ports::filter`]) relays to (`postfix_filter`).
 //!
 //! Either way Postfix relays what it accepts to `smtp-sink`, which dumps
 //! each transaction to a file. With [`Setup::sasl`] a private Dovecot
@@ -122,6 +127,9 @@ pub struct Ports {
     pub milter: u16,
     /// Dovecot's auth service, when SASL is on.
     pub sasl: u16,
+    /// Filter layout: where the `mailkeep` smtp(8) transport expects
+    /// `mailkeep serve`'s SMTP filter.
+    pub filter: u16,
 }
 
 impl Ports {
@@ -129,7 +137,7 @@ impl Ports {
     /// them, so another process could take one in between; the start-up
     /// check then fails loudly rather than testing the wrong server.
     fn pick() -> Ports {
-        let ls: Vec<TcpListener> = (0..5)
+        let ls: Vec<TcpListener> = (0..6)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
             .collect();
         let port = |i: usize| ls[i].local_addr().unwrap().port();
@@ -139,6 +147,7 @@ impl Ports {
             sink: port(2),
             milter: port(3),
             sasl: port(4),
+            filter: port(5),
         }
     }
 }
@@ -162,6 +171,14 @@ pub enum Layout {
     /// `smtpd_milters = inet:127.0.0.1:{Ports::milter}`; the test runs the
     /// milter.
     Milter,
+    /// `content_filter = mailkeep:[127.0.0.1]:{Ports::filter}` (main.cf),
+    /// the `mailkeep` smtp(8) transport with XFORWARD, and the reinjection
+    /// smtpd on [`Ports::reinject`], as `mailkeep postfix-snippet filter`
+    /// prints them (plus a `syslog_name`); the test runs `mailkeep serve`.
+    /// `reinject_eod_policy`: a policy service on 127.0.0.1:PORT that the
+    /// reinjection smtpd asks at end of data (so a test can make it
+    /// refuse the final dot).
+    Filter { reinject_eod_policy: Option<u16> },
 }
 
 /// What to build.
@@ -229,7 +246,7 @@ impl PrivatePostfix {
 
         let pipe_paths = match setup.layout {
             Layout::Pipe(_) => Some(pf.write_pipe_mailkeep()),
-            Layout::Milter => None,
+            Layout::Milter | Layout::Filter { .. } => None,
         };
         for (name, text) in [
             ("etc/main.cf", pf.main_cf()),
@@ -294,7 +311,7 @@ impl PrivatePostfix {
             );
         }
         let mut listeners = vec![("receiving smtpd", pf.ports.smtpd)];
-        if let Layout::Pipe(_) = setup.layout {
+        if let Layout::Pipe(_) | Layout::Filter { .. } = setup.layout {
             listeners.push(("reinjection smtpd", pf.ports.reinject));
         }
         listeners.push(("smtp-sink", pf.ports.sink));
@@ -390,6 +407,13 @@ impl PrivatePostfix {
                  local_header_rewrite_clients =\n",
                 milter = self.ports.milter
             )),
+            Layout::Filter { .. } => cf.push_str(&format!(
+                "# mailkeep serve's SMTP filter, after the queue.\n\
+                 content_filter = mailkeep:[127.0.0.1]:{filter}\n\
+                 # \"(Authenticated sender: LOGIN)\" in Received: mailkeep's login.\n\
+                 smtpd_sasl_authenticated_header = yes\n",
+                filter = self.ports.filter
+            )),
         }
         cf
     }
@@ -432,6 +456,33 @@ impl PrivatePostfix {
             (Layout::Milter, _) => format!(
                 "# One smtpd with the milter (main.cf), chroot off everywhere.\n\
                  127.0.0.1:{smtpd} inet n - n - - smtpd\n"
+            ),
+            (Layout::Filter { reinject_eod_policy }, _) => format!(
+                "# `mailkeep postfix-snippet filter` (a), chroot off everywhere.\n\
+                 127.0.0.1:{smtpd} inet n - n - - smtpd\n\
+                 mailkeep unix - - n - 10 smtp\n\
+                 \x20 -o smtp_send_xforward_command=yes\n\
+                 \x20 -o disable_mime_output_conversion=yes\n\
+                 \x20 -o smtp_generic_maps=\n\
+                 127.0.0.1:{reinject} inet n - n - 10 smtpd\n\
+                 \x20 -o syslog_name={REINJECT_SYSLOG_NAME}\n\
+                 \x20 -o content_filter=\n\
+                 \x20 -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters\n\
+                 \x20 -o smtpd_helo_restrictions=\n\
+                 \x20 -o smtpd_client_restrictions=\n\
+                 \x20 -o smtpd_sender_restrictions=\n\
+                 \x20 -o smtpd_relay_restrictions=\n\
+                 \x20 -o smtpd_recipient_restrictions=permit_mynetworks,reject\n\
+                 \x20 -o mynetworks=127.0.0.0/8\n\
+                 \x20 -o smtpd_authorized_xforward_hosts=127.0.0.0/8\n\
+                 {eod}",
+                reinject = self.ports.reinject,
+                eod = match reinject_eod_policy {
+                    Some(port) => format!(
+                        "  -o smtpd_end_of_data_restrictions=check_policy_service,inet:127.0.0.1:{port}\n"
+                    ),
+                    None => String::new(),
+                },
             ),
             (Layout::Pipe(_), None) => unreachable!("the pipe layout writes mailkeep's files"),
         };
