@@ -56,6 +56,10 @@ pub const MYHOSTNAME: &str = "mailkeep-test.invalid";
 /// The pipe layout's reinjection smtpd logs under this name, so its lines
 /// can be counted.
 pub const REINJECT_SYSLOG_NAME: &str = "postfix/mailkeep-reinject";
+/// The filter layout's `mailkeep` smtp(8) transport (to `mailkeep serve`)
+/// logs under this name: a refused connection logs `relay=none`, so only
+/// the name tells its deliveries apart.
+pub const FILTER_SYSLOG_NAME: &str = "postfix/mailkeep";
 
 /// The one SASL account the private Dovecot knows.
 pub const SASL_USER: &str = "bob";
@@ -174,7 +178,7 @@ pub enum Layout {
     /// `content_filter = mailkeep:[127.0.0.1]:{Ports::filter}` (main.cf),
     /// the `mailkeep` smtp(8) transport with XFORWARD, and the reinjection
     /// smtpd on [`Ports::reinject`], as `mailkeep postfix-snippet filter`
-    /// prints them (plus a `syslog_name`); the test runs `mailkeep serve`.
+    /// prints them (plus `syslog_name`s); the test runs `mailkeep serve`.
     /// `reinject_eod_policy`: a policy service on 127.0.0.1:PORT that the
     /// reinjection smtpd asks at end of data (so a test can make it
     /// refuse the final dot).
@@ -461,6 +465,7 @@ impl PrivatePostfix {
                 "# `mailkeep postfix-snippet filter` (a), chroot off everywhere.\n\
                  127.0.0.1:{smtpd} inet n - n - - smtpd\n\
                  mailkeep unix - - n - 10 smtp\n\
+                 \x20 -o syslog_name={FILTER_SYSLOG_NAME}\n\
                  \x20 -o smtp_send_xforward_command=yes\n\
                  \x20 -o disable_mime_output_conversion=yes\n\
                  \x20 -o smtp_generic_maps=\n\
