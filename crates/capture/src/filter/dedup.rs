@@ -3,8 +3,11 @@
 //!
 //! Postfix retries a content-filter delivery when the filter answered 4xx
 //! or the relay failed after the archive was written. The ledger remembers
-//! "queue id + BLAKE3 of the content" for every message archived; a retry
-//! with the same key is passed on without a second copy. The queue id comes
+//! "queue id + recipients + BLAKE3 of the content" for every delivery
+//! archived; a retry with the same key is passed on without a second copy.
+//! The recipients are part of the key because Postfix splits one queued
+//! message into several deliveries (over the transport's recipient limit,
+//! or recipients retried on their own): each such delivery is archived. The queue id comes
 //! from XFORWARD IDENT (Postfix sends it with `smtp_send_xforward_command =
 //! yes`, which the snippet sets); without one, nothing is deduplicated.
 //!
@@ -36,10 +39,18 @@ impl Ledger {
         }
     }
 
-    /// The key of a message.
-    pub fn key(queue_id: &str, message: &RawMessage) -> io::Result<String> {
+    /// The key of one delivery.
+    pub fn key(queue_id: &str, recipients: &[String], message: &RawMessage) -> io::Result<String> {
         let mut h = blake3::Hasher::new();
         h.update(queue_id.as_bytes());
+        h.update(&[0]);
+        let mut rcpts: Vec<String> = recipients.iter().map(|r| r.to_lowercase()).collect();
+        rcpts.sort();
+        rcpts.dedup();
+        for r in &rcpts {
+            h.update(r.as_bytes());
+            h.update(&[0]);
+        }
         h.update(&[0]);
         io::copy(&mut message.reader(), &mut h)?;
         Ok(h.finalize().to_hex().to_string())
@@ -103,11 +114,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::new(&dir.path().join("ledger"));
         let m = RawMessage::from_bytes(b"Subject: x\r\n\r\nbody\r\n".to_vec());
-        let k = Ledger::key("4ABC", &m).unwrap();
-        assert_ne!(k, Ledger::key("4ABD", &m).unwrap(), "the queue id counts");
+        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let k = Ledger::key("4ABC", &r(&["b@y", "a@x"]), &m).unwrap();
+        assert_eq!(
+            k,
+            Ledger::key("4ABC", &r(&["A@x", "b@y"]), &m).unwrap(),
+            "a set, any case"
+        );
         assert_ne!(
             k,
-            Ledger::key("4ABC", &RawMessage::from_bytes(b"other".to_vec())).unwrap(),
+            Ledger::key("4ABD", &r(&["a@x", "b@y"]), &m).unwrap(),
+            "the queue id counts"
+        );
+        assert_ne!(
+            k,
+            Ledger::key("4ABC", &r(&["c@z"]), &m).unwrap(),
+            "the recipients count"
+        );
+        assert_ne!(
+            k,
+            Ledger::key(
+                "4ABC",
+                &r(&["a@x", "b@y"]),
+                &RawMessage::from_bytes(b"other".to_vec())
+            )
+            .unwrap(),
             "the content counts"
         );
         assert!(!ledger.seen(&k));

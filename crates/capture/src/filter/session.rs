@@ -267,6 +267,7 @@ impl Session {
             Ok(Request::Vrfy { .. }) => Reply::local(252, "2.0.0 Cannot verify, send some mail"),
             Ok(Request::Rset) => {
                 self.tx = None;
+                self.forwarded = Forwarded::default();
                 match &mut self.relay {
                     Some(r) => match r.command(b"RSET\r\n").await {
                         Ok(reply) => reply,
@@ -401,6 +402,17 @@ impl Session {
             .split_once('>')
             .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
+        let declared = params.iter().find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.eq_ignore_ascii_case("SIZE")
+                .then(|| v.parse::<u64>().ok())
+                .flatten()
+        });
+        if let (Some(size), Some(max)) = (declared, self.snapshot.max_message_size) {
+            if size > max {
+                return Reply::local(552, "5.3.4 Message too big");
+            }
+        }
         if self.proxy() {
             if let Err(reply) = self.ensure_relay().await {
                 return reply;
@@ -550,6 +562,8 @@ impl Session {
         let reply = self
             .finish(tx, spool, too_big, spool_error, relay_ok, encoder)
             .await;
+        // XFORWARD attributes hold for one transaction (as in Postfix).
+        self.forwarded = Forwarded::default();
         self.send(&reply).await
     }
 
@@ -579,12 +593,27 @@ impl Session {
         let env = self.envelope(tx, message);
         let queue_id = env.queue_id.clone();
         // Already archived on an earlier delivery attempt?
-        let key = match &queue_id {
-            Some(q) => Ledger::key(q, &env.message).ok(),
-            None => None,
-        };
+        // Hashing and the ledger's file system work run off the async
+        // workers, like the archive itself.
         let ledger = self.snapshot.ledger.clone();
-        let seen = key.as_ref().is_some_and(|k| ledger.seen(k));
+        let (key, seen) = match &queue_id {
+            Some(q) => {
+                let (q, rcpts, msg, l) = (
+                    q.clone(),
+                    env.recipients.clone(),
+                    env.message.clone(),
+                    ledger.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let key = Ledger::key(&q, &rcpts, &msg).ok();
+                    let seen = key.as_ref().is_some_and(|k| l.seen(k));
+                    (key, seen)
+                })
+                .await
+                .unwrap_or((None, false))
+            }
+            None => (None, false),
+        };
         let mut archive_id = None;
         if seen {
             tracing::info!(
@@ -600,9 +629,12 @@ impl Session {
                             destination = %format!("{}:{}", w.kind, w.destination.display()),
                             file = %w.file.display(), bytes = w.bytes, "archived");
                     }
-                    if let Some(k) = &key {
-                        if let Err(e) = ledger.record(k) {
-                            tracing::warn!("cannot record the dedup key: {e}");
+                    if let Some(k) = key.clone() {
+                        let l = ledger.clone();
+                        match tokio::task::spawn_blocking(move || l.record(&k)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!("cannot record the dedup key: {e}"),
+                            Err(e) => tracing::warn!("cannot record the dedup key: {e}"),
                         }
                     }
                     archive_id = id;
@@ -713,15 +745,25 @@ fn xtext_decode(v: &str) -> String {
 }
 
 async fn forward_xforward(relay: &mut Relay, f: &Forwarded) -> io::Result<()> {
+    // All offered attributes in as few commands as fit Postfix's 512-byte
+    // command line (one, in practice): each command is a round trip.
+    let mut lines: Vec<String> = Vec::new();
     for (name, value) in &f.raw {
-        if relay.offer.xforward.iter().any(|o| o == name) {
-            let line = format!("XFORWARD {name}={}\r\n", xtext(value));
-            let r = relay.command(line.as_bytes()).await?;
-            if !r.is_positive() {
-                return Err(io::Error::other(
-                    String::from_utf8_lossy(&r.raw).trim_end().to_string(),
-                ));
-            }
+        if !relay.offer.xforward.iter().any(|o| o == name) {
+            continue;
+        }
+        let attr = format!(" {name}={}", xtext(value));
+        match lines.last_mut() {
+            Some(l) if l.len() + attr.len() < 500 => l.push_str(&attr),
+            _ => lines.push(format!("XFORWARD{attr}")),
+        }
+    }
+    for line in lines {
+        let r = relay.command(format!("{line}\r\n").as_bytes()).await?;
+        if !r.is_positive() {
+            return Err(io::Error::other(
+                String::from_utf8_lossy(&r.raw).trim_end().to_string(),
+            ));
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 mod util;
 
 mod commands;
+mod filter;
 mod filter_tls;
 mod milter;
 mod pipe;
