@@ -29,3 +29,33 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// `b3:` and the first 16 hex digits of the message's BLAKE3 hash: an id
+/// anyone can recompute from the archived bytes.
+pub fn archive_id(message: &mailkeep_envelope::RawMessage) -> Option<String> {
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut message.reader(), &mut hasher).ok()?;
+    Some(format!("b3:{}", &hasher.finalize().to_hex()[..16]))
+}
+
+/// Hands an envelope to the group-commit writer and waits until it is
+/// durable (or failed): the one "archive this" call of the servers.
+pub async fn archive_durably(
+    committer: &mailkeep_destinations::GroupCommitter,
+    archiver: std::sync::Arc<mailkeep_destinations::Archiver>,
+    env: mailkeep_envelope::Envelope,
+) -> Result<mailkeep_destinations::Report, mailkeep_destinations::ArchiveError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    committer.submit(
+        archiver,
+        env,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.await.unwrap_or_else(|_| {
+        Err(mailkeep_destinations::ArchiveError::Read(
+            std::io::Error::other("the archive writer dropped the request"),
+        ))
+    })
+}

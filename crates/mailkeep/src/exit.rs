@@ -47,16 +47,9 @@ impl Failure {
 
     /// A failure whose message is an error's whole cause chain.
     pub fn from_error(code: Exit, error: &(dyn std::error::Error + 'static)) -> Failure {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            source = s.source();
+        Failure {
+            code,
+            message: mailkeep_capture::error_chain(error),
         }
-        Failure { code, message }
     }
 }

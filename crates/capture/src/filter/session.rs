@@ -22,7 +22,7 @@ use super::tls::Conn;
 use super::Snapshot;
 use crate::policy::{FailureCounters, FailurePolicy};
 use crate::reinject::{xtext, DataEncoder};
-use mailkeep_destinations::{ArchiveError, GroupCommitter, Report};
+use mailkeep_destinations::GroupCommitter;
 use mailkeep_envelope::{normalize_address_arg, CapturePath, Envelope, SpoolWriter};
 use smtp_proto::{Request, EXT_8BIT_MIME, EXT_DSN, EXT_SMTP_UTF8};
 use std::io::{self, Write};
@@ -621,8 +621,13 @@ impl Session {
                 "already archived on an earlier attempt"
             );
         } else {
-            let id = archive_id_of(&env);
-            match archive(&self.committer, &self.snapshot, env).await {
+            let msg = env.message.clone();
+            let id = tokio::task::spawn_blocking(move || crate::archive_id(&msg))
+                .await
+                .ok()
+                .flatten();
+            match crate::archive_durably(&self.committer, self.snapshot.archiver.clone(), env).await
+            {
                 Ok(report) => {
                     for w in &report.written {
                         tracing::info!(queue_id = queue_id.as_deref().unwrap_or("-"),
@@ -799,32 +804,6 @@ pub fn authenticated_sender(head: &[u8]) -> Option<String> {
     let end = rest.find(')')?;
     let login = rest[..end].trim();
     (!login.is_empty()).then(|| login.to_string())
-}
-
-fn archive_id_of(env: &Envelope) -> Option<String> {
-    let mut h = blake3::Hasher::new();
-    io::copy(&mut env.message.reader(), &mut h).ok()?;
-    Some(format!("b3:{}", &h.finalize().to_hex()[..16]))
-}
-
-async fn archive(
-    committer: &GroupCommitter,
-    snapshot: &Snapshot,
-    env: Envelope,
-) -> Result<Report, ArchiveError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    committer.submit(
-        snapshot.archiver.clone(),
-        env,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx.await.unwrap_or_else(|_| {
-        Err(ArchiveError::Read(io::Error::other(
-            "the archive writer dropped the request",
-        )))
-    })
 }
 
 #[cfg(test)]

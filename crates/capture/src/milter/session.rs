@@ -25,7 +25,7 @@ use super::Snapshot;
 use crate::policy::{FailureCounters, FailurePolicy};
 use async_trait::async_trait;
 use bytes::BytesMut;
-use mailkeep_destinations::{ArchiveError, GroupCommitter, Report};
+use mailkeep_destinations::{GroupCommitter, Report};
 use miltr_common::actions::{Action, Continue, Tempfail};
 use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient};
 use miltr_common::encoding::Writable;
@@ -301,14 +301,20 @@ impl Milter for Session {
                     let queue_id = self.queue_id();
                     let id = if self.add_header {
                         let msg = env.message.clone();
-                        tokio::task::spawn_blocking(move || archive_id(&msg))
+                        tokio::task::spawn_blocking(move || crate::archive_id(&msg))
                             .await
                             .ok()
                             .flatten()
                     } else {
                         None
                     };
-                    match archive(&self.committer, &self.snapshot, env).await {
+                    match crate::archive_durably(
+                        &self.committer,
+                        self.snapshot.archiver.clone(),
+                        env,
+                    )
+                    .await
+                    {
                         Ok(report) => {
                             log_report(&queue_id, &report);
                             let mut b = ModificationResponse::builder();
@@ -361,35 +367,6 @@ impl Session {
         }
         Continue.into()
     }
-}
-
-/// `b3:` and the first 16 hex digits of the message's BLAKE3 hash: an id
-/// anyone can recompute from the archived bytes.
-fn archive_id(msg: &mailkeep_envelope::RawMessage) -> Option<String> {
-    let mut hasher = blake3::Hasher::new();
-    let mut reader = msg.reader();
-    std::io::copy(&mut reader, &mut hasher).ok()?;
-    Some(format!("b3:{}", &hasher.finalize().to_hex()[..16]))
-}
-
-async fn archive(
-    committer: &GroupCommitter,
-    snapshot: &Snapshot,
-    env: mailkeep_envelope::Envelope,
-) -> Result<Report, ArchiveError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    committer.submit(
-        snapshot.archiver.clone(),
-        env,
-        Box::new(move |r| {
-            let _ = tx.send(r);
-        }),
-    );
-    rx.await.unwrap_or_else(|_| {
-        Err(ArchiveError::Read(io::Error::other(
-            "the archive writer dropped the request",
-        )))
-    })
 }
 
 fn log_report(queue_id: &str, report: &Report) {
