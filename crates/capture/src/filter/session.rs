@@ -67,6 +67,10 @@ pub struct Session {
     helo: Option<String>,
     forwarded: Forwarded,
     tx: Option<Transaction>,
+    /// The relay has a transaction open (MAIL accepted, final dot not yet
+    /// answered): RSET must go to it; otherwise RSET is answered here,
+    /// saving a round trip per message on cached connections.
+    relay_open: bool,
 }
 
 fn unavailable(what: &str) -> Reply {
@@ -97,6 +101,7 @@ impl Session {
             helo: None,
             forwarded: Forwarded::default(),
             tx: None,
+            relay_open: false,
         }
     }
 
@@ -160,6 +165,7 @@ impl Session {
         )
         .await?;
         self.relay = Some(relay);
+        self.relay_open = false;
         Ok(())
     }
 
@@ -268,7 +274,8 @@ impl Session {
             Ok(Request::Rset) => {
                 self.tx = None;
                 self.forwarded = Forwarded::default();
-                match &mut self.relay {
+                let open = std::mem::replace(&mut self.relay_open, false);
+                match self.relay.as_mut().filter(|_| open) {
                     Some(r) => match r.command(b"RSET\r\n").await {
                         Ok(reply) => reply,
                         Err(_) => {
@@ -419,10 +426,7 @@ impl Session {
             }
         }
         if let Some(relay) = &mut self.relay {
-            if let Err(e) = forward_xforward(relay, &self.forwarded).await {
-                tracing::warn!("relay refused XFORWARD: {e}");
-            }
-            let reply = match relay.command(line).await {
+            let reply = match xforward_and_mail(relay, &self.forwarded, line).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!("relay failed at MAIL: {e}");
@@ -433,6 +437,7 @@ impl Session {
             if !reply.is_positive() {
                 return reply;
             }
+            self.relay_open = true;
             self.tx = Some(Transaction {
                 sender: normalize_address_arg(&address),
                 sender_params: params,
@@ -667,6 +672,8 @@ impl Session {
         if proxy && self.relay.is_none() {
             return unavailable("Relay failed");
         }
+        // The dot ends the relay's transaction, whatever it answers.
+        self.relay_open = false;
         match &mut self.relay {
             Some(relay) => {
                 let mut end = Vec::new();
@@ -749,9 +756,16 @@ fn xtext_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn forward_xforward(relay: &mut Relay, f: &Forwarded) -> io::Result<()> {
-    // All offered attributes in as few commands as fit Postfix's 512-byte
-    // command line (one, in practice): each command is a round trip.
+/// Sends XFORWARD (the attributes the relay offers, in as few commands as
+/// fit Postfix's 512-byte line: one, in practice) and then `mail_line`,
+/// pipelined in one write when the relay offers PIPELINING: one round trip
+/// instead of two. Returns the reply to MAIL; an XFORWARD refusal is only
+/// logged (the message still flows, with less context at the relay).
+async fn xforward_and_mail(
+    relay: &mut Relay,
+    f: &Forwarded,
+    mail_line: &[u8],
+) -> io::Result<Reply> {
     let mut lines: Vec<String> = Vec::new();
     for (name, value) in &f.raw {
         if !relay.offer.xforward.iter().any(|o| o == name) {
@@ -763,15 +777,36 @@ async fn forward_xforward(relay: &mut Relay, f: &Forwarded) -> io::Result<()> {
             _ => lines.push(format!("XFORWARD{attr}")),
         }
     }
+    let pipelining = relay.offer.capabilities & smtp_proto::EXT_PIPELINING != 0;
+    if pipelining {
+        let mut wire = Vec::new();
+        for line in &lines {
+            wire.extend_from_slice(line.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(mail_line);
+        relay.write(&wire).await?;
+        for _ in &lines {
+            let r = relay.reply().await?;
+            if !r.is_positive() {
+                tracing::warn!(
+                    "relay refused XFORWARD: {}",
+                    String::from_utf8_lossy(&r.raw).trim_end()
+                );
+            }
+        }
+        return relay.reply().await;
+    }
     for line in lines {
         let r = relay.command(format!("{line}\r\n").as_bytes()).await?;
         if !r.is_positive() {
-            return Err(io::Error::other(
-                String::from_utf8_lossy(&r.raw).trim_end().to_string(),
-            ));
+            tracing::warn!(
+                "relay refused XFORWARD: {}",
+                String::from_utf8_lossy(&r.raw).trim_end()
+            );
         }
     }
-    Ok(())
+    relay.command(mail_line).await
 }
 
 /// The SASL login Postfix wrote into its Received header with
