@@ -9,7 +9,6 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,143 +36,24 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 // ---------------------------------------------------------------------------
 // mailkeep serve
 
-/// A running `mailkeep serve` with a `[filter]`, stopped with SIGTERM (or
-/// killed, on drop).
-struct Serve {
-    child: Option<Child>,
-    port: u16,
-    /// The "listening on" line.
-    ready: String,
-    collected: Option<Receiver<Vec<String>>>,
-}
-
-impl Serve {
-    /// Starts serve with `[filter] listen` on a free port, `dedup_dir` in
-    /// `dir`, the `filter` lines and the `rules`; as `nobody` when
-    /// `unprivileged` and the tests run as root.
-    fn start(dir: &Path, filter: &str, rules: &str, unprivileged: bool) -> Serve {
-        let port = free_port();
-        let cfg = write_config(
-            dir,
-            &format!(
+/// Starts serve with `[filter] listen` on a free port, `dedup_dir` in
+/// `dir`, the `filter` lines and the `rules`.
+fn start_filter(dir: &Path, filter: &str, rules: &str, unprivileged: bool) -> Serve {
+    let dedup = dir.join("dedup");
+    Serve::start(
+        dir,
+        |port| {
+            format!(
                 "[filter]\nlisten = \"127.0.0.1:{port}\"\ndedup_dir = \"{}\"\n{filter}\n{rules}",
-                dir.join("dedup").display()
-            ),
-        );
-        let mut cmd = if unprivileged && is_root() {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(bin());
-            c
-        } else {
-            Command::new(bin())
-        };
-        cmd.arg("--config")
-            .arg(&cfg)
-            .arg("serve")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("serve.log")).expect("log file"));
-        let mut child = cmd.spawn().expect("spawn mailkeep serve");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut serve = Serve {
-            child: Some(child),
-            port,
-            ready: String::new(),
-            collected: None,
-        };
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    let ready = line.starts_with("SMTP filter listening on")
-                        || line.starts_with("SMTP archive receiver listening on");
-                    seen.push(line.clone());
-                    if ready {
-                        serve.ready = line;
-                        break;
-                    }
-                }
-                Err(_) => panic!(
-                    "serve did not start: {seen:?}\n{}",
-                    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-                ),
-            }
-        }
-        // Keep reading so the pipe never fills; lines are collected at stop.
-        let (tx, collected) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let lines: Vec<String> = rx.iter().collect();
-            let _ = tx.send(lines);
-        });
-        serve.collected = Some(collected);
-        serve
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Peak resident memory of the serve process, KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmHWM")
-    }
-
-    /// SIGTERM; asserts exit status 0; returns the rest of stdout.
-    fn stop(&mut self) -> Vec<String> {
-        let Some(mut child) = self.child.take() else {
-            return Vec::new();
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    assert!(status.success(), "serve exited with {status}");
-                    break;
-                }
-                _ if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("serve did not stop on SIGTERM");
-                }
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        self.collected
-            .take()
-            .and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+                dedup.display()
+            )
+        },
+        &[
+            "SMTP filter listening on",
+            "SMTP archive receiver listening on",
+        ],
+        unprivileged,
+    )
 }
 
 /// The proxy-mode `[filter]` lines (after `listen`), relaying to `relay`.
@@ -542,7 +422,7 @@ fn filter_pipelined_transaction_is_archived_and_relayed() {
     let dir = sandbox();
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     assert_eq!(
         serve.ready,
         format!(
@@ -598,7 +478,7 @@ fn filter_passes_a_relay_rejection_through_and_archives_only_accepted_recipients
     let dir = sandbox();
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     let mut c = Client::hello(serve.port, "client.test");
     expect(&c.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
     expect(&c.cmd("RCPT TO:<b@y>"), 250, "RCPT b");
@@ -630,7 +510,7 @@ fn filter_unstuffs_dots_keeps_bare_lf_in_the_archive_and_restuffs_for_the_relay(
     let dir = sandbox();
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     let mut c = Client::hello(serve.port, "client.test");
 
     // CRLF, dot-stuffed, sent in 3-byte pieces.
@@ -748,7 +628,7 @@ fn filter_streams_30_megabytes_to_smtp_sink_in_little_memory() {
     wire.extend_from_slice(b".\r\n");
 
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(sink_port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(sink_port), &maildir_rule(&md), false);
     let mut c = Client::hello(serve.port, "client.test");
     c.stream
         .set_read_timeout(Some(Duration::from_secs(40)))
@@ -795,7 +675,7 @@ fn filter_tempfails_and_archives_nothing_when_the_relay_is_down() {
     let dir = sandbox();
     let relay_port = free_port(); // nothing listens there
     let archive = dir.path().join("archive");
-    let mut serve = Serve::start(
+    let mut serve = start_filter(
         dir.path(),
         &proxy(relay_port),
         &maildir_rule(&archive.join("md")),
@@ -842,7 +722,7 @@ fn filter_read_only_archive_tempfails_and_the_relay_never_gets_the_dot() {
     let archive = dir.path().join("archive");
     std::fs::create_dir(&archive).unwrap();
     set_mode(&archive, 0o555);
-    let mut serve = Serve::start(
+    let mut serve = start_filter(
         dir.path(),
         &proxy(relay.port),
         &maildir_rule(&archive.join("md")),
@@ -887,7 +767,7 @@ fn filter_oversized_message_gets_552_and_no_dot_and_the_next_one_is_relayed() {
     let md = dir.path().join("archive/md");
     let filter = proxy(relay.port).replace("\"30M\"", "\"1k\"");
     assert!(filter.contains("max_message_size = \"1k\""));
-    let mut serve = Serve::start(dir.path(), &filter, &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &filter, &maildir_rule(&md), false);
     let mut c = Client::hello(serve.port, "client.test");
     let mut big = b"Subject: big\r\n\r\n".to_vec();
     while big.len() < 2000 {
@@ -932,7 +812,7 @@ fn filter_client_disconnecting_mid_data_archives_nothing_and_serve_goes_on() {
     let dir = sandbox();
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
 
     let mut c = Client::hello(serve.port, "client.test");
     expect(&c.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
@@ -968,7 +848,7 @@ fn filter_relay_tempfail_after_archiving_is_passed_on_and_the_retry_is_not_archi
     let relay = FakeRelay::start();
     relay.answer_end_with(RELAY_TEMPFAIL);
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     let message = b"From: a@x\r\nSubject: retried\r\nMessage-ID: <r1@x>\r\n\r\nretry me\r\n";
 
     let deliver = |ident: &str, msg: &[u8]| -> String {
@@ -1065,7 +945,7 @@ fn filter_takes_the_login_from_postfixs_received_header() {
         "[[rule]]\nname = \"by login\"\nlogin = [\"*\"]\narchive = [\"maildir:{d}/archive/login/{{login}}\"]\ncontinue = true\n\
          [[rule]]\nname = \"all\"\narchive = [\"maildir:{d}/archive/all\"]\n"
     );
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &rules, false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &rules, false);
     let authenticated = b"Received: from c (c [192.0.2.1])\r\n\t(Authenticated sender: bob)\r\n\tby mx (Postfix) with ESMTPSA id Q1\r\n\tfor <b@y>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\nFrom: bob@x\r\nSubject: sent by bob\r\n\r\nhi\r\n";
     // Only the first Received field (Postfix's own) counts.
     let forged = b"Received: from d (d [192.0.2.2])\r\n\tby mx (Postfix) with ESMTP id Q2\r\nReceived: from e (Authenticated sender: mallory)\r\nSubject: not authenticated\r\n\r\nhi\r\n";
@@ -1113,7 +993,7 @@ fn receiver(extra: &str) -> String {
 fn receiver_archives_and_names_the_copy_in_its_reply() {
     let dir = sandbox();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &receiver(""), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &receiver(""), &maildir_rule(&md), false);
     assert_eq!(
         serve.ready,
         format!(
@@ -1157,7 +1037,7 @@ fn receiver_archives_and_names_the_copy_in_its_reply() {
 fn receiver_refuses_clients_outside_allowed_clients() {
     let dir = sandbox();
     let archive = dir.path().join("archive");
-    let mut serve = Serve::start(
+    let mut serve = start_filter(
         dir.path(),
         "allowed_clients = [\"10.0.0.0/8\"]\n",
         &maildir_rule(&archive.join("md")),
@@ -1177,7 +1057,7 @@ fn receiver_refuses_clients_outside_allowed_clients() {
 fn receiver_limits_recipients_and_message_size() {
     let dir = sandbox();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(
+    let mut serve = start_filter(
         dir.path(),
         &receiver("max_recipients = 2\nmax_message_size = \"1k\"\n"),
         &maildir_rule(&md),
@@ -1221,7 +1101,7 @@ fn receiver_limits_recipients_and_message_size() {
 fn receiver_rejects_bad_commands_and_stays_in_step() {
     let dir = sandbox();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &receiver(""), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &receiver(""), &maildir_rule(&md), false);
     let mut c = Client::hello(serve.port, "client.test");
 
     expect(&c.cmd("FROBNICATE now"), 500, "unknown command");
@@ -1275,7 +1155,7 @@ fn filter_split_deliveries_of_one_queue_id_are_each_archived() {
     let dir = sandbox();
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     let message = b"From: a@x\r\nSubject: split\r\n\r\nsame content\r\n";
     for rcpt in ["b@y", "later@z", "b@y"] {
         let mut c = Client::hello(serve.port, "postfix.test");
@@ -1305,7 +1185,7 @@ fn filter_xforward_does_not_carry_over_to_the_next_transaction() {
     let dir = sandbox();
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
-    let mut serve = Serve::start(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     let message = b"From: a@x\r\nSubject: carry\r\n\r\nsame content\r\n";
     let mut c = Client::hello(serve.port, "postfix.test");
     expect(

@@ -3,10 +3,9 @@
 //! `mailbox` module.
 
 use crate::util::*;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -14,138 +13,15 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A running `mailkeep serve`, stopped with SIGTERM on drop.
-struct Serve {
-    child: Option<Child>,
-    port: u16,
-    stdout: Vec<String>,
-    collected: Option<std::sync::mpsc::Receiver<Vec<String>>>,
-}
-
-impl Serve {
-    /// Starts serve with `[milter]` on a free port plus `rest` of the config;
-    /// as `nobody` when `unprivileged` and the tests run as root.
-    fn start(dir: &Path, milter_extra: &str, rules: &str, unprivileged: bool) -> Serve {
-        let port = free_port();
-        let cfg = write_config(
-            dir,
-            &format!("[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{milter_extra}\n{rules}"),
-        );
-        let mut cmd = if unprivileged && is_root() {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(bin());
-            c
-        } else {
-            Command::new(bin())
-        };
-        cmd.arg("--config")
-            .arg(&cfg)
-            .arg("serve")
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("serve.log")).expect("log file"));
-        let mut child = cmd.spawn().expect("spawn mailkeep serve");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut serve = Serve {
-            child: Some(child),
-            port,
-            stdout: Vec::new(),
-            collected: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    let ready = line.starts_with("milter listening on");
-                    serve.stdout.push(line);
-                    if ready {
-                        break;
-                    }
-                }
-                Err(_) => panic!("serve did not start: {:?}", serve.stdout),
-            }
-        }
-        serve.stdout_rx(rx);
-        serve
-    }
-
-    fn stdout_rx(&mut self, rx: std::sync::mpsc::Receiver<String>) {
-        // Keep reading so the pipe never fills; lines are collected at stop.
-        let (tx, collected) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let lines: Vec<String> = rx.iter().collect();
-            let _ = tx.send(lines);
-        });
-        self.collected = Some(collected);
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Peak resident memory of the serve process, KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmHWM")
-    }
-
-    /// SIGTERM, wait, and return the rest of stdout.
-    fn stop(&mut self) -> Vec<String> {
-        let Some(mut child) = self.child.take() else {
-            return Vec::new();
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    assert!(status.success(), "serve exited with {status}");
-                    break;
-                }
-                _ if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    panic!("serve did not stop on SIGTERM");
-                }
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        self.collected
-            .take()
-            .and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Starts serve with `[milter] listen` on a free port plus `milter_extra`
+/// and `rules`; as `nobody` when `unprivileged` and the tests run as root.
+fn start_milter(dir: &Path, milter_extra: &str, rules: &str, unprivileged: bool) -> Serve {
+    Serve::start(
+        dir,
+        |port| format!("[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{milter_extra}\n{rules}"),
+        &["milter listening on"],
+        unprivileged,
+    )
 }
 
 /// Runs a miltertest script; panics with its output unless it passed.
@@ -191,7 +67,7 @@ fn rules(dir: &Path) -> String {
 
 fn full_flow(version: &str) {
     let dir = sandbox();
-    let mut serve = Serve::start(dir.path(), "add_header = true", &rules(dir.path()), false);
+    let mut serve = start_milter(dir.path(), "add_header = true", &rules(dir.path()), false);
     miltertest(
         serve.port,
         "full_flow.lua",
@@ -248,7 +124,7 @@ fn miltertest_v2_negotiation_archives_too() {
 #[test]
 fn abort_then_two_messages_on_one_connection() {
     let dir = sandbox();
-    let mut serve = Serve::start(dir.path(), "", &rules(dir.path()), false);
+    let mut serve = start_milter(dir.path(), "", &rules(dir.path()), false);
     miltertest(serve.port, "abort_reuse.lua", &[]);
     serve.stop();
     let all = read_maildir(&dir.path().join("archive/all"));
@@ -292,7 +168,7 @@ fn abort_then_two_messages_on_one_connection() {
 #[test]
 fn fifty_megabyte_body_in_64k_chunks_streams() {
     let dir = sandbox();
-    let serve = Serve::start(dir.path(), "", &rules(dir.path()), false);
+    let serve = start_milter(dir.path(), "", &rules(dir.path()), false);
     miltertest(
         serve.port,
         "bigbody.lua",
@@ -317,7 +193,7 @@ fn unwritable(policy: &str, expect: &str) {
     std::fs::create_dir(&ro).unwrap();
     set_mode(&ro, 0o555);
     let rules = format!("[[rule]]\narchive = \"maildir:{}/md\"\n", ro.display());
-    let mut serve = Serve::start(
+    let mut serve = start_milter(
         dir.path(),
         &format!("on_failure = \"{policy}\""),
         &rules,
@@ -352,7 +228,7 @@ fn unwritable_destination_with_accept_policy_continues_and_counts() {
 #[test]
 fn sigterm_finishes_the_message_in_progress_and_refuses_new_ones() {
     let dir = sandbox();
-    let mut serve = Serve::start(dir.path(), "", &rules(dir.path()), false);
+    let mut serve = start_milter(dir.path(), "", &rules(dir.path()), false);
     let port = serve.port;
     // A message that pauses after its header, so SIGTERM lands mid-message.
     let client = std::thread::spawn(move || {
@@ -386,7 +262,7 @@ fn sigterm_finishes_the_message_in_progress_and_refuses_new_ones() {
 fn oversized_messages_follow_the_failure_policy() {
     for (policy, expect) in [("tempfail", "tempfail"), ("accept", "continue")] {
         let dir = sandbox();
-        let mut serve = Serve::start(
+        let mut serve = start_milter(
             dir.path(),
             &format!("max_message_size = \"1M\"\non_failure = \"{policy}\""),
             &rules(dir.path()),

@@ -233,3 +233,147 @@ recipient = ["*@example.com"]
 per_recipient = true
 archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
 "#;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A running `mailkeep serve`, stopped with SIGTERM (or killed, on drop).
+pub struct Serve {
+    child: Option<std::process::Child>,
+    /// The port its listener was given.
+    pub port: u16,
+    /// The line that said it was ready.
+    pub ready: String,
+    collected: Option<std::sync::mpsc::Receiver<Vec<String>>>,
+}
+
+impl Serve {
+    /// Starts serve with the configuration `config(port)` (a free port),
+    /// and waits for a stdout line starting with one of `ready`; as
+    /// `nobody` when `unprivileged` and the tests run as root.
+    pub fn start(
+        dir: &Path,
+        config: impl Fn(u16) -> String,
+        ready: &[&str],
+        unprivileged: bool,
+    ) -> Serve {
+        let port = free_port();
+        let cfg = write_config(dir, &config(port));
+        let mut cmd = if unprivileged && is_root() {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(bin());
+            c
+        } else {
+            std::process::Command::new(bin())
+        };
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("serve")
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("serve.log")).expect("log file"));
+        let mut child = cmd.spawn().expect("spawn mailkeep serve");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut serve = Serve {
+            child: Some(child),
+            port,
+            ready: String::new(),
+            collected: None,
+        };
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let is_ready = ready.iter().any(|r| line.starts_with(r));
+                    seen.push(line.clone());
+                    if is_ready {
+                        serve.ready = line;
+                        break;
+                    }
+                }
+                Err(_) => panic!(
+                    "serve did not start: {seen:?}\n{}",
+                    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+                ),
+            }
+        }
+        // Keep reading so the pipe never fills; lines are collected at stop.
+        let (tx, collected) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let lines: Vec<String> = rx.iter().collect();
+            let _ = tx.send(lines);
+        });
+        serve.collected = Some(collected);
+        serve
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Peak resident memory of the serve process, KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmHWM")
+    }
+
+    /// SIGTERM; asserts exit status 0; returns the rest of stdout.
+    pub fn stop(&mut self) -> Vec<String> {
+        let Some(mut child) = self.child.take() else {
+            return Vec::new();
+        };
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    assert!(status.success(), "serve exited with {status}");
+                    break;
+                }
+                _ if std::time::Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("serve did not stop on SIGTERM");
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        self.collected
+            .take()
+            .and_then(|rx| rx.recv_timeout(std::time::Duration::from_secs(5)).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
