@@ -294,3 +294,87 @@ fn oversized_messages_follow_the_failure_policy() {
         assert_eq!(header_values(&all[0], "X-Mailkeep-Queue-Id"), vec!["QID1"]);
     }
 }
+
+/// QUIT_NC: the MTA reuses one milter connection for a new SMTP session.
+/// Nothing of the first session (client, login) may reach the second.
+/// miltertest has no QUIT_NC, so a raw milter client in Python speaks the
+/// protocol here.
+#[test]
+fn quit_nc_reuses_the_connection_without_leaking_the_previous_session() {
+    let dir = sandbox();
+    let mut serve = start_milter(dir.path(), "", &rules(dir.path()), false);
+    let script = r#"
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+def send(cmd, data=b""):
+    s.sendall(struct.pack(">I", len(data) + 1) + cmd + data)
+def read():
+    hdr = b""
+    while len(hdr) < 4:
+        hdr += s.recv(4 - len(hdr))
+    n = struct.unpack(">I", hdr)[0]
+    body = b""
+    while len(body) < n:
+        body += s.recv(n - len(body))
+    return body[:1], body[1:]
+def expect(want):
+    code, _ = read()
+    assert code == want, (code, want)
+# Offer protocol 6, all actions, none of the "no" options: every step answers.
+send(b"O", struct.pack(">III", 6, 0x1FF, 0))
+assert read()[0] == b"O"
+def session(host, addr, helo, login, sender, rcpt, subject):
+    send(b"C", host + b"\0" + b"4" + struct.pack(">H", 2525) + addr + b"\0"); expect(b"c")
+    send(b"H", helo + b"\0"); expect(b"c")
+    macros = b"M" + b"i\0Q-" + subject + b"\0"
+    if login:
+        macros += b"{auth_authen}\0" + login + b"\0"
+    send(b"D", macros)
+    send(b"M", sender + b"\0"); expect(b"c")
+    send(b"R", rcpt + b"\0"); expect(b"c")
+    send(b"L", b"Subject\0" + subject + b"\0"); expect(b"c")
+    send(b"N"); expect(b"c")
+    send(b"B", b"body of " + subject + b"\r\n"); expect(b"c")
+    send(b"E"); expect(b"c")
+session(b"first.example", b"192.0.2.1", b"first-helo", b"bob", b"<a@x>", b"<b@y>", b"one")
+send(b"K")  # QUIT_NC: same connection, next SMTP session
+session(b"second.example", b"192.0.2.2", b"second-helo", None, b"<c@x>", b"<d@y>", b"two")
+send(b"Q")
+s.close()
+print("PASS")
+"#;
+    let out = python(script, &[&serve.port.to_string()]);
+    assert!(out.contains("PASS"), "{out}");
+    serve.stop();
+    let mut copies: Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> =
+        read_maildir(&dir.path().join("archive/all"))
+            .iter()
+            .map(|c| {
+                (
+                    header_values(c, "Subject"),
+                    header_values(c, "X-Mailkeep-Client"),
+                    header_values(c, "X-Mailkeep-Login"),
+                    header_values(c, "X-Envelope-To"),
+                )
+            })
+            .collect();
+    copies.sort();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        copies,
+        vec![
+            (
+                s(&["one"]),
+                s(&["first.example [192.0.2.1]:2525 helo=first-helo"]),
+                s(&["bob"]),
+                s(&["<b@y>"])
+            ),
+            (
+                s(&["two"]),
+                s(&["second.example [192.0.2.2]:2525 helo=second-helo"]),
+                s(&[]),
+                s(&["<d@y>"])
+            ),
+        ]
+    );
+}
