@@ -346,18 +346,19 @@ print("PASS")
     let out = python(script, &[&serve.port.to_string()]);
     assert!(out.contains("PASS"), "{out}");
     serve.stop();
-    let mut copies: Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> =
-        read_maildir(&dir.path().join("archive/all"))
-            .iter()
-            .map(|c| {
-                (
-                    header_values(c, "Subject"),
-                    header_values(c, "X-Mailkeep-Client"),
-                    header_values(c, "X-Mailkeep-Login"),
-                    header_values(c, "X-Envelope-To"),
-                )
-            })
-            .collect();
+    // (Subject, X-Mailkeep-Client, X-Mailkeep-Login, X-Envelope-To) per copy.
+    type Seen = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+    let mut copies: Vec<Seen> = read_maildir(&dir.path().join("archive/all"))
+        .iter()
+        .map(|c| {
+            (
+                header_values(c, "Subject"),
+                header_values(c, "X-Mailkeep-Client"),
+                header_values(c, "X-Mailkeep-Login"),
+                header_values(c, "X-Envelope-To"),
+            )
+        })
+        .collect();
     copies.sort();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert_eq!(
