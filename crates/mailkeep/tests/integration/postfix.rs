@@ -1077,3 +1077,105 @@ pub fn set_mode(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", p.display()));
 }
+
+// ---------------------------------------------------------------------------
+// mailkeep serve, for the milter and filter suites
+
+/// A `mailkeep serve` with the milter on the port Postfix expects, logging
+/// into `mailkeep.log` in the instance's directory. Killed on drop.
+pub struct Mailkeep {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Mailkeep {
+    /// Writes the configuration and starts `mailkeep serve`; returns
+    /// when it says it listens.
+    /// Starts `mailkeep serve` with `config` (a written file) and returns
+    /// when its output contains `ready`.
+    pub fn start(pf: &PrivatePostfix, config: &Path, ready: &str) -> Mailkeep {
+        let log = pf.path("mailkeep.log");
+        let offset = fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = crate::util::mailkeep(config)
+            .arg("serve")
+            .env("MAILKEEP_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start mailkeep serve");
+        let mut mk = Mailkeep {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        while !mk.log_text()[offset..].contains(ready) {
+            if let Some(status) = mk.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "mailkeep serve exited ({status}) before listening:\n{}",
+                    mk.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mailkeep serve did not say {ready:?} within {COMMAND_TIMEOUT:?}:\n{}",
+                mk.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        mk
+    }
+
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM; it must exit 0.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("mailkeep is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -TERM {} failed", child.id());
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "mailkeep serve still running {COMMAND_TIMEOUT:?} after SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "mailkeep serve after SIGTERM: {status}\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Mailkeep {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("--- mailkeep serve log ---\n{}", self.log_text());
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

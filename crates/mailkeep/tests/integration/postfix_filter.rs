@@ -16,18 +16,16 @@
 //!
 //! Needs root, Postfix, swaks, python3 and dovecot-core; see `postfix.rs`.
 
+use crate::postfix::Mailkeep;
 use crate::postfix::{
     queued_as, rcpt_set, Delivery, Finished, Layout, PrivatePostfix, Setup, SinkTransaction,
-    Submission, Tools, COMMAND_TIMEOUT, FILTER_SYSLOG_NAME, LOG_LAG, REINJECT_SYSLOG_NAME,
-    SASL_PASSWORD, SASL_USER,
+    Submission, Tools, FILTER_SYSLOG_NAME, LOG_LAG, REINJECT_SYSLOG_NAME, SASL_PASSWORD, SASL_USER,
 };
 use crate::util;
 use std::collections::BTreeSet;
-use std::fs::{self, OpenOptions};
+use std::fs::{self};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -63,7 +61,7 @@ fn postfix_filter_archives_once_with_full_envelope_and_original_queue_id() {
         return;
     };
     let pf = PrivatePostfix::start(tools, filter_setup(None));
-    let _mk = Mailkeep::start(&pf);
+    let _mk = start_mailkeep(&pf);
     let mail = TestMail::new("filter-full");
 
     let qid = accepted(&pf.swaks(&mail.submission()));
@@ -98,7 +96,7 @@ fn postfix_filter_down_defers_then_flush_delivers_once() {
         return;
     };
     let pf = PrivatePostfix::start(tools, filter_setup(None));
-    let mut mk = Mailkeep::start(&pf);
+    let mut mk = start_mailkeep(&pf);
     let first = TestMail::new("filter-before-stop");
     let first_qid = accepted(&pf.swaks(&first.submission()));
     let first_reinjected = wait_through_filter(&pf, &first_qid);
@@ -141,7 +139,7 @@ fn postfix_filter_down_defers_then_flush_delivers_once() {
     );
     Archive::read(&pf).assert_holds(&[&first], "while mailkeep was down");
 
-    let _mk = Mailkeep::start(&pf);
+    let _mk = start_mailkeep(&pf);
     pf.postqueue("-f");
     let reinjected = wait_through_filter(&pf, &qid);
     assert_passed_once(&pf, &first_qid, &first_reinjected);
@@ -177,7 +175,7 @@ fn postfix_filter_relay_refusal_then_retry_is_archived_once() {
     };
     let policy = RefuseOnce::start();
     let pf = PrivatePostfix::start(tools, filter_setup(Some(policy.port)));
-    let mk = Mailkeep::start(&pf);
+    let mk = start_mailkeep(&pf);
     let mail = TestMail::new("filter-dedup");
 
     let qid = accepted(&pf.swaks(&mail.submission()));
@@ -258,26 +256,16 @@ fn rcpts() -> BTreeSet<String> {
     RCPTS.iter().map(|r| r.to_string()).collect()
 }
 
-/// `mailkeep serve` with `[filter]` on the port the `mailkeep` transport
-/// delivers to, relaying to the reinjection smtpd, logging into
-/// `mailkeep.log` in the instance's directory. Killed on drop.
-struct Mailkeep {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Mailkeep {
-    /// Writes the configuration and starts `mailkeep serve`; returns when it
-    /// says it listens.
-    fn start(pf: &PrivatePostfix) -> Mailkeep {
-        let root = pf.root().display();
-        for dir in ["spool", "dedup"] {
-            let _ = fs::create_dir(pf.path(dir));
-        }
-        let config = util::write_config(
-            pf.root(),
-            &format!(
-                "[spool]\n\
+/// Writes this suite's configuration and starts `mailkeep serve`.
+fn start_mailkeep(pf: &PrivatePostfix) -> Mailkeep {
+    let root = pf.root().display();
+    for dir in ["spool", "dedup"] {
+        let _ = fs::create_dir(pf.path(dir));
+    }
+    let config = util::write_config(
+        pf.root(),
+        &format!(
+            "[spool]\n\
                  dir = \"{root}/spool\"\n\
                  \n\
                  [filter]\n\
@@ -294,97 +282,15 @@ impl Mailkeep {
                  [[rule]]\n\
                  name = \"everything\"\n\
                  archive = \"maildir:{root}/archive/md\"\n",
-                filter = pf.ports.filter,
-                reinject = pf.ports.reinject,
-            ),
-        );
-        let log = pf.path("mailkeep.log");
-        let offset = fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = util::mailkeep(&config)
-            .arg("serve")
-            .env("MAILKEEP_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start mailkeep serve");
-        let mut mk = Mailkeep {
-            child: Some(child),
-            log,
-        };
-        let ready = format!(
-            "SMTP filter listening on inet:127.0.0.1:{}, relaying to 127.0.0.1:{}",
-            pf.ports.filter, pf.ports.reinject
-        );
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        while !mk.log_text()[offset..].contains(&ready) {
-            if let Some(status) = mk.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "mailkeep serve exited ({status}) before listening:\n{}",
-                    mk.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mailkeep serve did not say {ready:?} within {COMMAND_TIMEOUT:?}:\n{}",
-                mk.log_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        mk
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM; it must exit 0.
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("mailkeep is running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill -TERM {} failed", child.id());
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mailkeep serve still running {COMMAND_TIMEOUT:?} after SIGTERM:\n{}",
-                    self.log_text()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "mailkeep serve after SIGTERM: {status}\n{}",
-            self.log_text()
-        );
-    }
-}
-
-impl Drop for Mailkeep {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("--- mailkeep serve log ---\n{}", self.log_text());
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+            filter = pf.ports.filter,
+            reinject = pf.ports.reinject,
+        ),
+    );
+    let ready = format!(
+        "SMTP filter listening on inet:127.0.0.1:{}, relaying to 127.0.0.1:{}",
+        pf.ports.filter, pf.ports.reinject
+    );
+    Mailkeep::start(pf, &config, &ready)
 }
 
 /// A Postfix policy service (SMTPD_POLICY_README) on 127.0.0.1 for the

@@ -13,16 +13,16 @@
 //!
 //! Needs root, Postfix, swaks, python3 and dovecot-core; see `postfix.rs`.
 
+use crate::postfix::Mailkeep;
 use crate::postfix::{
     queued_as, run, trim_end_newlines, Finished, Layout, PrivatePostfix, Setup, SinkTransaction,
     Submission, Tools, COMMAND_TIMEOUT, SASL_PASSWORD, SASL_USER,
 };
 use crate::util;
-use std::fs::{self, OpenOptions};
+use std::fs::{self};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The header a sender controls; it names someone other than who logged in.
 const FORGED_FROM: &str = "Mallory <ceo@example.com>";
@@ -53,7 +53,7 @@ fn postfix_milter_files_by_sasl_login_with_bcc_and_queue_id() {
         return;
     };
     let pf = PrivatePostfix::start(tools, milter_setup());
-    let _mk = Mailkeep::start(&pf);
+    let _mk = start_mailkeep(&pf);
     let mail = TestMail::new("milter-login", SENDER, &RCPTS);
 
     let out = pf.swaks(&mail.submission(Some("PLAIN")));
@@ -86,7 +86,7 @@ fn postfix_milter_down_tempfails_then_retry_archives_once() {
         return;
     };
     let pf = PrivatePostfix::start(tools, milter_setup());
-    let mut mk = Mailkeep::start(&pf);
+    let mut mk = start_mailkeep(&pf);
     mk.stop();
     let mail = TestMail::new("milter-down", SENDER, &RCPTS);
 
@@ -128,7 +128,7 @@ fn postfix_milter_down_tempfails_then_retry_archives_once() {
         "the next hop received a message that was never archived"
     );
 
-    let _mk = Mailkeep::start(&pf);
+    let _mk = start_mailkeep(&pf);
     let out = pf.swaks(&mail.submission(Some("PLAIN")));
     let qid = accepted(&out);
     assert_archive_holds(&pf, 1, "as soon as Postfix accepted the retry");
@@ -163,7 +163,7 @@ fn postfix_milter_two_messages_in_one_session_keep_their_own_envelopes() {
         return;
     };
     let pf = PrivatePostfix::start(tools, milter_setup());
-    let _mk = Mailkeep::start(&pf);
+    let _mk = start_mailkeep(&pf);
     let mut first = TestMail::new("milter-first", SENDER, &RCPTS[..2]);
     let mut second = TestMail::new("milter-second", "carol@example.net", &RCPTS[2..]);
     // One session, one HELO.
@@ -216,23 +216,14 @@ fn milter_setup() -> Setup {
     }
 }
 
-/// A `mailkeep serve` with the milter on the port Postfix expects, logging
-/// into `mailkeep.log` in the instance's directory. Killed on drop.
-struct Mailkeep {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Mailkeep {
-    /// Writes the configuration and starts `mailkeep serve`; returns
-    /// when it says it listens.
-    fn start(pf: &PrivatePostfix) -> Mailkeep {
-        let root = pf.root().display();
-        let listen = format!("inet:127.0.0.1:{}", pf.ports.milter);
-        let config = util::write_config(
-            pf.root(),
-            &format!(
-                "[milter]\n\
+/// Writes this suite's configuration and starts `mailkeep serve`.
+fn start_mailkeep(pf: &PrivatePostfix) -> Mailkeep {
+    let root = pf.root().display();
+    let listen = format!("inet:127.0.0.1:{}", pf.ports.milter);
+    let config = util::write_config(
+        pf.root(),
+        &format!(
+            "[milter]\n\
                  listen = \"{listen}\"\n\
                  on_failure = \"tempfail\"\n\
                  add_header = true\n\
@@ -245,92 +236,9 @@ impl Mailkeep {
                  [[rule]]\n\
                  name = \"everything\"\n\
                  archive = [\"maildir:{root}/archive/all\"]\n"
-            ),
-        );
-        let log = pf.path("mailkeep.log");
-        let offset = fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = util::mailkeep(&config)
-            .arg("serve")
-            .env("MAILKEEP_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start mailkeep serve");
-        let mut mk = Mailkeep {
-            child: Some(child),
-            log,
-        };
-        let ready = format!("milter listening on {listen}");
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        while !mk.log_text()[offset..].contains(&ready) {
-            if let Some(status) = mk.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "mailkeep serve exited ({status}) before listening:\n{}",
-                    mk.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mailkeep serve did not say {ready:?} within {COMMAND_TIMEOUT:?}:\n{}",
-                mk.log_text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        mk
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM; it must exit 0.
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("mailkeep is running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill -TERM {} failed", child.id());
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mailkeep serve still running {COMMAND_TIMEOUT:?} after SIGTERM:\n{}",
-                    self.log_text()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "mailkeep serve after SIGTERM: {status}\n{}",
-            self.log_text()
-        );
-    }
-}
-
-impl Drop for Mailkeep {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("--- mailkeep serve log ---\n{}", self.log_text());
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+        ),
+    );
+    Mailkeep::start(pf, &config, &format!("milter listening on {listen}"))
 }
 
 // ---------------------------------------------------------------------------
