@@ -627,23 +627,7 @@ mod tests {
         e
     }
 
-    const ISSUE_EXAMPLE: &str = r#"
-[[rule]]
-name = "system noise"
-sender = ["root@*", "cron@*", "MAILER-DAEMON@*", "<>"]
-skip = true
-
-[[rule]]
-name = "outgoing, filed by who logged in"
-login = ["*"]
-archive = ["mbox:/var/archive/{login}/sent.mbox", "maildir:/var/archive/all"]
-
-[[rule]]
-name = "each local recipient gets their own copy"
-recipient = ["*@example.com"]
-per_recipient = true
-archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
-"#;
+    const ISSUE_EXAMPLE: &str = include_str!("../../../examples/issue-rules.toml");
 
     #[test]
     fn issue_example_outgoing() {

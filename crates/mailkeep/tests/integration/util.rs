@@ -217,22 +217,7 @@ pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
 
 /// The rules of the issue that introduced them, as an administrator would
 /// write them (paths under /var/archive; tests replace the prefix).
-pub const ISSUE_RULES: &str = r#"[[rule]]
-name = "system noise"
-sender = ["root@*", "cron@*", "MAILER-DAEMON@*", "<>"]
-skip = true
-
-[[rule]]
-name = "outgoing, filed by who logged in"
-login = ["*"]
-archive = ["mbox:/var/archive/{login}/sent.mbox", "maildir:/var/archive/all"]
-
-[[rule]]
-name = "each local recipient gets their own copy"
-recipient = ["*@example.com"]
-per_recipient = true
-archive = ["eml:/var/archive/in/{recipient_domain}/{recipient_local}"]
-"#;
+pub const ISSUE_RULES: &str = include_str!("../../../../examples/issue-rules.toml");
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
