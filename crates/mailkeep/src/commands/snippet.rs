@@ -29,6 +29,7 @@ pub fn run(config: Option<&Path>, args: SnippetArgs) -> Result<Exit, Failure> {
 
 /// The pipe content filter and the mailbox_command wrapper.
 pub fn pipe_snippet(binary: &str, config: &str, user: &str, port: u16) -> String {
+    let reinjection = reinjection_service(port);
     format!(
         r#"# ---------------------------------------------------------------------------
 # A. mailkeep as an after-queue content filter (Postfix pipe(8)).
@@ -54,17 +55,7 @@ mailkeep  unix  -       n       n       -       10      pipe
     --client-address=${{client_address}} --client-hostname=${{client_hostname}}
     --client-helo=${{client_helo}} --queue-id=${{queue_id}}
     --reinject smtp://127.0.0.1:{port}
-127.0.0.1:{port} inet n  -       n       -       10      smtpd
-  -o content_filter=
-  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
-  -o smtpd_helo_restrictions=
-  -o smtpd_client_restrictions=
-  -o smtpd_sender_restrictions=
-  -o smtpd_relay_restrictions=
-  -o smtpd_recipient_restrictions=permit_mynetworks,reject
-  -o mynetworks=127.0.0.0/8
-  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
-
+{reinjection}
 # Then: postfix check && postfix reload
 
 # ---------------------------------------------------------------------------
@@ -139,6 +130,7 @@ define(`confMILTER_MACROS_EOM', `i')
 
 /// The SMTP content-filter lines: after-queue, behind amavisd, before-queue.
 pub fn filter_snippet(reinject_port: u16) -> String {
+    let reinjection = reinjection_service(reinject_port);
     format!(
         r#"# mailkeep's side, /etc/mailkeep/mailkeep.toml (then run `mailkeep serve`):
 #   [filter]
@@ -165,17 +157,7 @@ mailkeep  unix  -       -       n       -       10      smtp
   -o smtp_send_xforward_command=yes
   -o disable_mime_output_conversion=yes
   -o smtp_generic_maps=
-127.0.0.1:{reinject_port} inet n  -       n       -       10      smtpd
-  -o content_filter=
-  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
-  -o smtpd_helo_restrictions=
-  -o smtpd_client_restrictions=
-  -o smtpd_sender_restrictions=
-  -o smtpd_relay_restrictions=
-  -o smtpd_recipient_restrictions=permit_mynetworks,reject
-  -o mynetworks=127.0.0.0/8
-  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
-
+{reinjection}
 # ---------------------------------------------------------------------------
 # (b) Chained behind amavisd: Postfix -> amavisd (10024) -> mailkeep (10025)
 #     -> reinjection smtpd ({reinject_port}). Keep the master.cf lines of (a) for
@@ -208,5 +190,23 @@ mailkeep  unix  -       -       n       -       10      smtp
 #     -o mynetworks=127.0.0.0/8
 #     -o receive_override_options=no_unknown_recipient_checks
 "#
+    )
+}
+
+/// The master.cf entry of the reinjection smtpd (FILTER_README): it takes
+/// mail back from mailkeep without filtering it again.
+fn reinjection_service(port: u16) -> String {
+    format!(
+        "127.0.0.1:{port} inet n  -       n       -       10      smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+"
     )
 }
