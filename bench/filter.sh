@@ -41,6 +41,8 @@
 #   apt-get install -y postfix
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 N=${1:-2000}
 S=${2:-20}
 SIZE=${SIZE:-10240}
@@ -201,31 +203,9 @@ peerpipe unix - n n - $FILTER_PROCS pipe
   flags=Rq user=nobody null_sender=
   argv=$PEER_PYTHON $PEER $WORK/peer/peer.mbox 127.0.0.1 $P_REINJ \${sender} \${recipient}
 CF
-  cat <<'CF'
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-CF
+  postfix_services
 } > "$WORK/etc/master.cf"
-if ! postfix -c "$WORK/etc" start >"$WORK/postfix-start.log" 2>&1; then
-  cat "$WORK/postfix-start.log" >&2
-  script -qc "postfix -c $WORK/etc check" /dev/null >&2 || true
-  die "postfix start failed"
-fi
+start_postfix
 for p in "$P_PLAIN" "$P_MKMD" "$P_MKMBOX" "$P_PEER" "$P_REINJ"; do
   wait_ready "$p" "postfix smtpd" "$WORK/maillog"
 done
@@ -233,8 +213,6 @@ done
 # --- measuring -----------------------------------------------------------
 TCK=$(getconf CLK_TCK)
 Q=$WORK/queue
-ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime+stime
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }        # all but idle, iowait
 now() { date +%s.%N; }
 shopt -s nullglob
 in_flight() { # queue files not yet delivered nor deferred (no fork: polled often)

@@ -34,6 +34,8 @@
 #   apt-get install -y postfix libmilter-dev python3-milter
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 N=${1:-2000}
 S=${2:-20}
 SIZE=${SIZE:-10240}
@@ -167,39 +169,15 @@ smtpd() { # port name [milter port]
   smtpd "$P_MKMD" mkmd "$M_MKMD"
   smtpd "$P_MKMBOX" mkmbox "$M_MKMBOX"
   smtpd "$P_PEER" peer "$M_PEER"
-  cat <<'CF'
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-CF
+  postfix_services
 } > "$WORK/etc/master.cf"
-if ! postfix -c "$WORK/etc" start >"$WORK/postfix-start.log" 2>&1; then
-  cat "$WORK/postfix-start.log" >&2
-  script -qc "postfix -c $WORK/etc check" /dev/null >&2 || true
-  die "postfix start failed"
-fi
+start_postfix
 for p in "$P_BASE" "$P_NULL" "$P_MKMD" "$P_MKMBOX" "$P_PEER"; do
   wait_port "$p" "postfix smtpd" "$WORK/maillog"
 done
 
 # --- measuring -----------------------------------------------------------
 TCK=$(getconf CLK_TCK)
-ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; } # utime+stime
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }        # all but idle, iowait
 sent() { grep -c 'status=sent' "$WORK/maillog" || true; }
 queued() { { find "$WORK/queue/incoming" "$WORK/queue/active" "$WORK/queue/deferred" \
   "$WORK/queue/maildrop" -type f 2>/dev/null || true; } | wc -l; }
