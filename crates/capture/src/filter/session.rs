@@ -595,7 +595,16 @@ impl Session {
             (None, Err(e)) => return self.not_archived(&e.to_string()),
             (None, Ok(m)) => m,
         };
-        let env = self.envelope(tx, message);
+        let mut env = self.envelope(tx, message);
+        // Reading the header section may read the spool file: off the
+        // async workers, like the archive itself.
+        let msg = env.message.clone();
+        env.login = tokio::task::spawn_blocking(move || {
+            msg.head().ok().and_then(|h| authenticated_sender(&h))
+        })
+        .await
+        .ok()
+        .flatten();
         let queue_id = env.queue_id.clone();
         // Already archived on an earlier delivery attempt?
         // Hashing and the ledger's file system work run off the async
@@ -725,9 +734,6 @@ impl Session {
         env.client.port = f.port;
         env.client.helo = f.helo.clone().or_else(|| self.helo.clone());
         env.tls = self.stream.as_ref().and_then(Conn::describe_tls);
-        if let Ok(head) = env.message.head() {
-            env.login = authenticated_sender(&head);
-        }
         env
     }
 }

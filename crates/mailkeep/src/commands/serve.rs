@@ -181,6 +181,12 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
     }
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
+    let stats = committer.stats();
+    tracing::info!(
+        messages = stats.messages(),
+        batches = stats.batches(),
+        "archive writer: messages written, in this many group commits"
+    );
     println!(
         "mailkeep serve: stopped (configuration {}; not archived: {} retried by the MTA, {} accepted unarchived)",
         current.source,
