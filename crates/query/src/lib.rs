@@ -1,0 +1,4 @@
+//! Finding and exporting archived mail: the search query language and the
+//! export formats.
+
+#![forbid(unsafe_code)]

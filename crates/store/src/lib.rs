@@ -1,0 +1,3 @@
+//! The native archive store.
+
+#![forbid(unsafe_code)]
