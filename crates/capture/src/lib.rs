@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod filter;
+pub mod import;
 pub mod listen;
 pub mod milter;
 pub mod pipe;

@@ -2,3 +2,7 @@
 //! export formats.
 
 #![forbid(unsafe_code)]
+
+pub mod parse;
+
+pub use parse::{parse, Query, QueryError, Term, Text, TextField, MAX_QUERY_BYTES, MAX_TERMS};

@@ -1,3 +1,514 @@
-//! The native archive store.
+//! The native archive store: every message stored once, every delivery
+//! recorded, all of it searchable and provable.
+//!
+//! - [`blobs`]: message bytes, content-addressed by BLAKE3, zstd-compressed,
+//!   optionally encrypted, packed into append-only segment files.
+//! - [`catalog`]: one row per message and one per delivery (envelope,
+//!   login, capture path, time), plus the full-text index.
+//! - [`chain`]: the hash chain over deliveries that makes tampering visible.
+//! - [`verify`]: re-reads everything and checks the chain; checkpoints.
+//!
+//! Durability order for a commit: the records are written and fdatasync'd
+//! into their segment first, then one SQLite transaction (fsync'd WAL)
+//! makes the messages, deliveries and the segment's new committed length
+//! visible. A crash between the two leaves bytes past the committed length,
+//! which the next writer cuts off; a crash before either leaves nothing.
+//! Only after the transaction returns is a delivery reported stored.
+//! Writers in several processes (`mailkeep pipe` runs one per message)
+//! take an exclusive `flock` on `lock` around each commit.
 
 #![forbid(unsafe_code)]
+
+pub mod blobs;
+pub mod catalog;
+pub mod chain;
+pub mod verify;
+
+use blobs::crypto::{Key, KeyError, Keyring};
+use blobs::record::{self, RecordError};
+use blobs::{BlobBackend, Location, SegmentDir, SEGMENT_MAGIC};
+use catalog::sqlite::Sqlite;
+use catalog::{Catalog, CatalogError, CommitBatch, Hit, NewDelivery, NewMessage, Totals};
+use chain::DeliveryRecord;
+use mailkeep_envelope::{CapturePath, Envelope};
+use mailkeep_query::Query;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub use mailkeep_index::Limits as IndexLimits;
+
+/// Segments are closed at this size; the next record starts a new one.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
+/// zstd level: 3 is zstd's default, and the measured sweet spot here
+/// (docs/decisions.md).
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+
+/// Settings of a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The directory holding `catalog.sqlite`, `segments/` and `lock`.
+    pub path: PathBuf,
+    /// Key for new records (64 hex digits); none means not encrypted.
+    pub encryption_key_file: Option<PathBuf>,
+    /// Earlier keys, still needed to read older records.
+    pub old_key_files: Vec<PathBuf>,
+    /// ed25519 seed (64 hex digits) that signs checkpoints.
+    pub signing_key_file: Option<PathBuf>,
+    /// zstd level.
+    pub compression_level: i32,
+    /// Segment size limit.
+    pub segment_size: u64,
+    /// Text extraction limits.
+    pub index: IndexLimits,
+}
+
+impl StoreConfig {
+    /// Defaults for a store at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            encryption_key_file: None,
+            old_key_files: Vec::new(),
+            signing_key_file: None,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            index: IndexLimits::default(),
+        }
+    }
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A stored record could not be read back.
+    #[error("message {hash}: {source}")]
+    Record {
+        /// The message.
+        hash: String,
+        /// The cause.
+        #[source]
+        source: RecordError,
+    },
+    /// No such delivery.
+    #[error("no delivery with id {0}")]
+    NotFound(i64),
+    /// The store was changed under us in a way a writer cannot continue.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError::Io { what, source }
+}
+
+/// fsync a directory, so entries created in it survive a crash.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Parses 64 hex digits.
+pub fn parse_hex_hash(text: &str) -> Option<[u8; 32]> {
+    blobs::crypto::parse_hex32(text)
+}
+
+/// One delivery ready to commit: everything CPU-heavy (hashing, text
+/// extraction, compression, encryption) done, nothing written.
+#[derive(Debug)]
+pub struct Prepared {
+    key: [u8; 32],
+    hash: blake3::Hash,
+    size: u64,
+    record: DeliveryRecord,
+    /// The encoded record and search fields; `None` when the bytes were
+    /// already stored when this was prepared.
+    body: Option<(Vec<u8>, mailkeep_index::Extracted)>,
+}
+
+impl Prepared {
+    /// BLAKE3 of the message.
+    pub fn hash(&self) -> &blake3::Hash {
+        &self.hash
+    }
+}
+
+/// What a commit did with one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Delivery id.
+    pub id: i64,
+    /// BLAKE3 of the message, hex.
+    pub hash: String,
+    /// The same delivery was already recorded (a retry or re-import).
+    pub duplicate: bool,
+    /// The message bytes were new to the store.
+    pub new_message: bool,
+}
+
+/// The store.
+pub struct Store {
+    config: StoreConfig,
+    keys: Keyring,
+    blobs: Box<dyn BlobBackend>,
+    catalog: Mutex<Box<dyn Catalog>>,
+    lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.config.path.display())
+    }
+}
+
+/// The identity of a delivery: the same capture seen twice (a retry after
+/// a temporary failure, a re-import) gets the same key and is stored once.
+/// With a queue id the MTA names the transaction; without one, the capture
+/// time does, except for imports, whose guessed envelope is all there is.
+pub fn delivery_key(content: &blake3::Hash, r: &DeliveryRecord) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("mailkeep 2026-11 delivery key");
+    let mut field = |s: &[u8]| {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s);
+    };
+    field(content.as_bytes());
+    field(r.capture.as_bytes());
+    field(r.queue_id.as_deref().unwrap_or("").as_bytes());
+    field(r.sender.as_deref().unwrap_or("<>").as_bytes());
+    let mut rcpts = r.recipients.clone();
+    rcpts.sort();
+    for rcpt in &rcpts {
+        field(rcpt.as_bytes());
+    }
+    if r.queue_id.is_none() && r.capture != CapturePath::Import.as_str() {
+        // Seconds: the precision of the Received date in mailkeep's own
+        // envelope headers, so an import of a copy matches the capture.
+        field(&(r.received.div_euclid(1_000_000)).to_le_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The chained record of an envelope (id assigned at commit).
+pub fn record_of(env: &Envelope, content: &blake3::Hash, size: u64) -> DeliveryRecord {
+    DeliveryRecord {
+        v: 1,
+        id: 0,
+        kind: "delivery".into(),
+        content: content.to_hex().to_string(),
+        size,
+        received: env.received.timestamp_micros(),
+        capture: env.capture.as_str().to_string(),
+        sender: env.sender.clone(),
+        recipients: env.recipients.clone(),
+        login: env.login.clone().filter(|l| !l.is_empty()),
+        login_method: env.login_method.clone().filter(|l| !l.is_empty()),
+        queue_id: env.queue_id.clone().filter(|q| !q.is_empty()),
+        client_address: env.client.address.clone(),
+        client_port: env.client.port,
+        client_hostname: env.client.hostname.clone(),
+        client_helo: env.client.helo.clone(),
+        tls: env.tls.clone().filter(|t| !t.is_empty()),
+        tags: env.tags.clone(),
+        sender_params: env.sender_params.clone(),
+    }
+}
+
+impl Store {
+    /// Opens the store at `config.path`, creating it when missing.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.path)
+            .map_err(io_err(format!("creating {}", config.path.display())))?;
+        Self::open_existing(config, true)
+    }
+
+    /// Opens an existing store; an error when there is none at the path.
+    pub fn open_existing(config: StoreConfig, create: bool) -> Result<Store, StoreError> {
+        let catalog_path = config.path.join("catalog.sqlite");
+        if !create && !catalog_path.exists() {
+            return Err(StoreError::Io {
+                what: format!("opening the store at {}", config.path.display()),
+                source: io::Error::new(io::ErrorKind::NotFound, "no catalog.sqlite there"),
+            });
+        }
+        let current = config
+            .encryption_key_file
+            .as_deref()
+            .map(Key::load)
+            .transpose()?;
+        let old = config
+            .old_key_files
+            .iter()
+            .map(|p| Key::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lock_path = config.path.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("opening {}", lock_path.display())))?;
+        let blobs = SegmentDir::open(&config.path.join("segments"))
+            .map_err(io_err("opening the segments directory"))?;
+        let catalog = Sqlite::open(&catalog_path, create)?;
+        if create {
+            fsync_dir(&config.path)
+                .map_err(io_err(format!("syncing {}", config.path.display())))?;
+        }
+        Ok(Store {
+            keys: Keyring::new(current, old),
+            blobs: Box::new(blobs),
+            catalog: Mutex::new(Box::new(catalog)),
+            lock,
+            config,
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
+        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Does the CPU work for one delivery of `env` (no locks held except a
+    /// short catalog lookup, so several threads can prepare at once).
+    pub fn prepare(&self, env: &Envelope) -> Result<Prepared, StoreError> {
+        let bytes = env
+            .message
+            .to_vec()
+            .map_err(io_err("reading the message"))?;
+        self.prepare_bytes(env, bytes)
+    }
+
+    /// [`Store::prepare`] for bytes already in memory.
+    pub fn prepare_bytes(&self, env: &Envelope, bytes: Vec<u8>) -> Result<Prepared, StoreError> {
+        let hash = blake3::hash(&bytes);
+        let size = bytes.len() as u64;
+        let record = record_of(env, &hash, size);
+        let key = delivery_key(&hash, &record);
+        let known = self.catalog().message(hash.as_bytes())?.is_some();
+        let body = if known {
+            None
+        } else {
+            let fields = mailkeep_index::extract(&bytes, &self.config.index);
+            let encoded = record::encode(
+                &bytes,
+                &hash,
+                self.config.compression_level,
+                self.keys.current(),
+            );
+            Some((encoded, fields))
+        };
+        Ok(Prepared {
+            key,
+            hash,
+            size,
+            record,
+            body,
+        })
+    }
+
+    /// Makes a batch durable: one segment append and fsync, one catalog
+    /// transaction. All or nothing: on error nothing of the batch is
+    /// recorded.
+    pub fn commit(&self, items: Vec<Prepared>) -> Result<Vec<Stored>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _flock = FileLock::exclusive(&self.lock).map_err(io_err("locking the store"))?;
+        let mut catalog = self.catalog();
+        let key_id = self
+            .keys
+            .current()
+            .map(|k| k.id())
+            .unwrap_or(blobs::crypto::KeyId::NONE);
+        let (segment, at) = catalog.active_segment(key_id, self.config.segment_size)?;
+        // Offsets are `at + buffer.len()`: a new segment's buffer starts
+        // with the file magic at offset 0.
+        let mut buffer = Vec::new();
+        if at == 0 {
+            buffer.extend_from_slice(SEGMENT_MAGIC);
+        }
+        let mut batch = CommitBatch::default();
+        let mut results: Vec<Option<Stored>> = vec![None; items.len()];
+        // Keys and hashes first seen in this batch.
+        let mut batch_keys: HashMap<[u8; 32], usize> = HashMap::new();
+        let mut batch_hashes: HashMap<[u8; 32], ()> = HashMap::new();
+        let mut order = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let hash_hex = item.hash.to_hex().to_string();
+            if let Some(id) = catalog.delivery_by_key(&item.key)? {
+                results[i] = Some(Stored {
+                    id,
+                    hash: hash_hex,
+                    duplicate: true,
+                    new_message: false,
+                });
+                continue;
+            }
+            if let Some(&first) = batch_keys.get(&item.key) {
+                order.push((i, Some(first)));
+                continue;
+            }
+            batch_keys.insert(item.key, i);
+            let hash = *item.hash.as_bytes();
+            let stored_before =
+                batch_hashes.contains_key(&hash) || catalog.message(&hash)?.is_some();
+            let new_message = !stored_before;
+            if new_message {
+                let Some((encoded, fields)) = item.body else {
+                    return Err(StoreError::Inconsistent(format!(
+                        "message {hash_hex} disappeared from the catalog while being archived; retry"
+                    )));
+                };
+                let offset = at + buffer.len() as u64;
+                buffer.extend_from_slice(&encoded);
+                batch.messages.push(NewMessage {
+                    hash,
+                    location: Location {
+                        segment,
+                        offset,
+                        len: encoded.len() as u64,
+                    },
+                    size: item.size,
+                    key: key_id,
+                    fields,
+                });
+                batch_hashes.insert(hash, ());
+            }
+            batch.deliveries.push(NewDelivery {
+                key: item.key,
+                record: item.record,
+            });
+            results[i] = Some(Stored {
+                id: 0,
+                hash: hash_hex,
+                duplicate: false,
+                new_message,
+            });
+            order.push((i, None));
+        }
+        if !batch.messages.is_empty() {
+            self.blobs
+                .put(segment, at, &buffer)
+                .map_err(io_err(format!("writing segment {segment}")))?;
+            batch
+                .segments
+                .push((segment, key_id, at + buffer.len() as u64));
+        }
+        let ids = if batch.deliveries.is_empty() {
+            Vec::new()
+        } else {
+            catalog.commit(batch)?
+        };
+        let mut ids = ids.into_iter();
+        for (i, first) in order {
+            match first {
+                None => {
+                    if let (Some(r), Some(id)) = (results[i].as_mut(), ids.next()) {
+                        r.id = id;
+                    }
+                }
+                Some(first) => {
+                    let mut r = results[first].clone().ok_or_else(|| {
+                        StoreError::Inconsistent("duplicate without its first".into())
+                    })?;
+                    r.duplicate = true;
+                    r.new_message = false;
+                    results[i] = Some(r);
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| StoreError::Inconsistent("a delivery got no result".into())))
+            .collect()
+    }
+
+    /// Prepares and commits one envelope.
+    pub fn put(&self, env: &Envelope) -> Result<Stored, StoreError> {
+        let p = self.prepare(env)?;
+        self.commit(vec![p])?
+            .pop()
+            .ok_or_else(|| StoreError::Inconsistent("empty commit result".into()))
+    }
+
+    /// Deliveries matching a query, newest first.
+    pub fn search(&self, query: &Query, limit: Option<usize>) -> Result<Vec<Hit>, StoreError> {
+        Ok(self.catalog().search(query, limit)?)
+    }
+
+    /// One delivery.
+    pub fn get(&self, id: i64) -> Result<Hit, StoreError> {
+        self.catalog().hit(id)?.ok_or(StoreError::NotFound(id))
+    }
+
+    /// The exact original bytes of a message, checked against its hash.
+    pub fn raw_by_hash(&self, hash_hex: &str) -> Result<Vec<u8>, StoreError> {
+        let hash = parse_hex_hash(hash_hex)
+            .ok_or_else(|| StoreError::Inconsistent(format!("bad content hash {hash_hex:?}")))?;
+        let row = self.catalog().message(&hash)?.ok_or_else(|| {
+            StoreError::Inconsistent(format!("message {hash_hex} is not in the catalog"))
+        })?;
+        self.read_record(&row.hash, row.location)
+    }
+
+    fn read_record(&self, hash: &[u8; 32], loc: Location) -> Result<Vec<u8>, StoreError> {
+        let hash = blake3::Hash::from_bytes(*hash);
+        let bytes = self.blobs.get(loc).map_err(io_err(format!(
+            "reading message {} at segment {} offset {}",
+            hash.to_hex(),
+            loc.segment,
+            loc.offset
+        )))?;
+        record::decode(&bytes, &hash, &self.keys).map_err(|source| StoreError::Record {
+            hash: hash.to_hex().to_string(),
+            source,
+        })
+    }
+
+    /// Totals for `mailkeep stats`.
+    pub fn totals(&self) -> Result<Totals, StoreError> {
+        Ok(self.catalog().totals()?)
+    }
+
+    /// This store's id.
+    pub fn id(&self) -> String {
+        self.catalog().store_id()
+    }
+}
+
+/// An exclusive `flock` held until dropped.
+struct FileLock<'a>(&'a File);
+
+impl<'a> FileLock<'a> {
+    fn exclusive(f: &'a File) -> io::Result<FileLock<'a>> {
+        rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(self.0, rustix::fs::FlockOperation::Unlock);
+    }
+}

@@ -1,0 +1,172 @@
+//! The catalog: which messages exist, where their bytes lie, every delivery
+//! with its envelope and chain hash, and the full-text index.
+//!
+//! [`Catalog`] is the seam a shared database (PostgreSQL) will implement
+//! for sites that outgrow one machine; [`sqlite::Sqlite`] is the embedded
+//! one. A commit is one transaction: the segment lengths, the new
+//! messages with their index entries, and the new deliveries with their
+//! chain links become visible together or not at all.
+
+pub mod sqlite;
+
+use crate::blobs::crypto::KeyId;
+use crate::blobs::Location;
+use crate::chain::DeliveryRecord;
+use mailkeep_index::Extracted;
+use mailkeep_query::Query;
+
+/// A catalog failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The database reported an error.
+    #[error("catalog: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The catalog holds something it should not.
+    #[error("catalog: {0}")]
+    Corrupt(String),
+    /// The query cannot be run.
+    #[error("query: {0}")]
+    Query(String),
+}
+
+/// A message the batch adds (its bytes are already durable in a segment).
+#[derive(Debug)]
+pub struct NewMessage {
+    /// BLAKE3 of the bytes.
+    pub hash: [u8; 32],
+    /// Where its record lies.
+    pub location: Location,
+    /// Raw size.
+    pub size: u64,
+    /// Key the record is sealed with.
+    pub key: KeyId,
+    /// What search sees.
+    pub fields: Extracted,
+}
+
+/// A delivery the batch adds.
+#[derive(Debug)]
+pub struct NewDelivery {
+    /// Identity of this delivery, for idempotence (retries, re-imports).
+    pub key: [u8; 32],
+    /// The record; `id` is assigned by the commit.
+    pub record: DeliveryRecord,
+}
+
+/// One atomic commit.
+#[derive(Debug, Default)]
+pub struct CommitBatch {
+    /// Segments written: (number, key, new committed length).
+    pub segments: Vec<(u32, KeyId, u64)>,
+    /// New messages.
+    pub messages: Vec<NewMessage>,
+    /// New deliveries.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// Where a message's bytes are.
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    /// Catalog row id.
+    pub id: i64,
+    /// BLAKE3.
+    pub hash: [u8; 32],
+    /// Record location.
+    pub location: Location,
+    /// Raw size.
+    pub size: u64,
+}
+
+/// One search result or `show` subject: a delivery and its message's fields.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The chained delivery record.
+    pub record: DeliveryRecord,
+    /// Header `Message-ID`.
+    pub message_id: Option<String>,
+    /// Header From.
+    pub from: String,
+    /// Header To.
+    pub to: String,
+    /// Header Cc.
+    pub cc: String,
+    /// Subject.
+    pub subject: String,
+    /// Header Date, Unix seconds.
+    pub date: Option<i64>,
+    /// Attachment names/types as JSON.
+    pub attachments: String,
+    /// Why text extraction was limited, if it was.
+    pub index_note: Option<String>,
+}
+
+/// One chain entry as stored.
+#[derive(Debug, Clone)]
+pub struct ChainRow {
+    /// Row id.
+    pub id: i64,
+    /// Stored canonical record.
+    pub record: String,
+    /// Stored previous hash.
+    pub prev: Vec<u8>,
+    /// Stored hash.
+    pub hash: Vec<u8>,
+    /// Stored content hash column.
+    pub content: Vec<u8>,
+    /// Whether the content exists in the messages table.
+    pub has_message: bool,
+}
+
+/// Totals for `mailkeep stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Totals {
+    /// Distinct messages stored.
+    pub messages: u64,
+    /// Deliveries recorded.
+    pub deliveries: u64,
+    /// Sum of message sizes over deliveries (what plain copies would take).
+    pub delivered_bytes: u64,
+    /// Sum of distinct message sizes.
+    pub raw_bytes: u64,
+    /// Sum of record sizes in segments.
+    pub stored_bytes: u64,
+    /// Segments.
+    pub segments: u64,
+}
+
+/// The catalog seam.
+pub trait Catalog: Send {
+    /// This store's random id (names the chain's genesis).
+    fn store_id(&self) -> String;
+    /// The segment to append to for `key`, and its committed length; a new
+    /// segment number when the last one is full or uses another key.
+    fn active_segment(&self, key: KeyId, max_len: u64) -> Result<(u32, u64), CatalogError>;
+    /// The message with these bytes, if stored.
+    fn message(&self, hash: &[u8; 32]) -> Result<Option<MessageRow>, CatalogError>;
+    /// The delivery with this identity, if recorded.
+    fn delivery_by_key(&self, key: &[u8; 32]) -> Result<Option<i64>, CatalogError>;
+    /// Commits a batch atomically; returns the new delivery ids in order.
+    fn commit(&mut self, batch: CommitBatch) -> Result<Vec<i64>, CatalogError>;
+    /// Deliveries matching a query, newest first.
+    fn search(&self, query: &Query, limit: Option<usize>) -> Result<Vec<Hit>, CatalogError>;
+    /// One delivery.
+    fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError>;
+    /// Calls `f` for each chain entry in order.
+    fn chain(
+        &self,
+        f: &mut dyn FnMut(ChainRow) -> Result<(), CatalogError>,
+    ) -> Result<(), CatalogError>;
+    /// Calls `f` for each message row in order.
+    fn messages(
+        &self,
+        f: &mut dyn FnMut(MessageRow) -> Result<(), CatalogError>,
+    ) -> Result<(), CatalogError>;
+    /// The chain entry `id`'s stored hash.
+    fn chain_hash(&self, id: i64) -> Result<Option<Vec<u8>>, CatalogError>;
+    /// The last chain entry: (id, hash).
+    fn head(&self) -> Result<Option<(i64, Vec<u8>)>, CatalogError>;
+    /// Totals.
+    fn totals(&self) -> Result<Totals, CatalogError>;
+    /// Committed segment lengths.
+    fn segments(&self) -> Result<Vec<(u32, u64)>, CatalogError>;
+}

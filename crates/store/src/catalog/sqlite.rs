@@ -1,0 +1,644 @@
+//! The embedded catalog: SQLite in WAL mode with `synchronous=FULL`, so a
+//! returned commit is on disk, and two contentless FTS5 tables (the
+//! message bytes are already in the segments; the index only needs to
+//! find rows). The reasons and the measurements behind FTS5 are in
+//! docs/decisions.md.
+
+use super::{Catalog, CatalogError, ChainRow, CommitBatch, Hit, MessageRow, Totals};
+use crate::blobs::crypto::KeyId;
+use crate::blobs::Location;
+use crate::chain::{self, DeliveryRecord};
+use mailkeep_query::{Query, Term, Text, TextField};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::Path;
+use std::time::Duration;
+
+const SCHEMA_VERSION: &str = "1";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    length INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    segment INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    record_len INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    message_id TEXT,
+    hdr_from TEXT NOT NULL,
+    hdr_to TEXT NOT NULL,
+    hdr_cc TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    date INTEGER,
+    attachments INTEGER NOT NULL,
+    attachment_list TEXT NOT NULL,
+    index_note TEXT
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL,
+    content BLOB NOT NULL,
+    dkey BLOB NOT NULL UNIQUE,
+    received INTEGER NOT NULL,
+    login TEXT,
+    capture TEXT NOT NULL,
+    record TEXT NOT NULL,
+    prev BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received);
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message);
+CREATE INDEX IF NOT EXISTS deliveries_login ON deliveries (login COLLATE NOCASE);
+CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5 (
+    hdr_from, hdr_to, hdr_cc, subject, body, attachments, message_id,
+    content = '', contentless_delete = 1,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS envelope_text USING fts5 (
+    sender, recipients, login,
+    content = '', contentless_delete = 1,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+";
+
+/// The SQLite catalog.
+pub struct Sqlite {
+    conn: Connection,
+    store_id: String,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sqlite({})", self.store_id)
+    }
+}
+
+impl Sqlite {
+    /// Opens (creating when `create`) the catalog file.
+    pub fn open(path: &Path, create: bool) -> Result<Sqlite, CatalogError> {
+        let flags = if create {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is fsync'd to the WAL before it returns, which is
+        // what "acknowledged only after its catalog row is durable" needs.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let setup = (|| -> Result<String, CatalogError> {
+            conn.execute_batch(SCHEMA)?;
+            let version: Option<String> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match version.as_deref() {
+                None => {
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                        [SCHEMA_VERSION],
+                    )?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => {
+                    return Err(CatalogError::Corrupt(format!(
+                        "schema version {v} is not {SCHEMA_VERSION}; use a matching mailkeep"
+                    )))
+                }
+            }
+            let id: Option<String> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(match id {
+                Some(id) => id,
+                None => {
+                    let mut bytes = [0u8; 16];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+                    let id = chain::hex(&bytes);
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('store_id', ?1)",
+                        [&id],
+                    )?;
+                    id
+                }
+            })
+        })();
+        match setup {
+            Ok(store_id) => {
+                conn.execute_batch("COMMIT")?;
+                Ok(Sqlite { conn, store_id })
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn hit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Hit)> {
+        let record: String = row.get(0)?;
+        Ok((
+            record,
+            Hit {
+                record: placeholder_record(),
+                message_id: row.get(1)?,
+                from: row.get(2)?,
+                to: row.get(3)?,
+                cc: row.get(4)?,
+                subject: row.get(5)?,
+                date: row.get(6)?,
+                attachments: row.get(7)?,
+                index_note: row.get(8)?,
+            },
+        ))
+    }
+
+    fn hits(&self, sql: &str, args: &[Value]) -> Result<Vec<Hit>, CatalogError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), Self::hit_from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (text, mut hit) = row?;
+            hit.record = serde_json::from_str(&text)
+                .map_err(|e| CatalogError::Corrupt(format!("delivery record: {e}")))?;
+            out.push(hit);
+        }
+        Ok(out)
+    }
+}
+
+fn placeholder_record() -> DeliveryRecord {
+    DeliveryRecord {
+        v: 0,
+        id: 0,
+        kind: String::new(),
+        content: String::new(),
+        size: 0,
+        received: 0,
+        capture: String::new(),
+        sender: None,
+        recipients: Vec::new(),
+        login: None,
+        login_method: None,
+        queue_id: None,
+        client_address: None,
+        client_port: None,
+        client_hostname: None,
+        client_helo: None,
+        tls: None,
+        tags: Vec::new(),
+        sender_params: Vec::new(),
+    }
+}
+
+const HIT_COLUMNS: &str = "d.record, m.message_id, m.hdr_from, m.hdr_to, m.hdr_cc, m.subject, \
+     m.date, m.attachment_list, m.index_note";
+
+/// An FTS5 string literal: the text as one phrase, whatever it contains,
+/// so user input can never be read as FTS5 syntax.
+fn fts_phrase(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+fn text_of(t: &Text) -> &str {
+    match t {
+        Text::Word(w) => w,
+        Text::Phrase(p) => p,
+    }
+}
+
+/// Translates one text term into a condition on `d`/`m`.
+fn text_condition(field: Option<TextField>, text: &Text, args: &mut Vec<Value>) -> String {
+    let phrase = fts_phrase(text_of(text));
+    let (columns, envelope) = match field {
+        None => ("", None),
+        Some(TextField::From) => ("{hdr_from} : ", Some("{sender} : ")),
+        Some(TextField::To) => ("{hdr_to hdr_cc} : ", Some("{recipients} : ")),
+        Some(TextField::Cc) => ("{hdr_cc} : ", None),
+        Some(TextField::Subject) => ("{subject} : ", None),
+        Some(TextField::Body) => ("{body} : ", None),
+        Some(TextField::Attachment) => ("{attachments} : ", None),
+        Some(TextField::MessageId) => ("{message_id} : ", None),
+    };
+    args.push(Value::Text(format!("{columns}{phrase}")));
+    let mut cond =
+        "d.message IN (SELECT rowid FROM message_text WHERE message_text MATCH ?)".to_string();
+    if let Some(env) = envelope {
+        args.push(Value::Text(format!("{env}{phrase}")));
+        cond = format!(
+            "({cond} OR d.id IN (SELECT rowid FROM envelope_text WHERE envelope_text MATCH ?))"
+        );
+    }
+    cond
+}
+
+fn day_start_micros(d: chrono::NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_micros())
+        .unwrap_or(i64::MAX)
+}
+
+/// Builds the WHERE clause for a query.
+fn where_clause(query: &Query, args: &mut Vec<Value>) -> Result<String, CatalogError> {
+    let mut conds = Vec::new();
+    for term in &query.terms {
+        let cond = match term {
+            Term::Text {
+                field,
+                value,
+                negated,
+            } => {
+                let c = text_condition(*field, value, args);
+                if *negated {
+                    format!("NOT {c}")
+                } else {
+                    c
+                }
+            }
+            Term::Login { value, negated } => {
+                args.push(Value::Text(value.clone()));
+                format!(
+                    "{}(d.login = ? COLLATE NOCASE)",
+                    if *negated { "NOT " } else { "" }
+                )
+            }
+            Term::After(day) => {
+                args.push(Value::Integer(day_start_micros(*day)));
+                "d.received >= ?".into()
+            }
+            Term::Before(day) => {
+                args.push(Value::Integer(day_start_micros(*day)));
+                "d.received < ?".into()
+            }
+            Term::HasAttachment { negated } => {
+                if *negated {
+                    "m.attachments = 0".into()
+                } else {
+                    "m.attachments > 0".into()
+                }
+            }
+            Term::Id(id) => {
+                if let Some(hex) = id.strip_prefix("b3:") {
+                    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(CatalogError::Query(format!("id:{id}: not a BLAKE3 prefix")));
+                    }
+                    args.push(Value::Text(format!("{}%", hex.to_ascii_uppercase())));
+                    "hex(d.content) LIKE ?".into()
+                } else {
+                    let n: i64 = id
+                        .parse()
+                        .map_err(|_| CatalogError::Query(format!("id:{id}: not a delivery id")))?;
+                    args.push(Value::Integer(n));
+                    "d.id = ?".into()
+                }
+            }
+        };
+        conds.push(cond);
+    }
+    Ok(if conds.is_empty() {
+        "1".into()
+    } else {
+        conds.join(" AND ")
+    })
+}
+
+fn location(segment: i64, offset: i64, len: i64) -> Result<Location, CatalogError> {
+    Ok(Location {
+        segment: u32::try_from(segment)
+            .map_err(|_| CatalogError::Corrupt(format!("segment number {segment}")))?,
+        offset: u64::try_from(offset)
+            .map_err(|_| CatalogError::Corrupt(format!("record offset {offset}")))?,
+        len: u64::try_from(len)
+            .map_err(|_| CatalogError::Corrupt(format!("record length {len}")))?,
+    })
+}
+
+fn hash32(v: Vec<u8>) -> Result<[u8; 32], CatalogError> {
+    v.try_into()
+        .map_err(|_| CatalogError::Corrupt("a stored hash is not 32 bytes".into()))
+}
+
+impl Catalog for Sqlite {
+    fn store_id(&self) -> String {
+        self.store_id.clone()
+    }
+
+    fn active_segment(&self, key: KeyId, max_len: u64) -> Result<(u32, u64), CatalogError> {
+        let last: Option<(i64, String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT id, key_id, length FROM segments ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(match last {
+            None => (1, 0),
+            Some((id, k, len)) => {
+                let id = u32::try_from(id)
+                    .map_err(|_| CatalogError::Corrupt(format!("segment number {id}")))?;
+                if k == key.to_hex() && (len as u64) < max_len {
+                    (id, len as u64)
+                } else {
+                    (id + 1, 0)
+                }
+            }
+        })
+    }
+
+    fn message(&self, hash: &[u8; 32]) -> Result<Option<MessageRow>, CatalogError> {
+        let row: Option<(i64, i64, i64, i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, segment, offset, record_len, size FROM messages WHERE hash = ?1",
+            )?
+            .query_row([&hash[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        row.map(|(id, seg, off, len, size)| {
+            Ok(MessageRow {
+                id,
+                hash: *hash,
+                location: location(seg, off, len)?,
+                size: size as u64,
+            })
+        })
+        .transpose()
+    }
+
+    fn delivery_by_key(&self, key: &[u8; 32]) -> Result<Option<i64>, CatalogError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM deliveries WHERE dkey = ?1")?
+            .query_row([&key[..]], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn commit(&mut self, batch: CommitBatch) -> Result<Vec<i64>, CatalogError> {
+        let store_id = self.store_id.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (id, key, len) in &batch.segments {
+            tx.execute(
+                "INSERT INTO segments (id, key_id, length) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET length = excluded.length",
+                params![*id as i64, key.to_hex(), *len as i64],
+            )?;
+        }
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (hash, segment, offset, record_len, size, key_id, message_id,
+                     hdr_from, hdr_to, hdr_cc, subject, date, attachments, attachment_list, index_note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?;
+            let mut index = tx.prepare_cached(
+                "INSERT INTO message_text (rowid, hdr_from, hdr_to, hdr_cc, subject, body, attachments, message_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for m in &batch.messages {
+                let f = &m.fields;
+                let list: Vec<serde_json::Value> = f
+                    .attachments
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({"name": a.name, "type": a.content_type, "size": a.size})
+                    })
+                    .collect();
+                let names: Vec<String> = f
+                    .attachments
+                    .iter()
+                    .map(|a| format!("{} {}", a.name.as_deref().unwrap_or(""), a.content_type))
+                    .collect();
+                let note = match (&f.skipped, f.truncated) {
+                    (Some(why), _) => Some(why.clone()),
+                    (None, true) => Some("text truncated".to_string()),
+                    (None, false) => None,
+                };
+                insert.execute(params![
+                    &m.hash[..],
+                    m.location.segment as i64,
+                    m.location.offset as i64,
+                    m.location.len as i64,
+                    m.size as i64,
+                    m.key.to_hex(),
+                    f.message_id,
+                    f.from,
+                    f.to,
+                    f.cc,
+                    f.subject,
+                    f.date,
+                    f.attachments.len() as i64,
+                    serde_json::Value::Array(list).to_string(),
+                    note,
+                ])?;
+                let rowid = tx.last_insert_rowid();
+                index.execute(params![
+                    rowid,
+                    f.from,
+                    f.to,
+                    f.cc,
+                    f.subject,
+                    f.text,
+                    names.join("\n"),
+                    f.message_id.as_deref().unwrap_or("")
+                ])?;
+            }
+        }
+        let mut ids = Vec::with_capacity(batch.deliveries.len());
+        {
+            let (mut last_id, mut prev): (i64, [u8; 32]) = match tx
+                .query_row(
+                    "SELECT id, hash FROM deliveries ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                )
+                .optional()?
+            {
+                Some((id, hash)) => (id, hash32(hash)?),
+                None => (0, chain::genesis(&store_id)),
+            };
+            let mut message_id = tx.prepare_cached("SELECT id FROM messages WHERE hash = ?1")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO deliveries (id, message, content, dkey, received, login, capture, record, prev, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            let mut index = tx.prepare_cached(
+                "INSERT INTO envelope_text (rowid, sender, recipients, login) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for d in batch.deliveries {
+                let mut record = d.record;
+                last_id += 1;
+                record.id = last_id;
+                let content = crate::parse_hex_hash(&record.content).ok_or_else(|| {
+                    CatalogError::Corrupt(format!("content hash {:?}", record.content))
+                })?;
+                let message: i64 = message_id
+                    .query_row([&content[..]], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| {
+                        CatalogError::Corrupt(format!(
+                            "delivery of unknown message {}",
+                            record.content
+                        ))
+                    })?;
+                let canonical = record.canonical();
+                let hash = chain::link(&prev, &canonical);
+                insert.execute(params![
+                    last_id,
+                    message,
+                    &content[..],
+                    &d.key[..],
+                    record.received,
+                    record.login,
+                    record.capture,
+                    canonical,
+                    &prev[..],
+                    &hash[..],
+                ])?;
+                index.execute(params![
+                    last_id,
+                    record.sender.as_deref().unwrap_or(""),
+                    record.recipients.join("\n"),
+                    record.login.as_deref().unwrap_or(""),
+                ])?;
+                prev = hash;
+                ids.push(last_id);
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn search(&self, query: &Query, limit: Option<usize>) -> Result<Vec<Hit>, CatalogError> {
+        let mut args = Vec::new();
+        let cond = where_clause(query, &mut args)?;
+        let limit = limit.map(|l| l.min(i64::MAX as usize) as i64).unwrap_or(-1);
+        args.push(Value::Integer(limit));
+        let sql = format!(
+            "SELECT {HIT_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message
+             WHERE {cond} ORDER BY d.received DESC, d.id DESC LIMIT ?"
+        );
+        self.hits(&sql, &args)
+    }
+
+    fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError> {
+        let sql = format!(
+            "SELECT {HIT_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message WHERE d.id = ?"
+        );
+        Ok(self.hits(&sql, &[Value::Integer(id)])?.pop())
+    }
+
+    fn chain(
+        &self,
+        f: &mut dyn FnMut(ChainRow) -> Result<(), CatalogError>,
+    ) -> Result<(), CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.id, d.record, d.prev, d.hash, d.content,
+                    EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message AND m.hash = d.content)
+             FROM deliveries d ORDER BY d.id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            f(ChainRow {
+                id: r.get(0)?,
+                record: r.get(1)?,
+                prev: r.get(2)?,
+                hash: r.get(3)?,
+                content: r.get(4)?,
+                has_message: r.get(5)?,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn messages(
+        &self,
+        f: &mut dyn FnMut(MessageRow) -> Result<(), CatalogError>,
+    ) -> Result<(), CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, hash, segment, offset, record_len, size FROM messages ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            f(MessageRow {
+                id: r.get(0)?,
+                hash: hash32(r.get(1)?)?,
+                location: location(r.get(2)?, r.get(3)?, r.get(4)?)?,
+                size: r.get::<_, i64>(5)? as u64,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn chain_hash(&self, id: i64) -> Result<Option<Vec<u8>>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row("SELECT hash FROM deliveries WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn head(&self) -> Result<Option<(i64, Vec<u8>)>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, hash FROM deliveries ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn totals(&self) -> Result<Totals, CatalogError> {
+        let (messages, raw, stored): (i64, i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(record_len), 0) FROM messages",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let (deliveries, delivered): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(m.size), 0) FROM deliveries d JOIN messages m ON m.id = d.message",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let segments: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM segments", [], |r| r.get(0))?;
+        Ok(Totals {
+            messages: messages as u64,
+            deliveries: deliveries as u64,
+            delivered_bytes: delivered as u64,
+            raw_bytes: raw as u64,
+            stored_bytes: stored as u64,
+            segments: segments as u64,
+        })
+    }
+
+    fn segments(&self) -> Result<Vec<(u32, u64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, length FROM segments ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, len) = row?;
+            out.push((id as u32, len as u64));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,425 @@
+//! The store against real bytes: round trips, dedup, tamper detection,
+//! encryption and checkpoints.
+
+use mailkeep_envelope::{CapturePath, Envelope, RawMessage};
+use mailkeep_store::verify::Checkpoint;
+use mailkeep_store::{Store, StoreConfig};
+use std::path::{Path, PathBuf};
+
+fn envelope(bytes: &[u8], sender: &str, rcpts: &[&str], queue_id: Option<&str>) -> Envelope {
+    let mut env = Envelope::new(CapturePath::Milter, RawMessage::from_bytes(bytes.to_vec()));
+    env.sender = Some(sender.into());
+    env.recipients = rcpts.iter().map(|r| r.to_string()).collect();
+    env.queue_id = queue_id.map(str::to_string);
+    env.login = Some("bob".into());
+    env
+}
+
+fn corpus_files() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../index/tests/corpus");
+    let mut out = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("corpus directory").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "eml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn query(q: &str) -> mailkeep_query::Query {
+    mailkeep_query::parse(q).expect("query parses")
+}
+
+#[test]
+fn corpus_round_trips_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    let files = corpus_files();
+    assert!(files.len() > 50, "corpus has {} files", files.len());
+    let mut prepared = Vec::new();
+    let mut originals = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let bytes = std::fs::read(f).unwrap();
+        let env = envelope(
+            &bytes,
+            "a@example.com",
+            &["b@example.com"],
+            Some(&format!("Q{i}")),
+        );
+        prepared.push(store.prepare(&env).unwrap());
+        originals.push(bytes);
+    }
+    let stored = store.commit(prepared).unwrap();
+    assert_eq!(stored.len(), files.len());
+    for (s, bytes) in stored.iter().zip(&originals) {
+        assert_eq!(&store.raw_by_hash(&s.hash).unwrap(), bytes);
+        assert_eq!(store.get(s.id).unwrap().record.size, bytes.len() as u64);
+    }
+    // Reopened from disk, still exact.
+    drop(store);
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    for (s, bytes) in stored.iter().zip(&originals) {
+        assert_eq!(&store.raw_by_hash(&s.hash).unwrap(), bytes);
+    }
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.deliveries, files.len() as u64);
+}
+
+const MSG: &[u8] = b"From: Alice <alice@example.com>\nTo: team@example.com\nSubject: Quarterly invoice\nMessage-ID: <q1@example.com>\nDate: Sat, 21 Nov 2026 10:00:00 +0000\n\nPlease find the numbers attached. Regards.\n";
+
+#[test]
+fn dedup_keeps_every_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let rcpts: Vec<String> = (0..40).map(|i| format!("user{i}@example.com")).collect();
+    let rcpt_refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let a = store
+        .put(&envelope(
+            MSG,
+            "alice@example.com",
+            &rcpt_refs,
+            Some("AAA1"),
+        ))
+        .unwrap();
+    // The same bytes seen again on another path with another envelope.
+    let mut env = envelope(
+        MSG,
+        "alice@example.com",
+        &["hidden@example.org"],
+        Some("BBB2"),
+    );
+    env.capture = CapturePath::Filter;
+    let b = store.put(&env).unwrap();
+    assert!(a.new_message && !b.new_message && !a.duplicate && !b.duplicate);
+    assert_ne!(a.id, b.id);
+    let t = store.totals().unwrap();
+    assert_eq!((t.messages, t.deliveries), (1, 2));
+    assert_eq!(t.raw_bytes, MSG.len() as u64);
+    assert_eq!(t.delivered_bytes, 2 * MSG.len() as u64);
+    // Each delivery keeps its own envelope, Bcc included.
+    let hit = store.get(a.id).unwrap();
+    assert_eq!(hit.record.recipients.len(), 40);
+    let hits = store.search(&query("to:hidden@example.org"), None).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].record.id, b.id);
+    assert_eq!(hits[0].record.capture, "filter");
+    // A retry of the same capture (same queue id, recipients, bytes) is not a new delivery.
+    let again = store
+        .put(&envelope(
+            MSG,
+            "alice@example.com",
+            &rcpt_refs,
+            Some("AAA1"),
+        ))
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.id, a.id);
+    assert_eq!(store.totals().unwrap().deliveries, 2);
+}
+
+#[test]
+fn search_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let mut e1 = envelope(MSG, "alice@example.com", &["bob@example.com"], Some("Q1"));
+    e1.received = "2026-03-01T10:00:00Z".parse().unwrap();
+    let other =
+        b"From: carol@example.net\nTo: dave@example.net\nSubject: lunch\n\nSee you at noon.\n";
+    let mut e2 = envelope(
+        other,
+        "carol@example.net",
+        &["dave@example.net"],
+        Some("Q2"),
+    );
+    e2.login = None;
+    e2.received = "2026-08-01T10:00:00Z".parse().unwrap();
+    store.put(&e1).unwrap();
+    store.put(&e2).unwrap();
+    let ids = |q: &str| -> Vec<String> {
+        store
+            .search(&query(q), None)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.subject)
+            .collect()
+    };
+    assert_eq!(ids(""), vec!["lunch", "Quarterly invoice"], "newest first");
+    assert_eq!(ids("from:alice"), vec!["Quarterly invoice"]);
+    assert_eq!(
+        ids("to:bob@example.com login:bob subject:invoice"),
+        vec!["Quarterly invoice"]
+    );
+    assert_eq!(ids("login:BOB"), vec!["Quarterly invoice"]);
+    assert_eq!(
+        ids("after:2026-01-01 before:2026-07-01"),
+        vec!["Quarterly invoice"]
+    );
+    assert_eq!(ids("after:2026-07-01"), vec!["lunch"]);
+    assert_eq!(ids("\"find the numbers\""), vec!["Quarterly invoice"]);
+    assert!(ids("\"numbers the find\"").is_empty());
+    assert_eq!(ids("noon"), vec!["lunch"]);
+    assert_eq!(ids("-noon"), vec!["Quarterly invoice"]);
+    assert!(ids("has:attachment").is_empty());
+    assert!(ids("nothingmatchesthis").is_empty());
+    // FTS syntax in user input is only ever text.
+    assert!(ids("\"a\" OR NEAR(x y)").is_empty());
+    assert!(ids("subject:\"*\"").is_empty());
+    assert_eq!(store.search(&query(""), Some(1)).unwrap().len(), 1);
+}
+
+fn segment_file(dir: &Path) -> PathBuf {
+    dir.join("segments/00000001.seg")
+}
+
+#[test]
+fn verify_catches_flipped_byte_deleted_row_and_reordered_chain() {
+    for damage in ["flip", "delete", "reorder", "alter", "truncate"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        for i in 0..5 {
+            let body = format!("Subject: m{i}\n\nbody {i}\n");
+            store
+                .put(&envelope(
+                    body.as_bytes(),
+                    "a@x",
+                    &["b@x"],
+                    Some(&format!("Q{i}")),
+                ))
+                .unwrap();
+        }
+        assert!(store.verify(&mut |_, _| {}).unwrap().ok());
+        drop(store);
+        let db = rusqlite::Connection::open(dir.path().join("catalog.sqlite")).unwrap();
+        match damage {
+            "flip" => {
+                let seg = segment_file(dir.path());
+                let mut bytes = std::fs::read(&seg).unwrap();
+                let at = bytes.len() - 3;
+                bytes[at] ^= 0x01;
+                std::fs::write(&seg, bytes).unwrap();
+            }
+            "truncate" => {
+                let seg = segment_file(dir.path());
+                let len = std::fs::metadata(&seg).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&seg)
+                    .unwrap()
+                    .set_len(len - 10)
+                    .unwrap();
+            }
+            "delete" => {
+                db.execute("DELETE FROM deliveries WHERE id = 3", [])
+                    .unwrap();
+            }
+            "alter" => {
+                db.execute(
+                    "UPDATE deliveries SET record = replace(record, '\"b@x\"', '\"c@x\"') WHERE id = 2",
+                    [],
+                )
+                .unwrap();
+            }
+            "reorder" => {
+                // Swap entries 2 and 4 wholesale (record, links and all).
+                db.execute_batch(
+                    "UPDATE deliveries SET id = -2 WHERE id = 2;
+                     UPDATE deliveries SET id = 2 WHERE id = 4;
+                     UPDATE deliveries SET id = 4 WHERE id = -2;",
+                )
+                .unwrap();
+            }
+            _ => unreachable!(),
+        }
+        drop(db);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let report = store.verify(&mut |_, _| {}).unwrap();
+        assert!(!report.ok(), "{damage}: not detected");
+        let first = &report.problems[0];
+        let expect = match damage {
+            "flip" | "truncate" => "message ",
+            "delete" => "delivery 4",
+            "alter" => "delivery 2",
+            "reorder" => "delivery 2",
+            _ => unreachable!(),
+        };
+        assert!(
+            first.starts_with(expect),
+            "{damage}: first problem {first:?}"
+        );
+    }
+}
+
+#[test]
+fn catalog_row_without_its_blob_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let s = store
+        .put(&envelope(MSG, "a@x", &["b@x"], Some("Q")))
+        .unwrap();
+    drop(store);
+    std::fs::remove_file(segment_file(dir.path())).unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let err = store.raw_by_hash(&s.hash).unwrap_err().to_string();
+    assert!(err.contains("reading message"), "{err}");
+    let report = store.verify(&mut |_, _| {}).unwrap();
+    assert!(
+        report.problems[0].starts_with("message "),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn crashed_append_is_cut_off_and_the_store_stays_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store
+        .put(&envelope(MSG, "a@x", &["b@x"], Some("Q1")))
+        .unwrap();
+    drop(store);
+    // An append whose catalog commit never happened.
+    let seg = segment_file(dir.path());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, b"MKB1 half a record").unwrap();
+    drop(f);
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert!(store.verify(&mut |_, _| {}).unwrap().ok());
+    let s = store
+        .put(&envelope(
+            b"Subject: two\n\nsecond\n",
+            "a@x",
+            &["b@x"],
+            Some("Q2"),
+        ))
+        .unwrap();
+    assert_eq!(
+        store.raw_by_hash(&s.hash).unwrap(),
+        b"Subject: two\n\nsecond\n"
+    );
+    assert!(store.verify(&mut |_, _| {}).unwrap().ok());
+}
+
+#[test]
+fn encryption_at_rest_and_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = dir.path().join("k1");
+    let k2 = dir.path().join("k2");
+    std::fs::write(&k1, format!("{}\n", "11".repeat(32))).unwrap();
+    std::fs::write(&k2, "22".repeat(32)).unwrap();
+    let path = dir.path().join("store");
+    let mut cfg = StoreConfig::new(&path);
+    cfg.encryption_key_file = Some(k1.clone());
+    let store = Store::open(cfg.clone()).unwrap();
+    let secret = b"Subject: secret\n\nThe launch code is swordfish-swordfish-swordfish.\n";
+    let a = store
+        .put(&envelope(secret, "a@x", &["b@x"], Some("Q1")))
+        .unwrap();
+    drop(store);
+    let seg = std::fs::read(segment_file(&path)).unwrap();
+    assert!(
+        !seg.windows(9).any(|w| w == b"swordfish"),
+        "plaintext in segment"
+    );
+    // Rotate: k2 for new records, k1 still reads.
+    cfg.encryption_key_file = Some(k2.clone());
+    cfg.old_key_files = vec![k1.clone()];
+    let store = Store::open(cfg.clone()).unwrap();
+    let b = store
+        .put(&envelope(
+            b"Subject: later\n\nx\n",
+            "a@x",
+            &["b@x"],
+            Some("Q2"),
+        ))
+        .unwrap();
+    assert_eq!(store.raw_by_hash(&a.hash).unwrap(), secret);
+    assert!(store.verify(&mut |_, _| {}).unwrap().ok());
+    assert!(
+        path.join("segments/00000002.seg").exists(),
+        "a new key starts a new segment"
+    );
+    drop(store);
+    // Without the old key the old record is reported, the new one reads.
+    cfg.old_key_files.clear();
+    let store = Store::open(cfg).unwrap();
+    assert!(store.raw_by_hash(&b.hash).is_ok());
+    let err = store.raw_by_hash(&a.hash).unwrap_err();
+    assert!(format!("{err}").contains("not configured"), "{err}");
+    // Search still works on the catalog.
+    assert_eq!(store.search(&query("swordfish"), None).unwrap().len(), 1);
+}
+
+#[test]
+fn signed_checkpoint_detects_a_rewritten_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sign");
+    std::fs::write(&key, "33".repeat(32)).unwrap();
+    let mut cfg = StoreConfig::new(dir.path().join("s"));
+    cfg.signing_key_file = Some(key);
+    let store = Store::open(cfg.clone()).unwrap();
+    for i in 0..3 {
+        store
+            .put(&envelope(
+                format!("Subject: {i}\n\nx\n").as_bytes(),
+                "a@x",
+                &["b@x"],
+                Some(&format!("Q{i}")),
+            ))
+            .unwrap();
+    }
+    let cp = store.checkpoint().unwrap();
+    assert_eq!(cp.entry, 3);
+    let text = cp.to_text();
+    let parsed = Checkpoint::parse(&text).unwrap();
+    assert_eq!(parsed, cp);
+    assert!(parsed.verify_signature(None).is_ok());
+    assert!(store.check_checkpoint(&parsed).unwrap().is_empty());
+    // A forged checkpoint fails its signature.
+    let forged = Checkpoint::parse(&text.replace("entry: 3", "entry: 2")).unwrap();
+    assert!(forged.verify_signature(None).is_err());
+    // Rewriting entry 2 consistently (recomputing every later link) passes
+    // the chain check but not the checkpoint.
+    drop(store);
+    let db = rusqlite::Connection::open(dir.path().join("s/catalog.sqlite")).unwrap();
+    let rows: Vec<(i64, String, Vec<u8>)> = db
+        .prepare("SELECT id, record, prev FROM deliveries ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev: [u8; 32] = rows[0].2.clone().try_into().unwrap();
+    for (id, record, _) in rows {
+        let record = if id == 2 {
+            record.replace("\"b@x\"", "\"evil@x\"")
+        } else {
+            record
+        };
+        let hash = mailkeep_store::chain::link(&prev, &record);
+        db.execute(
+            "UPDATE deliveries SET record = ?1, prev = ?2, hash = ?3 WHERE id = ?4",
+            rusqlite::params![record, &prev[..], &hash[..], id],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    drop(db);
+    let store = Store::open(cfg).unwrap();
+    assert!(
+        store.verify(&mut |_, _| {}).unwrap().ok(),
+        "a consistent rewrite passes the chain alone"
+    );
+    let problems = store.check_checkpoint(&parsed).unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("history rewritten")),
+        "{problems:?}"
+    );
+}
