@@ -16,20 +16,7 @@ pub mod pipe;
 pub mod policy;
 pub mod reinject;
 
-/// An error and its causes on one line, joined with `: `.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub use mailkeep_envelope::error_chain;
 
 /// `b3:` and the first 16 hex digits of the message's BLAKE3 hash: an id
 /// anyone can recompute from the archived bytes.

@@ -13,6 +13,12 @@
 //! 3. *publish*: link into `new/`, link to the final `.eml` name.
 //! 4. *sync directories*: one fsync per directory, however many messages.
 //!
+//! The native store (`archive = ["store"]`) joins step 2: its copies were
+//! prepared (hashed, indexed, compressed) at staging, and the whole batch
+//! is committed to it in one segment append and one catalog transaction
+//! after the files are synced and before anything is published; if that
+//! fails, the batch is taken back like a failed fsync.
+//!
 //! Only then are the messages reported durable and the mbox locks released.
 //! A batch of one is a plain synchronous archive; [`GroupCommitter`] makes
 //! batches of whatever concurrent captures are waiting, so they share the
@@ -45,10 +51,12 @@ pub use headers::{envelope_headers, header_value, line_ending};
 
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{Delivery, DestKind, HeaderInfo, Plan, RuleSet, TemplateError};
+use mailkeep_store::{Prepared as StorePrepared, Store, StoreError};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a capture waits for an mbox lock before failing temporarily.
@@ -61,6 +69,8 @@ pub struct ArchiveOptions {
     pub hostname: String,
     /// How long to wait for mbox locks.
     pub lock_timeout: Duration,
+    /// The native store, when `[store]` is configured.
+    pub store: Option<Arc<Store>>,
 }
 
 impl Default for ArchiveOptions {
@@ -68,6 +78,7 @@ impl Default for ArchiveOptions {
         ArchiveOptions {
             hostname: hostname(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            store: None,
         }
     }
 }
@@ -93,6 +104,9 @@ pub enum ArchiveError {
     /// A path template could not be expanded safely.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// The native store could not take the message.
+    #[error("store: {0}")]
+    Store(String),
     /// A destination could not be written.
     #[error("{kind}:{path}: {source}")]
     Write {
@@ -153,6 +167,11 @@ impl Archiver {
         &self.options
     }
 
+    /// Attaches the native store for `archive = ["store"]`.
+    pub fn set_store(&mut self, store: Option<Arc<Store>>) {
+        self.options.store = store;
+    }
+
     /// Runs the rules only: what [`Archiver::archive`] would write.
     pub fn plan(&self, env: &Envelope) -> Result<Plan, ArchiveError> {
         let head = env.message.head().map_err(ArchiveError::Read)?;
@@ -185,15 +204,24 @@ type Published = (Vec<Option<Written>>, Option<ArchiveError>, Vec<Copy>);
 
 /// One staged copy of a message.
 enum Copy {
-    Mbox { path: PathBuf, append: mbox::Append },
+    Mbox {
+        path: PathBuf,
+        append: mbox::Append,
+    },
     Maildir(maildir::Prepared),
     Eml(eml::Prepared),
+    /// Taken out at commit time.
+    Store(Option<Box<StorePrepared>>),
 }
 
 /// The staged copies of one message, in the plan's order.
 pub struct Staged {
     copies: Vec<(usize, Copy, u64)>,
     deliveries: Vec<Delivery>,
+    /// The store this message goes to, if any.
+    store: Option<Arc<Store>>,
+    /// Its path, for reports.
+    store_path: Option<String>,
 }
 
 /// Messages written together and made durable together (see the crate
@@ -212,9 +240,18 @@ impl Batch {
         env: &Envelope,
         opts: &ArchiveOptions,
     ) -> Result<Staged, ArchiveError> {
+        let store = deliveries
+            .iter()
+            .any(|d| d.kind == DestKind::Store)
+            .then(|| opts.store.clone())
+            .flatten();
         let mut staged = Staged {
             copies: Vec::with_capacity(deliveries.len()),
             deliveries: deliveries.to_vec(),
+            store_path: store
+                .as_ref()
+                .map(|s| s.config().path.display().to_string()),
+            store,
         };
         if deliveries.is_empty() {
             return Ok(staged);
@@ -291,6 +328,14 @@ impl Batch {
                 )?),
                 size,
             ),
+            DestKind::Store => {
+                let store = opts.store.as_ref().ok_or_else(|| {
+                    io::Error::other("archive = [\"store\"] but no [store] is configured")
+                })?;
+                // The store keeps the envelope in its catalog, not in the bytes.
+                let prepared = store.prepare(env).map_err(store_io)?;
+                (Copy::Store(Some(Box::new(prepared))), env.message.len())
+            }
         })
     }
 
@@ -308,13 +353,14 @@ impl Batch {
                 }
                 Copy::Maildir(p) => p.remove_tmp(),
                 Copy::Eml(p) => p.remove_tmp(),
+                Copy::Store(_) => {}
             }
         }
     }
 
     /// Syncs, publishes and syncs again; returns one result per staged
     /// message, in order, and releases the mbox locks.
-    pub fn finish(mut self, messages: Vec<Staged>) -> Vec<Result<Vec<Written>, ArchiveError>> {
+    pub fn finish(mut self, mut messages: Vec<Staged>) -> Vec<Result<Vec<Written>, ArchiveError>> {
         // Step 2: one fsync per file.
         let mut sync_error = None;
         for m in self.mboxes.values() {
@@ -325,7 +371,7 @@ impl Batch {
         for staged in &messages {
             for (i, copy, _) in &staged.copies {
                 let file = match copy {
-                    Copy::Mbox { .. } => continue,
+                    Copy::Mbox { .. } | Copy::Store(_) => continue,
                     Copy::Maildir(p) => p.file(),
                     Copy::Eml(p) => p.file(),
                 };
@@ -333,6 +379,14 @@ impl Batch {
                     let d = &staged.deliveries[*i];
                     sync_error.get_or_insert((d.kind, d.path.clone(), e));
                 }
+            }
+        }
+        // Step 2b: the store, one commit for the whole batch.
+        let mut stored: BTreeMap<usize, mailkeep_store::Stored> = BTreeMap::new();
+        if sync_error.is_none() {
+            let store = opts_store(&messages);
+            if let Err((path, e)) = commit_store(&mut messages, &mut stored, store) {
+                sync_error = Some((DestKind::Store, path, e));
             }
         }
         if let Some((kind, path, e)) = sync_error {
@@ -355,7 +409,7 @@ impl Batch {
         // Step 3: publish.
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut published: Vec<Published> = Vec::new();
-        for staged in messages {
+        for (m, staged) in messages.into_iter().enumerate() {
             let mut written: Vec<Option<Written>> = vec![None; staged.deliveries.len()];
             let mut error = None;
             let mut leftovers = Vec::new();
@@ -363,6 +417,14 @@ impl Batch {
                 let d = &staged.deliveries[i];
                 let file = match &copy {
                     Copy::Mbox { path, .. } => Ok(path.clone()),
+                    Copy::Store(_) => match stored.get(&m) {
+                        Some(s) => Ok(PathBuf::from(format!(
+                            "{}#delivery-{}",
+                            staged.store_path.as_deref().unwrap_or("store"),
+                            s.id
+                        ))),
+                        None => Err(io::Error::other("the store returned no result")),
+                    },
                     Copy::Maildir(p) => p.publish().map(|(f, dir)| {
                         dirs.insert(dir);
                         f
@@ -408,7 +470,7 @@ impl Batch {
             .map(|(written, error, leftovers)| {
                 for copy in leftovers {
                     match copy {
-                        Copy::Mbox { .. } => {}
+                        Copy::Mbox { .. } | Copy::Store(_) => {}
                         Copy::Maildir(p) => p.remove_tmp(),
                         Copy::Eml(p) => p.remove_tmp(),
                     }
@@ -432,4 +494,46 @@ impl Batch {
         drop(self.mboxes);
         results
     }
+}
+
+fn store_io(e: StoreError) -> io::Error {
+    io::Error::other(mailkeep_envelope::error_chain(&e))
+}
+
+/// The store the batch's messages go to (one per configuration).
+fn opts_store(messages: &[Staged]) -> Option<Arc<Store>> {
+    messages.iter().find_map(|m| m.store.clone())
+}
+
+/// Commits every store copy of the batch at once; fills `stored` by
+/// message index.
+fn commit_store(
+    messages: &mut [Staged],
+    stored: &mut BTreeMap<usize, mailkeep_store::Stored>,
+    store: Option<Arc<Store>>,
+) -> Result<(), (PathBuf, io::Error)> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    let mut owners = Vec::new();
+    let mut prepared = Vec::new();
+    for (m, staged) in messages.iter_mut().enumerate() {
+        for (_, copy, _) in staged.copies.iter_mut() {
+            if let Copy::Store(p) = copy {
+                if let Some(p) = p.take() {
+                    owners.push(m);
+                    prepared.push(*p);
+                }
+            }
+        }
+    }
+    if prepared.is_empty() {
+        return Ok(());
+    }
+    let path = store.config().path.clone();
+    let results = store.commit(prepared).map_err(|e| (path, store_io(e)))?;
+    for (m, s) in owners.into_iter().zip(results) {
+        stored.insert(m, s);
+    }
+    Ok(())
 }

@@ -44,6 +44,136 @@ pub enum Command {
     },
     /// Print Postfix configuration lines for a capture path.
     PostfixSnippet(SnippetArgs),
+    /// Search the store, newest first; exit 1 when nothing matches.
+    Search(SearchArgs),
+    /// Show one archived delivery.
+    Show(ShowArgs),
+    /// Export the deliveries a query matches as mbox, .eml files or zip.
+    Export(ExportArgs),
+    /// Import mbox files, Maildirs and .eml files (recursively) into the store.
+    Import(ImportArgs),
+    /// Store totals: messages, deliveries, bytes, dedup and compression.
+    Stats(StatsArgs),
+    /// Re-read every message and check the hash chain; exit 65 on damage.
+    Verify(VerifyArgs),
+    /// Write the chain head (signed when a key is configured) for auditors.
+    Checkpoint(CheckpointArgs),
+}
+
+/// `mailkeep search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// e.g. 'from:alice to:bob@example.com login:bob subject:invoice
+    /// after:2026-01-01 before:2026-07-01 has:attachment "exact phrase" words';
+    /// '' lists everything.
+    #[arg(value_name = "QUERY")]
+    pub query: String,
+    /// At most this many results.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Delivery id (from `mailkeep search`).
+    pub id: i64,
+    /// The exact original bytes.
+    #[arg(long, group = "what")]
+    pub raw: bool,
+    /// The message's header section.
+    #[arg(long, group = "what")]
+    pub headers: bool,
+    /// The envelope as JSON.
+    #[arg(long, group = "what")]
+    pub envelope: bool,
+    /// Everything as JSON.
+    #[arg(long, group = "what")]
+    pub json: bool,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One mboxrd file; each message carries its envelope headers.
+    Mbox,
+    /// A directory of ID.eml files (exact bytes) plus manifest.json.
+    Eml,
+    /// A zip of messages/ID.eml (exact bytes) plus manifest.json.
+    Zip,
+}
+
+/// `mailkeep export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Which deliveries ('' for all).
+    #[arg(value_name = "QUERY")]
+    pub query: String,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Output file (mbox, zip) or directory (eml); must not exist yet.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+/// `mailkeep import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// mbox files, Maildirs, .eml files, or directories holding them.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// How `>From ` lines are unquoted: mboxrd (mailkeep, mutt, dovecot) or mboxo.
+    #[arg(long, value_enum, default_value = "mboxrd")]
+    pub mbox_format: MboxFlavour,
+    /// Larger messages are skipped (and listed).
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub max_message_size: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// mbox variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MboxFlavour {
+    /// `^>+From ` loses one `>`.
+    Mboxrd,
+    /// `^>From ` loses its `>`.
+    Mboxo,
+}
+
+/// `mailkeep stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also check that the chain still matches this checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// The checkpoint must be signed by this ed25519 public key (hex).
+    #[arg(long, value_name = "HEX", requires = "checkpoint")]
+    pub public_key: Option<String>,
+    /// JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Write here (durably) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `mailkeep pipe`.

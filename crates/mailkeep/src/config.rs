@@ -8,10 +8,12 @@ use mailkeep_capture::milter::{Limits, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT}
 use mailkeep_capture::policy::FailurePolicy;
 use mailkeep_destinations::{ArchiveOptions, Archiver};
 use mailkeep_envelope::DEFAULT_SPOOL_THRESHOLD;
-use mailkeep_rules::{RawRule, RuleSet, Size};
+use mailkeep_rules::{DestKind, RawRule, RuleSet, Size};
+use mailkeep_store::{Store, StoreConfig};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the configuration is read from when `--config` is not given.
@@ -26,6 +28,18 @@ struct RawArchive {
     envelope_headers: Option<bool>,
     lock_timeout: Option<u64>,
     hostname: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: toml::Spanned<PathBuf>,
+    encryption_key_file: Option<PathBuf>,
+    #[serde(default)]
+    old_key_files: Vec<PathBuf>,
+    signing_key_file: Option<PathBuf>,
+    compression_level: Option<i32>,
+    segment_size: Option<Size>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -130,6 +144,7 @@ pub struct RawConfig {
     rule: Vec<toml::Spanned<RawRule>>,
     milter: Option<RawMilter>,
     filter: Option<RawFilter>,
+    store: Option<RawStore>,
 }
 
 /// Where the configuration came from.
@@ -191,6 +206,30 @@ pub struct Settings {
     pub milter: Option<MilterSettings>,
     /// The SMTP filter listener, when configured.
     pub filter: Option<FilterSettings>,
+    /// The native store, when configured.
+    pub store: Option<StoreConfig>,
+}
+
+impl Settings {
+    /// Opens the store when the rules write to it and attaches it to the
+    /// archiver (`serve`, `pipe`).
+    pub fn attach_store(&mut self) -> Result<(), mailkeep_store::StoreError> {
+        let store = match (&self.store, self.archiver.rules().uses(DestKind::Store)) {
+            (Some(cfg), true) => Some(Arc::new(Store::open(cfg.clone())?)),
+            _ => None,
+        };
+        self.archiver.set_store(store);
+        Ok(())
+    }
+
+    /// Opens the configured store for the query commands.
+    pub fn open_store(&self) -> Result<Store, String> {
+        let cfg = self
+            .store
+            .clone()
+            .ok_or_else(|| format!("{}: there is no [store] section", self.source))?;
+        Store::open_existing(cfg, false).map_err(|e| mailkeep_capture::error_chain(&e))
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -235,6 +274,7 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
             .lock_timeout
             .map(Duration::from_secs)
             .unwrap_or(mailkeep_destinations::DEFAULT_LOCK_TIMEOUT),
+        store: None,
     };
     let size = |s: &Option<Size>, name: &str| {
         s.as_ref()
@@ -263,6 +303,44 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
                 .map_err(|(line, msg)| err(line, msg))?,
         ),
     };
+    let store = match raw.store {
+        None => {
+            if rules.uses(DestKind::Store) {
+                return Err(err(
+                    None,
+                    "a rule archives to \"store\" but there is no [store] section with a path"
+                        .into(),
+                ));
+            }
+            None
+        }
+        Some(st) => {
+            let line = Some(line_of(text, st.path.span().start));
+            let mut cfg = StoreConfig::new(st.path.into_inner());
+            cfg.encryption_key_file = st.encryption_key_file;
+            cfg.old_key_files = st.old_key_files;
+            cfg.signing_key_file = st.signing_key_file;
+            if let Some(level) = st.compression_level {
+                if !(1..=19).contains(&level) {
+                    return Err(err(
+                        line,
+                        format!("store.compression_level: {level} is not 1..19"),
+                    ));
+                }
+                cfg.compression_level = level;
+            }
+            if let Some(size) = st.segment_size {
+                let bytes = size
+                    .bytes()
+                    .map_err(|m| err(line, format!("store.segment_size: {m}")))?;
+                if bytes < 1 << 20 {
+                    return Err(err(line, "store.segment_size: at least 1M".into()));
+                }
+                cfg.segment_size = bytes;
+            }
+            Some(cfg)
+        }
+    };
     Ok(Settings {
         source,
         archiver: Archiver::new(rules, options),
@@ -272,6 +350,7 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
         max_message_size,
         milter,
         filter,
+        store,
     })
 }
 

@@ -150,6 +150,8 @@ pub enum DestKind {
     Maildir,
     /// One `.eml` file per message under `DIR/YYYY/MM/DD/`.
     Eml,
+    /// The native store configured in `[store]` (`archive = ["store"]`).
+    Store,
 }
 
 impl DestKind {
@@ -159,6 +161,7 @@ impl DestKind {
             DestKind::Mbox => "mbox",
             DestKind::Maildir => "maildir",
             DestKind::Eml => "eml",
+            DestKind::Store => "store",
         }
     }
 }
@@ -179,20 +182,27 @@ pub struct DestSpec {
 }
 
 impl DestSpec {
-    /// Parses `mbox:PATH`, `maildir:PATH` or `eml:DIR`.
+    /// Parses `mbox:PATH`, `maildir:PATH`, `eml:DIR` or `store`.
     pub fn parse(spec: &str) -> Result<DestSpec, String> {
+        if spec == "store" {
+            // One store per configuration, at `[store] path`; the delivery
+            // path is only its name.
+            let template = Template::parse("store").map_err(|e| format!("{spec:?}: {e}"))?;
+            return Ok(DestSpec {
+                kind: DestKind::Store,
+                template,
+            });
+        }
         let (kind, path) = spec.split_once(':').ok_or_else(|| {
-            format!("{spec:?}: expected KIND:PATH with KIND one of mbox, maildir, eml")
+            format!("{spec:?}: expected store, or KIND:PATH with KIND one of mbox, maildir, eml")
         })?;
         let kind = match kind {
             "mbox" => DestKind::Mbox,
             "maildir" => DestKind::Maildir,
             "eml" => DestKind::Eml,
-            other => {
-                return Err(format!(
-                    "{spec:?}: unknown destination kind {other:?} (known: mbox, maildir, eml)"
-                ))
-            }
+            other => return Err(format!(
+                "{spec:?}: unknown destination kind {other:?} (known: mbox, maildir, eml, store)"
+            )),
         };
         let template = Template::parse(path).map_err(|e| format!("{spec:?}: {e}"))?;
         Ok(DestSpec { kind, template })
@@ -491,6 +501,14 @@ impl RuleSet {
     /// The compiled rules in order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Whether any rule writes to this kind of destination.
+    pub fn uses(&self, kind: DestKind) -> bool {
+        self.rules.iter().any(|r| match &r.action {
+            Action::Archive(dests) => dests.iter().any(|d| d.kind == kind),
+            _ => false,
+        })
     }
 
     /// Decides where one message goes.

@@ -148,6 +148,14 @@ impl Prepared {
     pub fn hash(&self) -> &blake3::Hash {
         &self.hash
     }
+
+    /// Bytes this adds to a segment (0 when already stored).
+    pub fn weight(&self) -> usize {
+        self.body
+            .as_ref()
+            .map(|(b, f)| b.len() + f.text.len())
+            .unwrap_or(0)
+    }
 }
 
 /// What a commit did with one delivery.
@@ -168,7 +176,11 @@ pub struct Store {
     config: StoreConfig,
     keys: Keyring,
     blobs: Box<dyn BlobBackend>,
+    /// The writer's connection.
     catalog: Mutex<Box<dyn Catalog>>,
+    /// A second connection for lookups and queries, so they never wait
+    /// behind a commit's fsyncs (WAL readers see the last commit).
+    reader: Mutex<Box<dyn Catalog>>,
     lock: File,
 }
 
@@ -203,6 +215,29 @@ pub fn delivery_key(content: &blake3::Hash, r: &DeliveryRecord) -> [u8; 32] {
         field(&(r.received.div_euclid(1_000_000)).to_le_bytes());
     }
     *h.finalize().as_bytes()
+}
+
+/// The envelope a record describes, around the message bytes: the inverse
+/// of [`record_of`], for exports that carry the envelope.
+pub fn envelope_of(r: &DeliveryRecord, message: mailkeep_envelope::RawMessage) -> Envelope {
+    let capture = CapturePath::parse(&r.capture).unwrap_or(CapturePath::Import);
+    let mut env = Envelope::new(capture, message);
+    env.received = chrono::DateTime::from_timestamp_micros(r.received).unwrap_or_default();
+    env.sender = r.sender.clone();
+    env.recipients = r.recipients.clone();
+    env.login = r.login.clone();
+    env.login_method = r.login_method.clone();
+    env.queue_id = r.queue_id.clone();
+    env.client = mailkeep_envelope::Client {
+        address: r.client_address.clone(),
+        port: r.client_port,
+        hostname: r.client_hostname.clone(),
+        helo: r.client_helo.clone(),
+    };
+    env.tls = r.tls.clone();
+    env.tags = r.tags.clone();
+    env.sender_params = r.sender_params.clone();
+    env
 }
 
 /// The chained record of an envelope (id assigned at commit).
@@ -267,6 +302,7 @@ impl Store {
         let blobs = SegmentDir::open(&config.path.join("segments"))
             .map_err(io_err("opening the segments directory"))?;
         let catalog = Sqlite::open(&catalog_path, create)?;
+        let reader = Sqlite::open(&catalog_path, false)?;
         if create {
             fsync_dir(&config.path)
                 .map_err(io_err(format!("syncing {}", config.path.display())))?;
@@ -275,6 +311,7 @@ impl Store {
             keys: Keyring::new(current, old),
             blobs: Box::new(blobs),
             catalog: Mutex::new(Box::new(catalog)),
+            reader: Mutex::new(Box::new(reader)),
             lock,
             config,
         })
@@ -287,6 +324,10 @@ impl Store {
 
     fn catalog(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
         self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Does the CPU work for one delivery of `env` (no locks held except a
@@ -305,7 +346,7 @@ impl Store {
         let size = bytes.len() as u64;
         let record = record_of(env, &hash, size);
         let key = delivery_key(&hash, &record);
-        let known = self.catalog().message(hash.as_bytes())?.is_some();
+        let known = self.reader().message(hash.as_bytes())?.is_some();
         let body = if known {
             None
         } else {
@@ -454,19 +495,19 @@ impl Store {
 
     /// Deliveries matching a query, newest first.
     pub fn search(&self, query: &Query, limit: Option<usize>) -> Result<Vec<Hit>, StoreError> {
-        Ok(self.catalog().search(query, limit)?)
+        Ok(self.reader().search(query, limit)?)
     }
 
     /// One delivery.
     pub fn get(&self, id: i64) -> Result<Hit, StoreError> {
-        self.catalog().hit(id)?.ok_or(StoreError::NotFound(id))
+        self.reader().hit(id)?.ok_or(StoreError::NotFound(id))
     }
 
     /// The exact original bytes of a message, checked against its hash.
     pub fn raw_by_hash(&self, hash_hex: &str) -> Result<Vec<u8>, StoreError> {
         let hash = parse_hex_hash(hash_hex)
             .ok_or_else(|| StoreError::Inconsistent(format!("bad content hash {hash_hex:?}")))?;
-        let row = self.catalog().message(&hash)?.ok_or_else(|| {
+        let row = self.reader().message(&hash)?.ok_or_else(|| {
             StoreError::Inconsistent(format!("message {hash_hex} is not in the catalog"))
         })?;
         self.read_record(&row.hash, row.location)
@@ -488,12 +529,12 @@ impl Store {
 
     /// Totals for `mailkeep stats`.
     pub fn totals(&self) -> Result<Totals, StoreError> {
-        Ok(self.catalog().totals()?)
+        Ok(self.reader().totals()?)
     }
 
     /// This store's id.
     pub fn id(&self) -> String {
-        self.catalog().store_id()
+        self.reader().store_id()
     }
 }
 

@@ -165,7 +165,7 @@ impl Store {
                         chain::hex(&row.hash),
                         row.location.segment,
                         row.location.offset,
-                        crate_error_text(&e)
+                        mailkeep_envelope::error_chain(&e)
                     ),
                 ),
             }
@@ -242,20 +242,6 @@ impl Store {
         }
         Ok(problems)
     }
-}
-
-fn crate_error_text(e: &StoreError) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// A chain head at a point in time.

@@ -1,11 +1,19 @@
 //! One module per subcommand.
 
 mod check_config;
+mod checkpoint;
+mod export;
 mod file;
+mod import;
+mod output;
 mod pipe;
 mod rules_test;
+mod search;
 mod serve;
+mod show;
 mod snippet;
+mod stats;
+mod verify;
 
 use crate::cli::{Cli, Command, RulesCommand};
 use crate::config;
@@ -20,12 +28,19 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
     let cfg = cli.config.as_deref();
     match cli.command {
         Command::Serve => serve::run(cfg),
-        Command::Pipe(args) => pipe::run(&load(cfg)?, args),
+        Command::Pipe(args) => pipe::run(load(cfg)?, args),
         Command::File(args) => file::run(args),
         Command::CheckConfig => check_config::run(cfg),
         Command::Rules {
             command: RulesCommand::Test(args),
         } => rules_test::run(&load(cfg)?, args),
         Command::PostfixSnippet(args) => snippet::run(cfg, args),
+        Command::Search(args) => search::run(&load(cfg)?, args),
+        Command::Show(args) => show::run(&load(cfg)?, args),
+        Command::Export(args) => export::run(&load(cfg)?, args),
+        Command::Import(args) => import::run(&load(cfg)?, args),
+        Command::Stats(args) => stats::run(&load(cfg)?, args),
+        Command::Verify(args) => verify::run(&load(cfg)?, args),
+        Command::Checkpoint(args) => checkpoint::run(&load(cfg)?, args),
     }
 }

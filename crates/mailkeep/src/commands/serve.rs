@@ -53,7 +53,10 @@ fn filter_snapshot(settings: &Settings) -> Option<Arc<filter::Snapshot>> {
 }
 
 pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
-    let settings = config::load(path).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))?;
+    let mut settings = config::load(path).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))?;
+    settings
+        .attach_store()
+        .map_err(|e| Failure::from_error(Exit::TEMPFAIL, &e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,7 +156,7 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
         tokio::select! {
             _ = term.recv() => { println!("SIGTERM: stopping"); break; }
             _ = int.recv() => { println!("SIGINT: stopping"); break; }
-            _ = hup.recv() => match config::load(path) {
+            _ = hup.recv() => match config::load(path).and_then(|new| keep_store(&current, new)) {
                 Ok(new) => {
                     if new.milter.as_ref().map(|m| &m.listen) != current.milter.as_ref().map(|m| &m.listen) {
                         tracing::warn!("milter.listen changed: restart mailkeep to listen on the new address");
@@ -194,6 +197,27 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
         counters.accepted_unarchived()
     );
     Ok(Exit::OK)
+}
+
+/// The reloaded settings use the store already open when its path did not
+/// change (one writer per store per process); otherwise the new one is
+/// opened, and a failure keeps the previous configuration.
+fn keep_store(current: &Settings, mut new: Settings) -> Result<Settings, config::ConfigError> {
+    let same = match (&current.store, &new.store) {
+        (Some(a), Some(b)) => a.path == b.path,
+        _ => false,
+    };
+    if same && current.archiver.options().store.is_some() {
+        new.archiver
+            .set_store(current.archiver.options().store.clone());
+    } else if let Err(e) = new.attach_store() {
+        return Err(config::ConfigError {
+            source: new.source.clone(),
+            line: None,
+            message: format!("store: {}", mailkeep_capture::error_chain(&e)),
+        });
+    }
+    Ok(new)
 }
 
 fn sig_err(e: std::io::Error) -> Failure {

@@ -1,0 +1,151 @@
+//! `mailkeep export`: the deliveries a query matches, oldest first, as
+//! mbox (each message with its envelope headers, which `mailkeep import`
+//! turns back into the envelope), a directory of exact `.eml` files, or a
+//! zip; the last two carry `manifest.json` with each message's BLAKE3 and
+//! SHA-256 and its whole envelope, plus the chain head at export time.
+
+use crate::cli::{ExportArgs, ExportFormat};
+use crate::config::Settings;
+use crate::exit::{Exit, Failure};
+use mailkeep_destinations::{envelope_headers, line_ending, mbox};
+use mailkeep_envelope::RawMessage;
+use mailkeep_store::catalog::Hit;
+use mailkeep_store::Store;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+
+fn io_fail(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure::new(Exit::IOERR, format!("{}: {e}", path.display()))
+}
+
+fn manifest_entry(hit: &Hit, file: &str, raw: &[u8]) -> Value {
+    json!({
+        "id": hit.record.id,
+        "file": file,
+        "size": raw.len(),
+        "blake3": blake3::hash(raw).to_hex().to_string(),
+        "sha256": format!("{:x}", Sha256::digest(raw)),
+        "message_id": hit.message_id,
+        "subject": hit.subject,
+        "envelope": hit.record,
+    })
+}
+
+fn manifest(store: &Store, query: &str, entries: Vec<Value>) -> Result<String, Failure> {
+    let cp = store
+        .checkpoint()
+        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+    let m = json!({
+        "mailkeep_export": 1,
+        "store": cp.store,
+        "query": query,
+        "exported": cp.time,
+        "chain_head": {"entry": cp.entry, "hash": cp.head},
+        "messages": entries,
+    });
+    Ok(serde_json::to_string_pretty(&m).unwrap_or_default() + "\n")
+}
+
+pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
+    let query =
+        mailkeep_query::parse(&args.query).map_err(|e| Failure::new(Exit::USAGE, e.to_string()))?;
+    if args.out.exists() {
+        return Err(Failure::new(
+            Exit::USAGE,
+            format!(
+                "{}: already exists; export never overwrites",
+                args.out.display()
+            ),
+        ));
+    }
+    let store = settings
+        .open_store()
+        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let mut hits = store
+        .search(&query, None)
+        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+    hits.reverse();
+    let raw = |hit: &Hit| {
+        store
+            .raw_by_hash(&hit.record.content)
+            .map_err(|e| Failure::from_error(Exit::IOERR, &e))
+    };
+    let out = &args.out;
+    match args.format {
+        ExportFormat::Mbox => {
+            let mut locked =
+                mbox::lock(out, std::time::Duration::from_secs(10)).map_err(io_fail(out))?;
+            for hit in &hits {
+                let bytes = raw(hit)?;
+                let eol = line_ending(&bytes);
+                let env = mailkeep_store::envelope_of(&hit.record, RawMessage::from_bytes(bytes));
+                let headers = envelope_headers(&env, &settings.hostname, eol);
+                locked
+                    .append(env.received, env.sender.as_deref(), &headers, &env.message)
+                    .map_err(io_fail(out))?;
+            }
+            locked.sync().map_err(io_fail(out))?;
+        }
+        ExportFormat::Eml => {
+            std::fs::create_dir_all(out).map_err(io_fail(out))?;
+            let mut entries = Vec::new();
+            for hit in &hits {
+                let bytes = raw(hit)?;
+                let name = format!("{}.eml", hit.record.id);
+                write_durable(&out.join(&name), &bytes)?;
+                entries.push(manifest_entry(hit, &name, &bytes));
+            }
+            let m = manifest(&store, &args.query, entries)?;
+            write_durable(&out.join("manifest.json"), m.as_bytes())?;
+            mailkeep_store::fsync_dir(out).map_err(io_fail(out))?;
+        }
+        ExportFormat::Zip => {
+            // Written under a temporary name and renamed when complete, so
+            // a crash never leaves a zip that looks whole.
+            let tmp = out.with_extension("zip.partial");
+            let file = std::fs::File::create(&tmp).map_err(io_fail(&tmp))?;
+            let mut zip = zip::ZipWriter::new(file);
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .large_file(true);
+            let mut entries = Vec::new();
+            let zip_err = |e: zip::result::ZipError| {
+                Failure::new(Exit::IOERR, format!("{}: {e}", tmp.display()))
+            };
+            for hit in &hits {
+                let bytes = raw(hit)?;
+                let name = format!("messages/{}.eml", hit.record.id);
+                zip.start_file(name.as_str(), opts).map_err(zip_err)?;
+                zip.write_all(&bytes).map_err(io_fail(&tmp))?;
+                entries.push(manifest_entry(hit, &name, &bytes));
+            }
+            let m = manifest(&store, &args.query, entries)?;
+            zip.start_file("manifest.json", opts).map_err(zip_err)?;
+            zip.write_all(m.as_bytes()).map_err(io_fail(&tmp))?;
+            let file = zip.finish().map_err(zip_err)?;
+            file.sync_all().map_err(io_fail(&tmp))?;
+            std::fs::rename(&tmp, out).map_err(io_fail(out))?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                mailkeep_store::fsync_dir(dir).map_err(io_fail(dir))?;
+            }
+        }
+    }
+    eprintln!("exported {} message(s) to {}", hits.len(), out.display());
+    Ok(if hits.is_empty() {
+        Exit::NOTHING
+    } else {
+        Exit::OK
+    })
+}
+
+fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_fail(path))?;
+    f.write_all(bytes).map_err(io_fail(path))?;
+    f.sync_all().map_err(io_fail(path))
+}

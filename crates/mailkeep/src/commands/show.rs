@@ -1,0 +1,121 @@
+//! `mailkeep show`: one delivery, its envelope, or its exact bytes.
+
+use super::output::{bytes, hit_json, received};
+use crate::cli::ShowArgs;
+use crate::config::Settings;
+use crate::exit::{Exit, Failure};
+use std::io::Write;
+
+/// The header section: everything up to and including the first empty line.
+fn header_section(raw: &[u8]) -> &[u8] {
+    let mut i = 0;
+    while i < raw.len() {
+        let end = raw[i..].iter().position(|b| *b == b'\n').map(|p| i + p + 1);
+        let Some(end) = end else { return raw };
+        let line = &raw[i..end];
+        if line == b"\n" || line == b"\r\n" {
+            return &raw[..end];
+        }
+        i = end;
+    }
+    raw
+}
+
+pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
+    let store = settings
+        .open_store()
+        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let hit = store.get(args.id).map_err(|e| match e {
+        mailkeep_store::StoreError::NotFound(_) => Failure::new(Exit::NOTHING, e.to_string()),
+        e => Failure::from_error(Exit::IOERR, &e),
+    })?;
+    let mut out = std::io::stdout().lock();
+    let write = |out: &mut std::io::StdoutLock<'_>, b: &[u8]| {
+        out.write_all(b)
+            .and_then(|_| out.flush())
+            .map_err(|e| Failure::new(Exit::IOERR, format!("writing: {e}")))
+    };
+    if args.envelope {
+        let text = serde_json::to_string_pretty(&hit.record).unwrap_or_default();
+        write(&mut out, format!("{text}\n").as_bytes())?;
+        return Ok(Exit::OK);
+    }
+    if args.json {
+        write(&mut out, format!("{}\n", hit_json(&hit)).as_bytes())?;
+        return Ok(Exit::OK);
+    }
+    let raw = store
+        .raw_by_hash(&hit.record.content)
+        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+    if args.raw {
+        write(&mut out, &raw)?;
+        return Ok(Exit::OK);
+    }
+    if args.headers {
+        write(&mut out, header_section(&raw))?;
+        return Ok(Exit::OK);
+    }
+    let r = &hit.record;
+    let mut t = String::new();
+    let mut field = |k: &str, v: &str| {
+        if !v.is_empty() {
+            let v: String = v
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            t.push_str(&format!("{k:<13}{v}\n"));
+        }
+    };
+    field("Delivery:", &r.id.to_string());
+    field("Received:", &received(r.received));
+    field("Capture:", &r.capture);
+    field(
+        "Login:",
+        &match (&r.login, &r.login_method) {
+            (Some(l), Some(m)) => format!("{l} ({m})"),
+            (Some(l), None) => l.clone(),
+            _ => String::new(),
+        },
+    );
+    field(
+        "Sender:",
+        &format!("<{}>", r.sender.as_deref().unwrap_or("")),
+    );
+    for rcpt in &r.recipients {
+        field("Recipient:", rcpt);
+    }
+    let client =
+        mailkeep_store::envelope_of(r, mailkeep_envelope::RawMessage::from_bytes(Vec::new()))
+            .client
+            .describe()
+            .unwrap_or_default();
+    field("Client:", &client);
+    field("Queue id:", r.queue_id.as_deref().unwrap_or(""));
+    field("TLS:", r.tls.as_deref().unwrap_or(""));
+    field("Tags:", &r.tags.join(", "));
+    field("From:", &hit.from);
+    field("To:", &hit.to);
+    field("Cc:", &hit.cc);
+    field("Subject:", &hit.subject);
+    field("Message-ID:", hit.message_id.as_deref().unwrap_or(""));
+    field("Size:", &bytes(r.size));
+    field("BLAKE3:", &r.content);
+    if hit.attachments != "[]" {
+        field("Attachments:", &hit.attachments);
+    }
+    field("Index:", hit.index_note.as_deref().unwrap_or(""));
+    write(&mut out, t.as_bytes())?;
+    Ok(Exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_section;
+
+    #[test]
+    fn header_section_ends_at_the_first_empty_line() {
+        assert_eq!(header_section(b"A: b\nC: d\n\nbody\n\n"), b"A: b\nC: d\n\n");
+        assert_eq!(header_section(b"A: b\r\n\r\nbody"), b"A: b\r\n\r\n");
+        assert_eq!(header_section(b"A: b"), b"A: b");
+    }
+}
