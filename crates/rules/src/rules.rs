@@ -200,9 +200,11 @@ impl DestSpec {
             "mbox" => DestKind::Mbox,
             "maildir" => DestKind::Maildir,
             "eml" => DestKind::Eml,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "{spec:?}: unknown destination kind {other:?} (known: mbox, maildir, eml, store)"
-            )),
+            ))
+            }
         };
         let template = Template::parse(path).map_err(|e| format!("{spec:?}: {e}"))?;
         Ok(DestSpec { kind, template })

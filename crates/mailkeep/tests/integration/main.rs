@@ -13,3 +13,4 @@ mod postfix;
 mod postfix_filter;
 mod postfix_milter;
 mod postfix_pipe;
+mod store_crash;

@@ -65,10 +65,46 @@ fn postfix_milter_files_by_sasl_login_with_bcc_and_queue_id() {
     assert_logged_in(&pf, &qid, "PLAIN");
     let copies = assert_archive_holds(&pf, 1, "once delivered");
     let original = assert_copy(&copies[0], &mail, &qid, "bob (PLAIN)");
+    assert_store_holds(&pf, &mail, &qid, &original);
 
     let tx = pf.sink_transactions();
     assert_eq!(tx.len(), 1, "one transaction at the next hop: {tx:#?}");
     assert_onward(&pf, &tx[0], &mail, &original);
+}
+
+/// The native store holds exactly one delivery: the login Postfix
+/// authenticated, every envelope recipient (Bcc included), the queue id,
+/// and the original bytes, exactly.
+fn assert_store_holds(pf: &PrivatePostfix, mail: &TestMail, qid: &str, original: &[u8]) {
+    let config = pf.root().join("mailkeep.toml");
+    let out = util::mailkeep(&config)
+        .args(["search", "--json", "login:bob"])
+        .output()
+        .expect("mailkeep search");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hits: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("search --json line"))
+        .collect();
+    assert_eq!(hits.len(), 1, "one delivery in the store: {text}");
+    let h = &hits[0];
+    assert_eq!(h["login"], "bob", "{h}");
+    assert_eq!(h["capture"], "milter", "{h}");
+    assert_eq!(h["queue_id"], qid, "{h}");
+    assert_eq!(h["sender"], mail.sender.as_str(), "{h}");
+    let rcpts: Vec<&str> = h["recipients"]
+        .as_array()
+        .expect("recipients")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert_eq!(rcpts, mail.rcpts_ref(), "{h}");
+    let id = h["id"].as_i64().expect("id").to_string();
+    let raw = util::mailkeep(&config)
+        .args(["show", "--raw", &id])
+        .output()
+        .expect("mailkeep show");
+    util::assert_same(&raw.stdout, original, "the stored message");
 }
 
 /// With mailkeep stopped (SIGTERM, exit 0), Postfix
@@ -145,6 +181,7 @@ fn postfix_milter_down_tempfails_then_retry_archives_once() {
     );
     let copies = assert_archive_holds(&pf, 1, "once the retry was delivered");
     let original = assert_copy(&copies[0], &mail, &qid, "bob (PLAIN)");
+    assert_store_holds(&pf, &mail, &qid, &original);
     let tx = pf.sink_transactions();
     assert_eq!(tx.len(), 1, "one transaction at the next hop: {tx:#?}");
     assert_onward(&pf, &tx[0], &mail, &original);
@@ -231,11 +268,14 @@ fn start_mailkeep(pf: &PrivatePostfix) -> Mailkeep {
                  [[rule]]\n\
                  name = \"outgoing, filed by who logged in\"\n\
                  login = [\"*\"]\n\
-                 archive = [\"mbox:{root}/archive/{{login}}/sent.mbox\"]\n\
+                 archive = [\"mbox:{root}/archive/{{login}}/sent.mbox\", \"store\"]\n\
                  \n\
                  [[rule]]\n\
                  name = \"everything\"\n\
-                 archive = [\"maildir:{root}/archive/all\"]\n"
+                 archive = [\"maildir:{root}/archive/all\"]\n\
+                 \n\
+                 [store]\n\
+                 path = \"{root}/store\"\n"
         ),
     );
     Mailkeep::start(pf, &config, &format!("milter listening on {listen}"))

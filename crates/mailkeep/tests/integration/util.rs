@@ -244,7 +244,17 @@ impl Serve {
         ready: &[&str],
         unprivileged: bool,
     ) -> Serve {
-        let port = free_port();
+        Serve::start_on(dir, free_port(), config, ready, unprivileged)
+    }
+
+    /// [`Serve::start`] on a given port (a restart after a crash).
+    pub fn start_on(
+        dir: &Path,
+        port: u16,
+        config: impl Fn(u16) -> String,
+        ready: &[&str],
+        unprivileged: bool,
+    ) -> Serve {
         let cfg = write_config(dir, &config(port));
         let mut cmd = if unprivileged && is_root() {
             let mut c = std::process::Command::new("setpriv");
@@ -305,6 +315,14 @@ impl Serve {
         });
         serve.collected = Some(collected);
         serve
+    }
+
+    /// SIGKILL, as a crash: no draining, no cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Its process id.
