@@ -10,7 +10,11 @@
 //! A checkpoint is a small text file naming the chain head at some entry;
 //! signed with an ed25519 key, it lets an auditor prove later that nothing
 //! up to that entry was rewritten, even by someone who rebuilt the whole
-//! chain consistently.
+//! chain consistently. It is also the only proof against cutting off the
+//! newest entries: a shorter chain is still a valid chain. Verification
+//! flags messages left without any delivery, which catches that cut when
+//! the removed deliveries were the only ones of their messages, but only a
+//! checkpoint kept elsewhere catches it in general.
 
 use crate::catalog::{ChainRow, MessageRow};
 use crate::chain::{self, DeliveryRecord};
@@ -169,6 +173,19 @@ impl Store {
                     ),
                 ),
             }
+        }
+        // A message is only ever stored with its first delivery, so one
+        // without any lost its deliveries: the one way to shorten the chain
+        // that the links alone cannot show is cutting its newest entries.
+        for hash in self.catalog().orphans()? {
+            note(
+                &mut problems,
+                format!(
+                    "message {}: no delivery points at it (deliveries were removed; \
+                     compare with a checkpoint)",
+                    chain::hex(&hash)
+                ),
+            );
         }
         for (segment, committed) in self.catalog().segments()? {
             match self.blobs.len(segment) {

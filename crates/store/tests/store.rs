@@ -181,7 +181,14 @@ fn segment_file(dir: &Path) -> PathBuf {
 
 #[test]
 fn verify_catches_flipped_byte_deleted_row_and_reordered_chain() {
-    for damage in ["flip", "delete", "reorder", "alter", "truncate"] {
+    for damage in [
+        "flip",
+        "delete",
+        "reorder",
+        "alter",
+        "truncate",
+        "cut newest",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         for i in 0..5 {
@@ -227,6 +234,10 @@ fn verify_catches_flipped_byte_deleted_row_and_reordered_chain() {
                 )
                 .unwrap();
             }
+            "cut newest" => {
+                db.execute("DELETE FROM deliveries WHERE id = 5", [])
+                    .unwrap();
+            }
             "reorder" => {
                 // Swap entries 2 and 4 wholesale (record, links and all).
                 db.execute_batch(
@@ -248,6 +259,7 @@ fn verify_catches_flipped_byte_deleted_row_and_reordered_chain() {
             "delete" => "delivery 4",
             "alter" => "delivery 2",
             "reorder" => "delivery 2",
+            "cut newest" => "message ",
             _ => unreachable!(),
         };
         assert!(

@@ -10,7 +10,7 @@ pub fn hit_json(hit: &Hit) -> Value {
     json!({
         "id": r.id,
         "message_id": hit.message_id,
-        "sender": r.sender.as_deref().unwrap_or(""),
+        "sender": r.sender,
         "recipients": r.recipients,
         "login": r.login,
         "subject": hit.subject,

@@ -13,4 +13,5 @@ mod postfix;
 mod postfix_filter;
 mod postfix_milter;
 mod postfix_pipe;
+mod store;
 mod store_crash;

@@ -161,6 +161,9 @@ pub trait Catalog: Send {
         &self,
         f: &mut dyn FnMut(MessageRow) -> Result<(), CatalogError>,
     ) -> Result<(), CatalogError>;
+    /// Messages no delivery points at: deliveries were removed (the newest
+    /// ones, if the chain itself is intact).
+    fn orphans(&self) -> Result<Vec<[u8; 32]>, CatalogError>;
     /// The chain entry `id`'s stored hash.
     fn chain_hash(&self, id: i64) -> Result<Option<Vec<u8>>, CatalogError>;
     /// The last chain entry: (id, hash).

@@ -585,6 +585,20 @@ impl Catalog for Sqlite {
         Ok(())
     }
 
+    fn orphans(&self) -> Result<Vec<[u8; 32]>, CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT m.hash FROM messages m
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message = m.id)
+             ORDER BY m.id",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(hash32(row?)?);
+        }
+        Ok(out)
+    }
+
     fn chain_hash(&self, id: i64) -> Result<Option<Vec<u8>>, CatalogError> {
         Ok(self
             .conn
