@@ -39,7 +39,7 @@ pub struct RawMessage {
 impl RawMessage {
     /// A message held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> RawMessage {
-        let eight_bit = bytes.iter().any(|b| *b >= 0x80);
+        let eight_bit = !bytes.is_ascii();
         let ends_with_newline = bytes.last() == Some(&b'\n');
         RawMessage {
             len: bytes.len() as u64,
@@ -269,7 +269,9 @@ impl Write for SpoolWriter {
             Some(f) => f.write_all(data)?,
             None => self.buf.extend_from_slice(data),
         }
-        self.eight_bit |= data.iter().any(|b| *b >= 0x80);
+        // `is_ascii` checks a word at a time; this runs on every byte of
+        // every message.
+        self.eight_bit = self.eight_bit || !data.is_ascii();
         self.last = data.last().copied();
         self.len += data.len() as u64;
         Ok(data.len())

@@ -430,7 +430,7 @@ impl Walker<'_> {
                 let end = next_delimiter(buf, start, boundary);
                 let decoded = decode(buf.get(start..end).unwrap_or_default(), cte);
                 let slot = self.out.attachments.len();
-                if let Some(a) = attachment(part, decoded.len()) {
+                if let Some(a) = attachment(part, || decoded.len()) {
                     self.out.attachments.push(a);
                 }
                 let subject = self.nested(&decoded, depth + 1);
@@ -459,9 +459,12 @@ impl Walker<'_> {
                 }
                 continue;
             }
-            let size = match (&part.body, cte) {
+            // Sized lazily: only attachments report a size, and base64 is
+            // sized without decoding (most attachment bytes are base64).
+            let size = || match (&part.body, cte) {
                 (PartType::Message(_), _) => raw_body(part, buf).len(),
                 (PartType::Multipart(_), _) => 0,
+                (_, Some(Cte::Base64)) => base64_decoded_len(raw_body(part, buf)),
                 (_, Some(cte)) => decode(raw_body(part, buf), cte).len(),
                 (_, None) => part.len(),
             };
@@ -603,7 +606,17 @@ fn is_body_text(message: &Message<'_>, id: u32, part: &MessagePart<'_>) -> bool 
 
 /// The attachment entry for `part`, if search lists it; `size` is its
 /// decoded size.
-fn attachment(part: &MessagePart<'_>, size: usize) -> Option<Attachment> {
+/// The length base64 text decodes to: 6 bits per alphabet character,
+/// whatever whitespace or stray bytes lie between (the decoder skips them).
+fn base64_decoded_len(body: &[u8]) -> usize {
+    let symbols = body
+        .iter()
+        .filter(|b| b.is_ascii_alphanumeric() || **b == b'+' || **b == b'/')
+        .count();
+    symbols * 6 / 8
+}
+
+fn attachment(part: &MessagePart<'_>, size: impl FnOnce() -> usize) -> Option<Attachment> {
     let content_type = part.content_type();
     let is_message = matches!(part.body, PartType::Message(_)) || is_message_type(part);
     let name = part
@@ -638,7 +651,7 @@ fn attachment(part: &MessagePart<'_>, size: usize) -> Option<Attachment> {
     Some(Attachment {
         name,
         content_type,
-        size: size as u64,
+        size: size() as u64,
     })
 }
 
