@@ -343,6 +343,13 @@ def rfc2822(ts):
     return f"{DOW[d.weekday()]}, {d.day:02d} {MON[d.month - 1]} {d.year} {d:%H:%M:%S} +0000"
 
 
+def mailkeep_date(ts):
+    """The date as mailkeep writes it in X-Mailkeep-Received (chrono's
+    to_rfc2822: the day is not zero-padded), so import recognises the block."""
+    d = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+    return f"{DOW[d.weekday()]}, {d.day} {MON[d.month - 1]} {d.year} {d:%H:%M:%S} +0000"
+
+
 def asctime(ts):
     d = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
     return f"{DOW[d.weekday()]} {MON[d.month - 1]} {d.day:2d} {d:%H:%M:%S} {d.year}"
@@ -613,7 +620,7 @@ def generate(args):
             if login:
                 env.append(f"X-Mailkeep-Login: {login}")
             env.append(f"X-Mailkeep-Queue-Id: {qid}")
-            env.append(f"X-Mailkeep-Received: by mx1.example.com via milter; {date}")
+            env.append(f"X-Mailkeep-Received: by mx1.example.com via milter; {mailkeep_date(ts)}")
             block = ("\n".join(env) + "\n").encode()
             files[i].write(sep + block + quoted + b"\n")
             copy_sizes.append(len(block) + len(msg))
