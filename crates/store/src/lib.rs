@@ -35,6 +35,7 @@ use mailkeep_query::Query;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -268,7 +269,12 @@ pub fn record_of(env: &Envelope, content: &blake3::Hash, size: u64) -> DeliveryR
 impl Store {
     /// Opens the store at `config.path`, creating it when missing.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(&config.path)
+        // Archived mail is private: the store is created for its owner
+        // only (group access can be granted afterwards; it is kept).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.path)
             .map_err(io_err(format!("creating {}", config.path.display())))?;
         Self::open_existing(config, true)
     }
@@ -295,12 +301,27 @@ impl Store {
         let lock_path = config.path.join("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
+            .mode(0o600)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(io_err(format!("opening {}", lock_path.display())))?;
         let blobs = SegmentDir::open(&config.path.join("segments"))
             .map_err(io_err("opening the segments directory"))?;
+        if create {
+            // SQLite creates its file (and the -wal and -shm files after
+            // it) with the database file's mode; make that 0600 first.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&catalog_path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(format!("creating {}", catalog_path.display()))(e)),
+            }
+        }
         let catalog = Sqlite::open(&catalog_path, create)?;
         let reader = Sqlite::open(&catalog_path, false)?;
         if create {

@@ -71,6 +71,21 @@ fn corpus_round_trips_byte_exact() {
     let report = store.verify(&mut |_, _| {}).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.deliveries, files.len() as u64);
+    // Archived mail is private to the store's owner.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        "s",
+        "s/catalog.sqlite",
+        "s/catalog.sqlite-wal",
+        "s/segments",
+        "s/segments/00000001.seg",
+    ] {
+        let mode = std::fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{p} is {mode:o}");
+    }
 }
 
 const MSG: &[u8] = b"From: Alice <alice@example.com>\nTo: team@example.com\nSubject: Quarterly invoice\nMessage-ID: <q1@example.com>\nDate: Sat, 21 Nov 2026 10:00:00 +0000\n\nPlease find the numbers attached. Regards.\n";

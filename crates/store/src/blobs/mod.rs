@@ -18,7 +18,7 @@ pub mod record;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -58,7 +58,10 @@ pub struct SegmentDir {
 impl SegmentDir {
     /// Segments under `dir`, which is created if needed.
     pub fn open(dir: &Path) -> io::Result<SegmentDir> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         Ok(SegmentDir {
             dir: dir.to_path_buf(),
             readers: Mutex::new(HashMap::new()),
@@ -87,6 +90,7 @@ impl BlobBackend for SegmentDir {
         let created = !path.exists();
         let mut f = OpenOptions::new()
             .create(true)
+            .mode(0o600)
             .truncate(false)
             .write(true)
             .open(&path)?;
