@@ -112,6 +112,14 @@ impl RawMessage {
         io::copy(&mut self.reader(), out)
     }
 
+    /// The bytes, when the message is held in memory (no copy).
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.storage {
+            Storage::Memory(b) => Some(b),
+            Storage::File(_) => None,
+        }
+    }
+
     /// The whole message in memory. For tests and small messages only.
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         let mut v = Vec::with_capacity(self.len as usize);

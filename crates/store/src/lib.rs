@@ -354,16 +354,21 @@ impl Store {
     /// Does the CPU work for one delivery of `env` (no locks held except a
     /// short catalog lookup, so several threads can prepare at once).
     pub fn prepare(&self, env: &Envelope) -> Result<Prepared, StoreError> {
-        let bytes = env
-            .message
-            .to_vec()
-            .map_err(io_err("reading the message"))?;
-        self.prepare_bytes(env, bytes)
+        match env.message.as_bytes() {
+            Some(bytes) => self.prepare_bytes(env, bytes),
+            None => {
+                let bytes = env
+                    .message
+                    .to_vec()
+                    .map_err(io_err("reading the message"))?;
+                self.prepare_bytes(env, &bytes)
+            }
+        }
     }
 
     /// [`Store::prepare`] for bytes already in memory.
-    pub fn prepare_bytes(&self, env: &Envelope, bytes: Vec<u8>) -> Result<Prepared, StoreError> {
-        let hash = blake3::hash(&bytes);
+    pub fn prepare_bytes(&self, env: &Envelope, bytes: &[u8]) -> Result<Prepared, StoreError> {
+        let hash = blake3::hash(bytes);
         let size = bytes.len() as u64;
         let record = record_of(env, &hash, size);
         let key = delivery_key(&hash, &record);
@@ -371,9 +376,9 @@ impl Store {
         let body = if known {
             None
         } else {
-            let fields = mailkeep_index::extract(&bytes, &self.config.index);
+            let fields = mailkeep_index::extract(bytes, &self.config.index);
             let encoded = record::encode(
-                &bytes,
+                bytes,
                 &hash,
                 self.config.compression_level,
                 self.keys.current(),

@@ -11,7 +11,7 @@ use super::block::{Restored, Scan, Scanner};
 use super::guess::{self, FromLine, HEAD_LIMIT};
 use super::{human_size, ImportOptions};
 use chrono::{DateTime, Utc};
-use mailkeep_envelope::{CapturePath, Envelope, SpoolWriter, DEFAULT_SPOOL_THRESHOLD};
+use mailkeep_envelope::{CapturePath, Envelope, SpoolWriter};
 use std::io::{self, BufWriter, Write};
 
 /// Writes to the spool in pieces of this size: the mbox splitter hands
@@ -41,7 +41,7 @@ impl Builder {
         from_line: Option<&[u8]>,
         mtime: Option<DateTime<Utc>>,
     ) -> Builder {
-        let writer = SpoolWriter::new(&opts.spool_dir, DEFAULT_SPOOL_THRESHOLD)
+        let writer = SpoolWriter::new(&opts.spool_dir, opts.spool_threshold)
             .with_limit(Some(opts.max_message_size));
         Builder {
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, writer)),

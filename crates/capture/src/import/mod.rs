@@ -61,6 +61,9 @@ pub struct ImportOptions {
     /// Messages larger than this are skipped (default
     /// [`DEFAULT_MAX_MESSAGE_SIZE`]).
     pub max_message_size: u64,
+    /// Messages up to this size stay in memory (default
+    /// [`mailkeep_envelope::DEFAULT_SPOOL_THRESHOLD`]).
+    pub spool_threshold: usize,
     /// How mbox files are unquoted (default [`MboxFormat::Rd`]).
     pub mbox_format: MboxFormat,
 }
@@ -70,6 +73,7 @@ impl Default for ImportOptions {
         ImportOptions {
             spool_dir: std::env::temp_dir(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            spool_threshold: mailkeep_envelope::DEFAULT_SPOOL_THRESHOLD,
             mbox_format: MboxFormat::default(),
         }
     }

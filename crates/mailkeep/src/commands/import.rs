@@ -20,6 +20,9 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Depth of each channel between the stages.
+const CHANNEL: usize = 256;
+
 /// A commit takes at most this many deliveries...
 const BATCH_MESSAGES: usize = 512;
 /// ...or this many bytes of new records, whichever comes first.
@@ -56,6 +59,7 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
     let opts = ImportOptions {
         spool_dir: settings.spool_dir.clone(),
         max_message_size: max,
+        spool_threshold: settings.spool_threshold,
         mbox_format: match args.mbox_format {
             MboxFlavour::Mboxrd => MboxFormat::Rd,
             MboxFlavour::Mboxo => MboxFormat::O,
@@ -72,9 +76,9 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let (env_tx, env_rx) = sync_channel::<(String, Envelope)>(256);
+    let (env_tx, env_rx) = sync_channel::<(String, Envelope)>(CHANNEL);
     let env_rx = Arc::new(Mutex::new(env_rx));
-    let (prep_tx, prep_rx) = sync_channel::<(String, Result<Prepared, String>)>(256);
+    let (prep_tx, prep_rx) = sync_channel::<(String, Result<Prepared, String>)>(CHANNEL);
     let mut handles = Vec::new();
     for _ in 0..workers {
         let rx = env_rx.clone();
