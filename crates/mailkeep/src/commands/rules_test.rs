@@ -5,6 +5,7 @@ use crate::cli::RulesTestArgs;
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
 use mailkeep_envelope::{normalize_address_arg, CapturePath, Client, Envelope, RawMessage};
+use mailkeep_rules::DestKind;
 
 pub fn run(settings: &Settings, args: RulesTestArgs) -> Result<Exit, Failure> {
     let capture = CapturePath::parse(&args.capture).ok_or_else(|| {
@@ -71,7 +72,7 @@ pub fn run(settings: &Settings, args: RulesTestArgs) -> Result<Exit, Failure> {
                 Some(paths) => {
                     println!("  rule {:?}: archive", o.rule);
                     for (kind, path) in paths {
-                        println!("    {kind}:{}", path.display());
+                        println!("    {}", destination(settings, *kind, path));
                     }
                 }
             }
@@ -88,12 +89,24 @@ pub fn run(settings: &Settings, args: RulesTestArgs) -> Result<Exit, Failure> {
         } else {
             format!("for {}", d.recipients.join(", "))
         };
+        let headers = match d.kind {
+            // The store keeps the envelope in its catalog.
+            DestKind::Store => "envelope in the catalog",
+            _ if d.envelope_headers => "envelope headers on",
+            _ => "envelope headers off",
+        };
         println!(
-            "  {}:{} ({what}; envelope headers {})",
-            d.kind,
-            d.path.display(),
-            if d.envelope_headers { "on" } else { "off" }
+            "  {} ({what}; {headers})",
+            destination(settings, d.kind, &d.path)
         );
     }
     Ok(Exit::OK)
+}
+
+/// `kind:path`, or `store at PATH` for the native store.
+fn destination(settings: &Settings, kind: DestKind, path: &std::path::Path) -> String {
+    match (kind, &settings.store) {
+        (DestKind::Store, Some(s)) => format!("store at {}", s.path.display()),
+        _ => format!("{kind}:{}", path.display()),
+    }
 }
