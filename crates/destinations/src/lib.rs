@@ -40,6 +40,7 @@
 pub mod durable;
 pub mod eml;
 pub mod filer;
+pub mod forward;
 mod group;
 mod headers;
 pub mod maildir;
@@ -71,6 +72,8 @@ pub struct ArchiveOptions {
     pub lock_timeout: Duration,
     /// The native store, when `[store]` is configured.
     pub store: Option<Arc<Store>>,
+    /// Archive copies as email, when `[forward]` is configured.
+    pub forward: Option<Arc<forward::ForwardConfig>>,
 }
 
 impl Default for ArchiveOptions {
@@ -79,6 +82,7 @@ impl Default for ArchiveOptions {
             hostname: hostname(),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             store: None,
+            forward: None,
         }
     }
 }
@@ -167,6 +171,21 @@ impl Archiver {
         &self.options
     }
 
+    /// The same destinations with no rules: archives nothing (a listener
+    /// with `no_archive = true`).
+    pub fn without_rules(&self) -> Archiver {
+        Archiver {
+            rules: RuleSet::empty(),
+            options: self.options.clone(),
+        }
+    }
+
+    /// Attaches `[forward]` for `archive = ["forward:ADDR"]` (and the
+    /// archive-copy marker check).
+    pub fn set_forward(&mut self, forward: Option<Arc<forward::ForwardConfig>>) {
+        self.options.forward = forward;
+    }
+
     /// Attaches the native store for `archive = ["store"]`.
     pub fn set_store(&mut self, store: Option<Arc<Store>>) {
         self.options.store = store;
@@ -175,6 +194,14 @@ impl Archiver {
     /// Runs the rules only: what [`Archiver::archive`] would write.
     pub fn plan(&self, env: &Envelope) -> Result<Plan, ArchiveError> {
         let head = env.message.head().map_err(ArchiveError::Read)?;
+        if let Some(fwd) = &self.options.forward {
+            if forward::copy::is_archive_copy(&head, &fwd.marker_key) {
+                // Our own archive copy coming back (a loop through the
+                // relay or a reinjection port): never archived again.
+                tracing::info!("archive copy made by this mailkeep: not archived again");
+                return Ok(Plan::default());
+            }
+        }
         Ok(self.rules.plan(env, &HeaderInfo::parse(&head))?)
     }
 
@@ -328,6 +355,41 @@ impl Batch {
                 )?),
                 size,
             ),
+            DestKind::Forward => {
+                let fwd = opts.forward.as_ref().ok_or_else(|| {
+                    io::Error::other("archive to forward:ADDR but no [forward] is configured")
+                })?;
+                let original = env.message.to_vec()?;
+                let rcpt = forward::archive_recipient(
+                    head,
+                    &d.path.to_string_lossy(),
+                    fwd.trust_archive_header,
+                );
+                let copy = forward::copy::build(env, &original, &opts.hostname, &fwd.marker_key);
+                let meta = forward::SpoolMeta {
+                    id: copy.id.clone(),
+                    rcpt,
+                    mail_from: match fwd.sender {
+                        forward::CopySender::Original => env.sender.clone(),
+                        forward::CopySender::Null => None,
+                    },
+                    created: env.received.timestamp().max(0) as u64,
+                    eight_bit: copy.eight_bit,
+                    smtputf8: copy.smtputf8,
+                };
+                let header = forward::spool_header(&meta);
+                let size = copy.bytes.len() as u64;
+                let message = mailkeep_envelope::RawMessage::from_bytes(copy.bytes);
+                (
+                    Copy::Maildir(maildir::prepare(
+                        &fwd.spool,
+                        &opts.hostname,
+                        &header,
+                        &message,
+                    )?),
+                    size,
+                )
+            }
             DestKind::Store => {
                 let store = opts.store.as_ref().ok_or_else(|| {
                     io::Error::other("archive = [\"store\"] but no [store] is configured")

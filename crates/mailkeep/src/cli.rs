@@ -58,6 +58,31 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write the chain head (signed when a key is configured) for auditors.
     Checkpoint(CheckpointArgs),
+    /// The spool of archive copies waiting for `[forward] relay`.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Every spooled copy: age, attempts, next try, last error; STUCK past max_age.
+    List {
+        /// One JSON object per copy.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try every spooled copy now, whatever its back-off; exit 75 if any remain.
+    Flush,
+    /// Take a copy out of the queue (kept in SPOOL/dropped/ with the reason).
+    Drop {
+        /// Queue id, from `mailkeep queue list`.
+        id: String,
+        /// Why; recorded beside the dropped copy and logged.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// `mailkeep search`.

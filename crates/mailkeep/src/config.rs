@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use mailkeep_capture::listen::{ListenSpec, SocketAccess};
 use mailkeep_capture::milter::{Limits, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT};
 use mailkeep_capture::policy::FailurePolicy;
+use mailkeep_destinations::forward::{self, ForwardConfig};
 use mailkeep_destinations::{ArchiveOptions, Archiver};
 use mailkeep_envelope::DEFAULT_SPOOL_THRESHOLD;
 use mailkeep_rules::{DestKind, RawRule, RuleSet, Size};
@@ -64,6 +65,8 @@ struct RawMilter {
     max_connections: Option<usize>,
     timeout: Option<u64>,
     max_message_size: Option<Size>,
+    #[serde(default)]
+    no_archive: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +87,27 @@ struct RawFilter {
     dedup_dir: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    #[serde(default)]
+    no_archive: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    relay: toml::Spanned<String>,
+    spool: PathBuf,
+    sender: Option<String>,
+    #[serde(default)]
+    trust_archive_header: bool,
+    tls: Option<String>,
+    #[serde(default)]
+    tls_verify: bool,
+    auth_user: Option<String>,
+    auth_password_file: Option<PathBuf>,
+    retry_base: Option<u64>,
+    max_age: Option<u64>,
+    timeout: Option<u64>,
+    marker_key_file: Option<PathBuf>,
 }
 
 /// The validated `[filter]` section.
@@ -111,6 +135,8 @@ pub struct FilterSettings {
     pub data_done_timeout: Duration,
     /// The dedup ledger.
     pub dedup_dir: PathBuf,
+    /// Relay without archiving (e.g. a reinjection port).
+    pub no_archive: bool,
     /// STARTTLS certificate and key, loaded.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
@@ -130,6 +156,8 @@ pub struct MilterSettings {
     pub limits: Limits,
     /// Larger messages are not archived (policy decides).
     pub max_message_size: Option<u64>,
+    /// Answer without archiving.
+    pub no_archive: bool,
 }
 
 /// The file as written.
@@ -145,6 +173,7 @@ pub struct RawConfig {
     milter: Option<RawMilter>,
     filter: Option<RawFilter>,
     store: Option<RawStore>,
+    forward: Option<RawForward>,
 }
 
 /// Where the configuration came from.
@@ -208,18 +237,36 @@ pub struct Settings {
     pub filter: Option<FilterSettings>,
     /// The native store, when configured.
     pub store: Option<StoreConfig>,
+    /// Archive copies as email, when configured (the marker key is loaded
+    /// by [`Settings::attach_store`]).
+    pub forward: Option<(ForwardConfig, PathBuf)>,
 }
 
 impl Settings {
     /// Opens the store when the rules write to it and attaches it to the
     /// archiver (`serve`, `pipe`).
-    pub fn attach_store(&mut self) -> Result<(), mailkeep_store::StoreError> {
+    pub fn attach_store(&mut self) -> Result<(), String> {
         let store = match (&self.store, self.archiver.rules().uses(DestKind::Store)) {
-            (Some(cfg), true) => Some(Arc::new(Store::open(cfg.clone())?)),
+            (Some(cfg), true) => Some(Arc::new(
+                Store::open(cfg.clone()).map_err(|e| mailkeep_capture::error_chain(&e))?,
+            )),
             _ => None,
         };
         self.archiver.set_store(store);
+        let forward = self.forward_config()?.map(Arc::new);
+        self.archiver.set_forward(forward);
         Ok(())
+    }
+
+    /// `[forward]` with its marker key loaded (created when missing).
+    pub fn forward_config(&self) -> Result<Option<ForwardConfig>, String> {
+        let Some((cfg, key_file)) = &self.forward else {
+            return Ok(None);
+        };
+        let mut cfg = cfg.clone();
+        cfg.marker_key = forward::load_or_create_key(key_file)
+            .map_err(|e| format!("forward.marker_key_file {}: {e}", key_file.display()))?;
+        Ok(Some(cfg))
     }
 
     /// Opens the configured store for the query commands.
@@ -275,6 +322,7 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
             .map(Duration::from_secs)
             .unwrap_or(mailkeep_destinations::DEFAULT_LOCK_TIMEOUT),
         store: None,
+        forward: None,
     };
     let size = |s: &Option<Size>, name: &str| {
         s.as_ref()
@@ -341,6 +389,19 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
             Some(cfg)
         }
     };
+    let forward = match raw.forward {
+        None => {
+            if rules.uses(DestKind::Forward) {
+                return Err(err(
+                    None,
+                    "a rule archives to forward:ADDR but there is no [forward] section with a relay"
+                        .into(),
+                ));
+            }
+            None
+        }
+        Some(f) => Some(forward_settings(f, text, &hostname).map_err(|(l, m)| err(l, m))?),
+    };
     Ok(Settings {
         source,
         archiver: Archiver::new(rules, options),
@@ -351,6 +412,7 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
         milter,
         filter,
         store,
+        forward,
     })
 }
 
@@ -409,6 +471,7 @@ fn milter_settings(
                 .unwrap_or(DEFAULT_TIMEOUT),
         },
         max_message_size,
+        no_archive: m.no_archive,
     })
 }
 
@@ -477,7 +540,91 @@ fn filter_settings(
             .dedup_dir
             .unwrap_or_else(|| spool_dir.join("mailkeep-filter-dedup")),
         tls,
+        no_archive: f.no_archive,
     })
+}
+
+fn forward_settings(
+    f: RawForward,
+    text: &str,
+    hostname: &str,
+) -> Result<(ForwardConfig, PathBuf), (Option<usize>, String)> {
+    use mailkeep_destinations::forward::smtp::{RelayConfig, TlsMode};
+    let line = Some(line_of(text, f.relay.span().start));
+    let relay = f.relay.into_inner();
+    if relay
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err((line, format!("forward.relay: {relay:?} is not HOST:PORT")));
+    }
+    let tls = match f.tls.as_deref().unwrap_or("may") {
+        "may" => TlsMode::Opportunistic,
+        "encrypt" => TlsMode::Required,
+        "none" => TlsMode::Off,
+        other => {
+            return Err((
+                line,
+                format!("forward.tls: {other:?} is not one of may, encrypt, none"),
+            ))
+        }
+    };
+    let auth = match (f.auth_user, f.auth_password_file) {
+        (None, None) => None,
+        (Some(u), Some(p)) => {
+            let pass = std::fs::read_to_string(&p).map_err(|e| {
+                (
+                    line,
+                    format!("forward.auth_password_file {}: {e}", p.display()),
+                )
+            })?;
+            Some((u, pass.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        _ => {
+            return Err((
+                line,
+                "forward: auth_user and auth_password_file go together".into(),
+            ))
+        }
+    };
+    let sender = match f.sender.as_deref().unwrap_or("original") {
+        "original" => forward::CopySender::Original,
+        "null" | "<>" => forward::CopySender::Null,
+        other => {
+            return Err((
+                line,
+                format!("forward.sender: {other:?} is not \"original\" or \"null\""),
+            ))
+        }
+    };
+    let key_file = f
+        .marker_key_file
+        .unwrap_or_else(|| f.spool.join("marker.key"));
+    Ok((
+        ForwardConfig {
+            relay: RelayConfig {
+                addr: relay,
+                helo: hostname.to_string(),
+                tls,
+                tls_verify: f.tls_verify,
+                auth,
+                timeout: Duration::from_secs(f.timeout.unwrap_or(60)),
+            },
+            spool: f.spool,
+            sender,
+            trust_archive_header: f.trust_archive_header,
+            retry_base: f
+                .retry_base
+                .map(Duration::from_secs)
+                .unwrap_or(forward::DEFAULT_RETRY_BASE),
+            max_age: f
+                .max_age
+                .map(Duration::from_secs)
+                .unwrap_or(forward::DEFAULT_MAX_AGE),
+            marker_key: [0; 32],
+        },
+        key_file,
+    ))
 }
 
 /// Loads `--config FILE`, or the default path, or the embedded default

@@ -152,6 +152,10 @@ pub enum DestKind {
     Eml,
     /// The native store configured in `[store]` (`archive = ["store"]`).
     Store,
+    /// An archive copy as email to an address, through `[forward] relay`
+    /// (`archive = ["forward:archive@example.com"]`); the delivery's
+    /// "path" is the address.
+    Forward,
 }
 
 impl DestKind {
@@ -162,6 +166,7 @@ impl DestKind {
             DestKind::Maildir => "maildir",
             DestKind::Eml => "eml",
             DestKind::Store => "store",
+            DestKind::Forward => "forward",
         }
     }
 }
@@ -190,6 +195,24 @@ impl DestSpec {
             let template = Template::parse("store").map_err(|e| format!("{spec:?}: {e}"))?;
             return Ok(DestSpec {
                 kind: DestKind::Store,
+                template,
+            });
+        }
+        if let Some(addr) = spec.strip_prefix("forward:") {
+            let ok = addr
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+                && !addr
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || "<>/\\,;\"".contains(c));
+            if !ok {
+                return Err(format!(
+                    "{spec:?}: forward needs one plain address, like forward:archive@example.com"
+                ));
+            }
+            let template = Template::parse(addr).map_err(|e| format!("{spec:?}: {e}"))?;
+            return Ok(DestSpec {
+                kind: DestKind::Forward,
                 template,
             });
         }
@@ -503,6 +526,11 @@ impl RuleSet {
     /// The compiled rules in order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// No rules: nothing is archived.
+    pub fn empty() -> RuleSet {
+        RuleSet { rules: Vec::new() }
     }
 
     /// Whether any rule writes to this kind of destination.

@@ -7,6 +7,7 @@ mod file;
 mod import;
 mod output;
 mod pipe;
+mod queue;
 mod rules_test;
 mod search;
 mod serve;
@@ -42,5 +43,6 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Stats(args) => stats::run(&load(cfg)?, args),
         Command::Verify(args) => verify::run(&load(cfg)?, args),
         Command::Checkpoint(args) => checkpoint::run(&load(cfg)?, args),
+        Command::Queue { command } => queue::run(&load(cfg)?, command),
     }
 }

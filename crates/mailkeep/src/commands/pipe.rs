@@ -16,7 +16,7 @@ pub fn run(mut settings: Settings, args: PipeArgs) -> Result<Exit, Failure> {
     // An unavailable store is a temporary failure: the MTA retries.
     settings
         .attach_store()
-        .map_err(|e| Failure::from_error(Exit::TEMPFAIL, &e))?;
+        .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
     let onward = match (&args.reinject, args.command.is_empty()) {
         (Some(target), _) => Onward::Reinject(
             Reinject::parse(target, &args.sendmail).map_err(|m| Failure::new(Exit::USAGE, m))?,

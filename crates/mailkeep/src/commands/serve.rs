@@ -23,7 +23,11 @@ use tokio::sync::watch;
 fn snapshot(settings: &Settings) -> Arc<Snapshot> {
     let m = settings.milter.as_ref();
     Arc::new(Snapshot {
-        archiver: Arc::new(settings.archiver.clone()),
+        archiver: Arc::new(if m.is_some_and(|m| m.no_archive) {
+            settings.archiver.without_rules()
+        } else {
+            settings.archiver.clone()
+        }),
         on_failure: m.map(|m| m.on_failure).unwrap_or_default(),
         add_header: m.is_some_and(|m| m.add_header),
         spool_dir: settings.spool_dir.clone(),
@@ -35,7 +39,11 @@ fn snapshot(settings: &Settings) -> Arc<Snapshot> {
 fn filter_snapshot(settings: &Settings) -> Option<Arc<filter::Snapshot>> {
     let f = settings.filter.as_ref()?;
     Some(Arc::new(filter::Snapshot {
-        archiver: Arc::new(settings.archiver.clone()),
+        archiver: Arc::new(if f.no_archive {
+            settings.archiver.without_rules()
+        } else {
+            settings.archiver.clone()
+        }),
         hostname: settings.hostname.clone(),
         relay: f.relay.clone(),
         allowed_clients: f.allowed_clients.clone(),
@@ -56,7 +64,7 @@ pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
     let mut settings = config::load(path).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))?;
     settings
         .attach_store()
-        .map_err(|e| Failure::from_error(Exit::TEMPFAIL, &e))?;
+        .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,6 +89,13 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
         )
     })?;
     let counters = Arc::new(FailureCounters::default());
+    let queue_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let queue_runner = settings
+        .archiver
+        .options()
+        .forward
+        .clone()
+        .map(|cfg| spawn_queue_runner(cfg, queue_stop.clone()));
     let (settings_tx, settings_rx) = watch::channel(snapshot(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -184,6 +199,10 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
     }
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
+    queue_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(runner) = queue_runner {
+        let _ = runner.join();
+    }
     let stats = committer.stats();
     tracing::info!(
         messages = stats.messages(),
@@ -199,6 +218,29 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
     Ok(Exit::OK)
 }
 
+/// Delivers spooled archive copies: a pass every second (each copy is
+/// tried when its back-off allows), until `stop`. The relay settings are
+/// the ones at start; changing them needs a restart.
+fn spawn_queue_runner(
+    cfg: Arc<mailkeep_destinations::forward::ForwardConfig>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    println!(
+        "archive copies: spool {}, relay {}",
+        cfg.spool.display(),
+        cfg.relay.addr
+    );
+    std::thread::spawn(move || {
+        let queue = mailkeep_destinations::forward::Queue::new(&cfg.spool);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = queue.run_once(&cfg, false) {
+                tracing::error!("archive copy queue {}: {e}", cfg.spool.display());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    })
+}
+
 /// The reloaded settings use the store already open when its path did not
 /// change (one writer per store per process); otherwise the new one is
 /// opened, and a failure keeps the previous configuration.
@@ -207,15 +249,19 @@ fn keep_store(current: &Settings, mut new: Settings) -> Result<Settings, config:
         (Some(a), Some(b)) => a.path == b.path,
         _ => false,
     };
+    let source = new.source.clone();
+    let fail = |message: String| config::ConfigError {
+        source: source.clone(),
+        line: None,
+        message,
+    };
     if same && current.archiver.options().store.is_some() {
+        let forward = new.forward_config().map_err(fail)?;
         new.archiver
             .set_store(current.archiver.options().store.clone());
+        new.archiver.set_forward(forward.map(Arc::new));
     } else if let Err(e) = new.attach_store() {
-        return Err(config::ConfigError {
-            source: new.source.clone(),
-            line: None,
-            message: format!("store: {}", mailkeep_capture::error_chain(&e)),
-        });
+        return Err(fail(e));
     }
     Ok(new)
 }

@@ -219,7 +219,7 @@ pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
 /// write them (paths under /var/archive; tests replace the prefix).
 pub const ISSUE_RULES: &str = include_str!("../../../../examples/issue-rules.toml");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
