@@ -910,3 +910,689 @@ impl DataEncoder {
         out.write_all(b".\r\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{ServerConfig, ServerConnection, StreamOwned};
+    use rustls_pki_types::PrivateKeyDer;
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::thread::JoinHandle;
+
+    /// How the in-test relay behaves.
+    #[derive(Default)]
+    struct Script {
+        /// EHLO extension lines before TLS.
+        ehlo: Vec<&'static str>,
+        /// EHLO extension lines after TLS.
+        ehlo_tls: Vec<&'static str>,
+        /// Replaces the greeting (CRLFs included).
+        greeting: Option<&'static str>,
+        /// Replies by command prefix (`"RCPT"`, `"EHLO"`, `"."` for end of data).
+        replies: Vec<(&'static str, &'static str)>,
+        tls: Option<Arc<ServerConfig>>,
+    }
+
+    /// What the relay received.
+    #[derive(Debug, Default)]
+    struct Transcript {
+        /// Each command, and whether it came over TLS.
+        commands: Vec<(bool, String)>,
+        /// The DATA bytes as received, final dot line included.
+        data: Vec<u8>,
+        /// Every byte received before TLS.
+        plaintext: Vec<u8>,
+    }
+
+    impl Transcript {
+        fn lines(&self) -> Vec<&str> {
+            self.commands.iter().map(|(_, c)| c.as_str()).collect()
+        }
+    }
+
+    enum ServerStream {
+        Plain(TcpStream),
+        Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+    }
+
+    impl ServerStream {
+        fn read_line(&mut self, plaintext: &mut Vec<u8>) -> Option<Vec<u8>> {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                let n = match self {
+                    ServerStream::Plain(s) => s.read(&mut byte),
+                    ServerStream::Tls(s) => s.read(&mut byte),
+                }
+                .ok()?;
+                if n == 0 {
+                    return None;
+                }
+                if let ServerStream::Plain(_) = self {
+                    plaintext.push(byte[0]);
+                }
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    return Some(line);
+                }
+            }
+        }
+
+        fn send(&mut self, text: &str) {
+            let text = format!("{}\r\n", text.trim_end_matches("\r\n"));
+            let _ = match self {
+                ServerStream::Plain(s) => s.write_all(text.as_bytes()),
+                ServerStream::Tls(s) => s.write_all(text.as_bytes()).and_then(|()| s.flush()),
+            };
+        }
+    }
+
+    /// Starts a one-connection relay on 127.0.0.1; returns its port.
+    fn serve(script: Script) -> (u16, JoinHandle<Transcript>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let mut t = Transcript::default();
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut s = ServerStream::Plain(tcp);
+            let reply = |cmd: &str, default: &str| -> String {
+                script
+                    .replies
+                    .iter()
+                    .find(|(prefix, _)| cmd.to_ascii_uppercase().starts_with(prefix))
+                    .map_or(default, |(_, r)| r)
+                    .to_string()
+            };
+            s.send(script.greeting.unwrap_or("220 test ESMTP"));
+            while let Some(line) = s.read_line(&mut t.plaintext) {
+                let tls = matches!(s, ServerStream::Tls(_));
+                let cmd = String::from_utf8_lossy(&line).trim_end().to_string();
+                t.commands.push((tls, cmd.clone()));
+                let verb = cmd.to_ascii_uppercase();
+                if verb.starts_with("EHLO") {
+                    let mut lines = vec!["test".to_string()];
+                    let ext = if tls { &script.ehlo_tls } else { &script.ehlo };
+                    lines.extend(ext.iter().map(|e| e.to_string()));
+                    let last = lines.len() - 1;
+                    let text: Vec<String> = lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
+                        .collect();
+                    s.send(&reply(&cmd, &text.join("\r\n")));
+                } else if verb == "STARTTLS" && script.tls.is_some() && !tls {
+                    s.send("220 2.0.0 Ready to start TLS");
+                    let ServerStream::Plain(tcp) = s else {
+                        unreachable!()
+                    };
+                    let conn = ServerConnection::new(script.tls.clone().unwrap()).unwrap();
+                    s = ServerStream::Tls(Box::new(StreamOwned::new(conn, tcp)));
+                } else if verb.starts_with("DATA") {
+                    let r = reply(&cmd, "354 go ahead");
+                    s.send(&r);
+                    if !r.starts_with("354") {
+                        continue;
+                    }
+                    while let Some(line) = s.read_line(&mut t.plaintext) {
+                        t.data.extend_from_slice(&line);
+                        if line == b".\r\n" {
+                            break;
+                        }
+                    }
+                    s.send(&reply(".", "250 2.0.0 Ok: queued as TEST"));
+                } else if verb == "QUIT" {
+                    s.send("221 2.0.0 Bye");
+                    break;
+                } else if verb.starts_with("AUTH") {
+                    s.send(&reply(&cmd, "235 2.7.0 Authentication successful"));
+                } else {
+                    s.send(&reply(&cmd, "250 2.1.0 Ok"));
+                }
+            }
+            t
+        });
+        (port, handle)
+    }
+
+    fn relay(port: u16) -> RelayConfig {
+        let mut r = RelayConfig::new(format!("127.0.0.1:{port}"), "archiver.example");
+        r.timeout = Duration::from_secs(10);
+        r
+    }
+
+    const ENV: Envelope<'static> = Envelope {
+        mail_from: Some("alice@example.org"),
+        rcpt: "archive@example.net",
+        eight_bit: false,
+        smtputf8: false,
+    };
+
+    #[test]
+    fn mail_and_rcpt_with_extensions_offered() {
+        let (port, server) = serve(Script {
+            ehlo: vec!["PIPELINING", "8BITMIME", "SMTPUTF8", "DSN", "SIZE 10240000"],
+            ..Script::default()
+        });
+        let env = Envelope {
+            eight_bit: true,
+            smtputf8: true,
+            ..ENV
+        };
+        let reply = send(&relay(port), &env, b"Subject: caf\xc3\xa9\r\n\r\nx\r\n").unwrap();
+        assert_eq!(reply, "250 2.0.0 Ok: queued as TEST");
+        let t = server.join().unwrap();
+        assert_eq!(
+            t.lines(),
+            [
+                "EHLO archiver.example",
+                "MAIL FROM:<alice@example.org> BODY=8BITMIME SMTPUTF8",
+                "RCPT TO:<archive@example.net> NOTIFY=NEVER",
+                "DATA",
+                "QUIT"
+            ]
+        );
+        assert_eq!(t.data, b"Subject: caf\xc3\xa9\r\n\r\nx\r\n.\r\n");
+    }
+
+    #[test]
+    fn mail_and_rcpt_without_extensions() {
+        // 8BITMIME offered but the message is 7-bit: no BODY parameter.
+        let (port, server) = serve(Script {
+            ehlo: vec!["8BITMIME"],
+            ..Script::default()
+        });
+        let env = Envelope {
+            mail_from: None,
+            ..ENV
+        };
+        send(&relay(port), &env, b"Subject: x\r\n\r\nx\r\n").unwrap();
+        let t = server.join().unwrap();
+        assert_eq!(
+            t.lines(),
+            [
+                "EHLO archiver.example",
+                "MAIL FROM:<>",
+                "RCPT TO:<archive@example.net>",
+                "DATA",
+                "QUIT"
+            ]
+        );
+    }
+
+    #[test]
+    fn falls_back_to_helo_when_ehlo_is_refused() {
+        let (port, server) = serve(Script {
+            replies: vec![("EHLO", "502 5.5.2 Error: command not recognized")],
+            ..Script::default()
+        });
+        send(&relay(port), &ENV, b"x\n").unwrap();
+        let t = server.join().unwrap();
+        assert_eq!(
+            t.lines()[..3],
+            [
+                "EHLO archiver.example",
+                "HELO archiver.example",
+                "MAIL FROM:<alice@example.org>"
+            ]
+        );
+    }
+
+    #[test]
+    fn eight_bit_copy_is_not_sent_without_8bitmime() {
+        let (port, server) = serve(Script {
+            ehlo: vec!["DSN", "SMTPUTF8"],
+            ..Script::default()
+        });
+        let env = Envelope {
+            eight_bit: true,
+            ..ENV
+        };
+        let err = send(&relay(port), &env, b"x\xe9\r\n").unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("does not offer 8BITMIME"), "{err}");
+        let t = server.join().unwrap();
+        assert_eq!(t.lines(), ["EHLO archiver.example", "QUIT"]);
+    }
+
+    #[test]
+    fn utf8_envelope_is_not_sent_without_smtputf8() {
+        for env in [
+            Envelope {
+                smtputf8: true,
+                ..ENV
+            },
+            Envelope {
+                rcpt: "arch\u{ee}ve@example.net",
+                ..ENV
+            },
+        ] {
+            let (port, server) = serve(Script {
+                ehlo: vec!["8BITMIME", "DSN"],
+                ..Script::default()
+            });
+            let err = send(&relay(port), &env, b"x\r\n").unwrap_err();
+            assert!(err.is_permanent(), "{err}");
+            assert!(err.to_string().contains("does not offer SMTPUTF8"), "{err}");
+            let t = server.join().unwrap();
+            assert_eq!(t.lines(), ["EHLO archiver.example", "QUIT"]);
+        }
+    }
+
+    #[test]
+    fn data_is_dot_stuffed_with_crlf_line_ends() {
+        let (port, server) = serve(Script::default());
+        let data = b"Subject: dots\n\n.leading\r\n..two\n.\nmiddle.\n.\r\nno end";
+        send(&relay(port), &ENV, data).unwrap();
+        let t = server.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&t.data),
+            "Subject: dots\r\n\r\n..leading\r\n...two\r\n..\r\nmiddle.\r\n..\r\nno end\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn encoder_is_chunk_independent() {
+        let input = b"a\n.b\r\n..c\nd.\n.";
+        let want = b"a\r\n..b\r\n...c\r\nd.\r\n..\r\n.\r\n";
+        for chunk in 1..=input.len() {
+            let mut e = DataEncoder::default();
+            let mut out = Vec::new();
+            for c in input.chunks(chunk) {
+                e.write(c, &mut out).unwrap();
+            }
+            e.finish(&mut out).unwrap();
+            assert_eq!(out, want, "chunk {chunk}");
+        }
+        let mut out = Vec::new();
+        let mut e = DataEncoder::default();
+        e.write(b"x\r\n", &mut out).unwrap();
+        e.finish(&mut out).unwrap();
+        assert_eq!(out, b"x\r\n.\r\n", "a final CRLF is not doubled");
+    }
+
+    #[test]
+    fn rcpt_451_is_temporary_and_550_permanent() {
+        for (reply, permanent) in [
+            ("451 4.3.0 Try again later", false),
+            ("550 5.1.1 No such user", true),
+        ] {
+            let (port, server) = serve(Script {
+                replies: vec![("RCPT", reply)],
+                ..Script::default()
+            });
+            let err = send(&relay(port), &ENV, b"x\r\n").unwrap_err();
+            assert_eq!(err.is_permanent(), permanent, "{err}");
+            let text = err.to_string();
+            assert!(text.contains("RCPT") && text.contains(reply), "{text}");
+            let t = server.join().unwrap();
+            assert!(!t.lines().contains(&"DATA"), "{:?}", t.lines());
+            assert_eq!(t.lines().last(), Some(&"QUIT"));
+        }
+    }
+
+    #[test]
+    fn end_of_data_rejection_names_the_stage() {
+        let (port, server) = serve(Script {
+            replies: vec![(".", "554 5.7.1 Message rejected")],
+            ..Script::default()
+        });
+        let err = send(&relay(port), &ENV, b"x\r\n").unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("end of data"), "{err}");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn connection_refused_is_temporary() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let err = send(&relay(port), &ENV, b"x\r\n").unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("connect"), "{err}");
+    }
+
+    #[test]
+    fn multi_line_greeting_and_hostile_replies() {
+        let (port, server) = serve(Script {
+            greeting: Some("220-test ESMTP\r\n220-more\r\n220 ready"),
+            ..Script::default()
+        });
+        send(&relay(port), &ENV, b"x\r\n").unwrap();
+        server.join().unwrap();
+
+        let long: &'static str = Box::leak(format!("220 {}", "x".repeat(10_000)).into_boxed_str());
+        let (port, server) = serve(Script {
+            greeting: Some(long),
+            ..Script::default()
+        });
+        let err = send(&relay(port), &ENV, b"x\r\n").unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("longer than 4096"), "{err}");
+        assert!(err.to_string().contains("greeting"), "{err}");
+        let t = server.join().unwrap();
+        assert!(t.commands.is_empty(), "{:?}", t.lines());
+    }
+
+    #[test]
+    fn reply_parser_bounds() {
+        let (r, n) = parse_reply(b"250-a\r\n250-B C\n250 d\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.code, n), (250, 22));
+        assert_eq!(r.lines, ["a", "B C", "d"]);
+        assert_eq!(parse_reply(b"354\r\n").unwrap().unwrap().0.lines, [""]);
+        assert!(parse_reply(b"250-a\r\n250").unwrap().is_none());
+        assert!(parse_reply(b"250-a\r\n251 b\r\n").is_err());
+        assert!(parse_reply(b"hello\r\n").is_err());
+        assert!(parse_reply(b"250xa\r\n").is_err());
+        let long = vec![b'2'; MAX_REPLY_LINE];
+        assert!(
+            parse_reply(&long).is_err(),
+            "an unfinished line over the limit"
+        );
+        assert!(parse_reply(&long[..MAX_REPLY_LINE - 1]).unwrap().is_none());
+        let many = "250-x\r\n".repeat(MAX_REPLY_LINES) + "250 x\r\n";
+        assert!(parse_reply(many.as_bytes()).is_err());
+        let most = "250-x\r\n".repeat(MAX_REPLY_LINES - 1) + "250 x\r\n";
+        assert_eq!(
+            parse_reply(most.as_bytes()).unwrap().unwrap().0.lines.len(),
+            MAX_REPLY_LINES
+        );
+    }
+
+    #[test]
+    fn extensions_are_read_from_ehlo() {
+        let r = parse_reply(
+            b"250-mx.example\r\n250-starttls\r\n250-AUTH LOGIN PLAIN\r\n250-AUTH=LOGIN\r\n\
+              250-8BITMIME\r\n250-DSN\r\n250 \r\n",
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        assert_eq!(
+            Extensions::parse(&r),
+            Extensions {
+                starttls: true,
+                eight_bit_mime: true,
+                smtputf8: false,
+                dsn: true,
+                auth_plain: true,
+            }
+        );
+        // The greeting line is the server's name, not an extension.
+        let r = parse_reply(b"250 STARTTLS\r\n").unwrap().unwrap().0;
+        assert_eq!(Extensions::parse(&r), Extensions::default());
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+        assert_eq!(base64(b"\0user\0pass"), "AHVzZXIAcGFzcw==");
+    }
+
+    #[test]
+    fn auth_is_never_sent_in_clear() {
+        let (port, server) = serve(Script {
+            ehlo: vec!["AUTH PLAIN LOGIN"],
+            ..Script::default()
+        });
+        let mut r = relay(port);
+        r.auth = Some(("user".into(), "s3cret-pass".into()));
+        let err = send(&r, &ENV, b"x\r\n").unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("refusing to send AUTH credentials in clear"),
+            "{err}"
+        );
+        let t = server.join().unwrap();
+        assert_eq!(t.lines(), ["EHLO archiver.example", "QUIT"]);
+        let wire = String::from_utf8_lossy(&t.plaintext);
+        assert!(!wire.contains("s3cret-pass") && !wire.contains(&base64(b"\0user\0s3cret-pass")));
+
+        // Configured with tls = off: refused before connecting.
+        r.tls = TlsMode::Off;
+        let err = send(&r, &ENV, b"x\r\n").unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("in clear"), "{err}");
+    }
+
+    #[test]
+    fn required_tls_not_offered_is_temporary() {
+        let (port, server) = serve(Script {
+            ehlo: vec!["8BITMIME"],
+            ..Script::default()
+        });
+        let mut r = relay(port);
+        r.tls = TlsMode::Required;
+        let err = send(&r, &ENV, b"x\r\n").unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("STARTTLS"), "{err}");
+        let t = server.join().unwrap();
+        assert_eq!(t.lines(), ["EHLO archiver.example", "QUIT"]);
+    }
+
+    #[test]
+    fn config_check() {
+        let mut r = RelayConfig::new("relay.example:25", "me.example");
+        assert_eq!(r.check(), Ok(()));
+        r.tls_verify = true;
+        assert!(r.check().unwrap_err().contains("tls = required"));
+        for addr in ["relay.example", "relay.example:x", ":25", "[::1]25"] {
+            r = RelayConfig::new(addr, "me.example");
+            assert!(r.check().is_err(), "{addr}");
+        }
+        assert_eq!(RelayConfig::new("[::1]:25", "me").check(), Ok(()));
+        assert!(RelayConfig::new("h:25", "bad name").check().is_err());
+        let r = RelayConfig {
+            auth: Some(("user".into(), "pw".into())),
+            ..RelayConfig::new("h:25", "me")
+        };
+        assert!(!format!("{r:?}").contains("pw\""), "{r:?}");
+    }
+
+    /// A self-signed certificate for localhost and 127.0.0.1, or `None`
+    /// (the test is skipped) without openssl.
+    fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+            .args(["-subj", "/CN=localhost", "-days", "1"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => Some((cert, key)),
+            Ok(s) => panic!("openssl req failed: {s}"),
+            Err(e) => {
+                eprintln!("skipping the TLS test: cannot run openssl: {e}");
+                None
+            }
+        }
+    }
+
+    fn server_config(cert: &Path, key: &Path) -> Arc<ServerConfig> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    fn tls_script(config: Arc<ServerConfig>) -> Script {
+        Script {
+            // Like Postfix with smtpd_tls_auth_only: AUTH only after TLS.
+            ehlo: vec!["STARTTLS", "8BITMIME"],
+            ehlo_tls: vec!["AUTH PLAIN LOGIN", "8BITMIME", "DSN"],
+            tls: Some(config),
+            ..Script::default()
+        }
+    }
+
+    #[test]
+    fn starttls_then_auth_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((cert, key)) = self_signed(dir.path()) else {
+            return;
+        };
+        let config = server_config(&cert, &key);
+        let (port, server) = serve(tls_script(config.clone()));
+        let mut r = relay(port);
+        r.auth = Some(("user".into(), "s3cret-pass".into()));
+        let reply = send(&r, &ENV, b"Subject: tls\n\nbody\n").unwrap();
+        assert_eq!(reply, "250 2.0.0 Ok: queued as TEST");
+        let t = server.join().unwrap();
+        let token = base64(b"\0user\0s3cret-pass");
+        let auth = format!("AUTH PLAIN {token}");
+        assert_eq!(
+            t.commands,
+            [
+                (false, "EHLO archiver.example".to_string()),
+                (false, "STARTTLS".into()),
+                (true, "EHLO archiver.example".into()),
+                (true, auth),
+                (true, "MAIL FROM:<alice@example.org>".into()),
+                (true, "RCPT TO:<archive@example.net> NOTIFY=NEVER".into()),
+                (true, "DATA".into()),
+                (true, "QUIT".into()),
+            ]
+        );
+        assert_eq!(t.data, b"Subject: tls\r\n\r\nbody\r\n.\r\n");
+        let wire = String::from_utf8_lossy(&t.plaintext);
+        assert!(!wire.contains("AUTH") && !wire.contains(&token), "{wire}");
+
+        // Required + verified against the system roots: the self-signed
+        // certificate is refused, before any credentials go out.
+        let (port, server) = serve(tls_script(config.clone()));
+        r = relay(port);
+        r.tls = TlsMode::Required;
+        r.tls_verify = true;
+        r.auth = Some(("user".into(), "s3cret-pass".into()));
+        match send(&r, &ENV, b"x\n") {
+            Err(SendError::Temporary(e)) => {
+                assert!(
+                    e.contains("TLS handshake") && e.contains("certificate"),
+                    "{e}"
+                )
+            }
+            Err(SendError::Permanent(e)) => assert!(e.contains("CA bundle"), "{e}"),
+            Ok(reply) => panic!("an unknown certificate was accepted: {reply}"),
+        }
+        let t = server.join().unwrap();
+        assert!(t.commands.iter().all(|(tls, _)| !tls), "{:?}", t.lines());
+
+        // Verified against roots that hold it: accepted, for the name in
+        // the relay address.
+        let roots = verified_config(&roots_from_pem(&cert).unwrap()).unwrap();
+        for host in ["localhost", "127.0.0.1"] {
+            let (port, server) = serve(tls_script(config.clone()));
+            r.addr = format!("{host}:{port}");
+            deliver(&r, &ENV, b"x\n", Some(roots.clone())).unwrap();
+            let t = server.join().unwrap();
+            assert!(t.lines().iter().any(|l| l.starts_with("AUTH PLAIN ")));
+        }
+    }
+
+    #[test]
+    fn postfix_smtp_sink_accepts_a_copy() {
+        let sink = Path::new("/usr/sbin/smtp-sink");
+        if !sink.exists() {
+            eprintln!("skipping: {} is not installed", sink.display());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dump = dir.path().join("dump");
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            // smtp-sink writes its dumps as the -u user.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(sink);
+        if root {
+            cmd.args(["-u", "nobody"]);
+        }
+        let mut child = cmd
+            .arg("-d")
+            .arg(dump.join("%H."))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("10")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let env = Envelope {
+            eight_bit: true,
+            ..ENV
+        };
+        let result = up.then(|| send(&relay(port), &env, b"Subject: sink\n\n.dot caf\xc3\xa9\n"));
+        // smtp-sink writes the dump after its 250; give it a moment.
+        let mut dumped = None;
+        for _ in 0..100 {
+            dumped = std::fs::read_dir(&dump)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| std::fs::read(e.ok()?.path()).ok())
+                .filter(|d| !d.is_empty());
+            if dumped.is_some() || !matches!(result, Some(Ok(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(up, "smtp-sink did not start listening");
+        let reply = result.unwrap().unwrap();
+        assert!(reply.starts_with("250 "), "{reply}");
+        let dumped = String::from_utf8(dumped.expect("smtp-sink wrote no dump")).unwrap();
+        assert!(
+            dumped.contains("X-Mail-Args: <alice@example.org> BODY=8BITMIME\n"),
+            "{dumped}"
+        );
+        assert!(
+            dumped.contains("X-Rcpt-Args: <archive@example.net> NOTIFY=NEVER\n"),
+            "{dumped}"
+        );
+        assert!(
+            dumped.contains("\nSubject: sink\n\n.dot caf\u{e9}\n"),
+            "{dumped}"
+        );
+    }
+}

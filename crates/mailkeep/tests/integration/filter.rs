@@ -1033,6 +1033,26 @@ fn receiver_archives_and_names_the_copy_in_its_reply() {
     serve.stop();
 }
 
+/// `no_archive = true`: the listener answers as usual and archives
+/// nothing (a reinjection port, the return path of archive copies).
+#[test]
+fn receiver_with_no_archive_accepts_and_archives_nothing() {
+    let dir = sandbox();
+    let md = dir.path().join("archive/md");
+    let mut serve = start_filter(
+        dir.path(),
+        &receiver("no_archive = true"),
+        &maildir_rule(&md),
+        false,
+    );
+    let mut c = Client::hello(serve.port, "sender.test");
+    let reply = c.transaction("a@x", &["b@y"], &with_dot(SIMPLE));
+    expect(&reply, 250, "end of data");
+    c.quit();
+    serve.stop();
+    assert!(archived(&md).is_empty(), "no_archive listener archived");
+}
+
 #[test]
 fn receiver_refuses_clients_outside_allowed_clients() {
     let dir = sandbox();
