@@ -600,16 +600,18 @@ fn forward_settings(
     let key_file = f
         .marker_key_file
         .unwrap_or_else(|| f.spool.join("marker.key"));
+    let relay = RelayConfig {
+        addr: relay,
+        helo: hostname.to_string(),
+        tls,
+        tls_verify: f.tls_verify,
+        auth,
+        timeout: Duration::from_secs(f.timeout.unwrap_or(60)),
+    };
+    relay.check().map_err(|m| (line, format!("forward: {m}")))?;
     Ok((
         ForwardConfig {
-            relay: RelayConfig {
-                addr: relay,
-                helo: hostname.to_string(),
-                tls,
-                tls_verify: f.tls_verify,
-                auth,
-                timeout: Duration::from_secs(f.timeout.unwrap_or(60)),
-            },
+            relay,
             spool: f.spool,
             sender,
             trust_archive_header: f.trust_archive_header,
