@@ -328,3 +328,61 @@ fn trusted_archive_header_picks_the_recipient_last_one_wins() {
         );
     }
 }
+
+/// A copy the relay keeps refusing is never dropped on its own: past
+/// `max_age` it is listed as STUCK, and only `queue drop` takes it out,
+/// keeping it with the reason.
+#[test]
+fn stuck_copies_are_reported_and_dropped_only_by_hand() {
+    let dir = sandbox();
+    let port = free_port(); // nothing listens: every attempt fails
+    let cfg = crate::util::write_config(dir.path(), &config(dir.path(), port, "max_age = 0"));
+    let out = pipe(
+        &cfg,
+        &["--sender=a@example.com", "--recipient=b@example.org"],
+        ORIGINAL,
+    );
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(1100));
+    let flush = mailkeep(&cfg)
+        .args(["queue", "flush"])
+        .output()
+        .expect("flush");
+    assert_eq!(flush.status.code(), Some(75), "a copy remains: exit 75");
+    let list = mailkeep(&cfg)
+        .args(["queue", "list"])
+        .output()
+        .expect("list");
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(text.contains("STUCK") && text.contains("connect"), "{text}");
+    let json = mailkeep(&cfg)
+        .args(["queue", "list", "--json"])
+        .output()
+        .expect("list");
+    let entry: serde_json::Value =
+        serde_json::from_slice(json.stdout.split(|b| *b == b'\n').next().unwrap_or(b""))
+            .expect("json");
+    assert_eq!(entry["stuck"], true);
+    assert_eq!(entry["attempts"], 1);
+    let id = entry["id"].as_str().expect("id").to_string();
+    let drop = mailkeep(&cfg)
+        .args(["queue", "drop", &id, "--reason", "archive server retired"])
+        .output()
+        .expect("drop");
+    assert!(
+        drop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drop.stderr)
+    );
+    assert_eq!(spooled(dir.path()), 0);
+    let kept = dir.path().join("spool/dropped").join(&id);
+    assert!(kept.exists(), "the dropped copy is kept");
+    let reason = std::fs::read_to_string(dir.path().join(format!("spool/dropped/{id}.reason")))
+        .expect("reason");
+    assert_eq!(reason.trim(), "archive server retired");
+    let list = mailkeep(&cfg)
+        .args(["queue", "list"])
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&list.stdout).contains("is empty"));
+}
