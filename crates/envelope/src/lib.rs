@@ -12,9 +12,11 @@
 #![forbid(unsafe_code)]
 
 mod address;
+mod data;
 mod spool;
 
 pub use address::{split_address, Address};
+pub use data::DataEncoder;
 pub use spool::{RawMessage, RawMessageReader, SpoolWriter, DEFAULT_SPOOL_THRESHOLD};
 
 use chrono::{DateTime, Utc};

@@ -22,6 +22,7 @@
 //! without limit; each reply must also be complete within
 //! [`RelayConfig::timeout`], so it cannot drip bytes to hold us forever.
 
+use mailkeep_envelope::DataEncoder;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{
@@ -864,51 +865,6 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Streaming DATA encoding: bare LF becomes CRLF (CRLF is kept), a leading
-/// `.` is doubled, and the terminating `.` line follows. The same encoder
-/// as mailkeep-capture's reinjection, which this crate cannot depend on.
-struct DataEncoder {
-    at_line_start: bool,
-    prev_cr: bool,
-}
-
-impl Default for DataEncoder {
-    fn default() -> Self {
-        DataEncoder {
-            at_line_start: true,
-            prev_cr: false,
-        }
-    }
-}
-
-impl DataEncoder {
-    fn write(&mut self, data: &[u8], out: &mut impl Write) -> io::Result<()> {
-        let mut start = 0;
-        for (i, &b) in data.iter().enumerate() {
-            if self.at_line_start && b == b'.' {
-                out.write_all(&data[start..i])?;
-                out.write_all(b".")?;
-                start = i;
-            }
-            if b == b'\n' && !self.prev_cr {
-                out.write_all(&data[start..i])?;
-                out.write_all(b"\r")?;
-                start = i;
-            }
-            self.at_line_start = b == b'\n';
-            self.prev_cr = b == b'\r';
-        }
-        out.write_all(&data[start..])
-    }
-
-    fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
-        if !self.at_line_start {
-            out.write_all(b"\r\n")?;
-        }
-        out.write_all(b".\r\n")
-    }
 }
 
 #[cfg(test)]
