@@ -36,6 +36,11 @@ use tokio::time::timeout;
 /// longer lines legitimate).
 pub const MAX_LINE: usize = 4096;
 
+/// Bytes read from a client at a time: one buffer per session, allocated
+/// at the first read, so idle sessions cost little (measured with 1,000
+/// idle connections in the flood test).
+const READ_CHUNK: usize = 16 * 1024;
+
 /// Where the connection came from, as the client (Postfix) tells it.
 #[derive(Debug, Default, Clone)]
 struct Forwarded {
@@ -62,6 +67,8 @@ pub struct Session {
     stream: Option<Conn>,
     peer: String,
     inbuf: Vec<u8>,
+    /// Read buffer, allocated at the first read and reused.
+    chunk: Vec<u8>,
     out: Vec<u8>,
     relay: Option<Relay>,
     helo: Option<String>,
@@ -96,6 +103,7 @@ impl Session {
             stream: Some(Conn::Plain(stream)),
             peer,
             inbuf: Vec::new(),
+            chunk: Vec::new(),
             out: Vec::new(),
             relay: None,
             helo: None,
@@ -196,20 +204,26 @@ impl Session {
 
     async fn fill(&mut self, limit: Duration) -> io::Result<bool> {
         self.flush().await?;
-        let mut chunk = vec![0u8; 64 * 1024];
+        if self.chunk.is_empty() {
+            self.chunk = vec![0u8; READ_CHUNK];
+        }
         let stream = self
             .stream
             .as_mut()
             .ok_or_else(|| io::Error::other("connection gone"))?;
-        let n = timeout(limit, stream.read(&mut chunk))
+        let n = timeout(limit, stream.read(&mut self.chunk))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client timed out"))??;
-        self.inbuf.extend_from_slice(&chunk[..n]);
+        self.inbuf.extend_from_slice(&self.chunk[..n]);
         Ok(n > 0)
     }
 
     /// One command line without its line end; `None` at end of input.
+    /// The whole line must arrive within `command_timeout`, not each read:
+    /// a client trickling a byte at a time cannot hold a session forever.
     async fn read_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let deadline = tokio::time::Instant::now() + self.snapshot.command_timeout;
+        let left = move || deadline.saturating_duration_since(tokio::time::Instant::now());
         loop {
             if let Some(i) = self.inbuf.iter().position(|b| *b == b'\n') {
                 let mut line: Vec<u8> = self.inbuf.drain(..=i).collect();
@@ -228,7 +242,7 @@ impl Session {
                 self.inbuf.clear();
                 self.send(&Reply::local(500, "5.5.2 Line too long")).await?;
                 loop {
-                    if !self.fill(self.snapshot.command_timeout).await? {
+                    if !self.fill(left()).await? {
                         return Ok(None);
                     }
                     if let Some(i) = self.inbuf.iter().position(|b| *b == b'\n') {
@@ -239,7 +253,7 @@ impl Session {
                 }
                 continue;
             }
-            if !self.fill(self.snapshot.command_timeout).await? {
+            if !self.fill(left()).await? {
                 return Ok(None);
             }
         }

@@ -60,7 +60,20 @@ fn filter_snapshot(settings: &Settings) -> Option<Arc<filter::Snapshot>> {
     }))
 }
 
+/// Raises the open-files limit to its hard maximum: every client
+/// connection is a descriptor, and the usual soft limit of 1024 is below
+/// what `max_connections` may allow.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            tracing::warn!(soft, hard, "could not raise the open-files limit");
+        }
+    }
+}
+
 pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
+    raise_fd_limit();
     let mut settings = config::load(path).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))?;
     settings
         .attach_store()

@@ -7,6 +7,7 @@ mod util;
 mod commands;
 mod filter;
 mod filter_tls;
+mod flood;
 mod forward;
 mod milter;
 mod pipe;
