@@ -152,3 +152,61 @@ fn rcpt_flood_and_2gb_data_get_their_codes_in_bounded_memory() {
     assert!(rss < 64 * 1024, "peak RSS {rss} KiB for a 2 GB DATA");
     eprintln!("2 GB DATA past a 10M limit: peak RSS {rss} KiB");
 }
+
+/// The milter listener under 1,000 idle connections: an MTA connecting
+/// meanwhile negotiates at once, the idle ones are closed after `timeout`,
+/// and memory stays bounded.
+const MILTER_IDLE: &str = r#"
+import json, resource, socket, struct, sys, time
+port = int(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(1000)]
+t0 = time.time()
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(struct.pack(">I", 13) + b"O" + struct.pack(">III", 6, 0x1FF, 0))
+hdr = s.recv(5)
+negotiated_in = time.time() - t0
+time.sleep(3)
+closed = 0
+for c in idle:
+    c.settimeout(0.5)
+    try:
+        closed += c.recv(64) == b""
+    except (ConnectionError, OSError):
+        closed += 1
+print(json.dumps({"reply": hdr[4:5].decode("latin-1"), "negotiated_in": negotiated_in, "idle_closed": closed}))
+"#;
+
+#[test]
+fn milter_with_1000_idle_connections_still_negotiates_and_closes_them() {
+    let dir = sandbox();
+    let md = dir.path().join("archive/md");
+    let mut serve = Serve::start(
+        dir.path(),
+        |port| {
+            format!(
+                "[milter]\nlisten = \"inet:127.0.0.1:{port}\"\ntimeout = 2\nmax_connections = 1100\n\n\
+                 [[rule]]\nname = \"all\"\narchive = [\"maildir:{}\"]\n",
+                md.display()
+            )
+        },
+        &["milter listening on"],
+        false,
+    );
+    let out = python(MILTER_IDLE, &[&serve.port.to_string()]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let rss = serve.peak_rss_kib();
+    serve.stop();
+    assert_eq!(r["reply"], "O", "no option negotiation reply: {r}");
+    assert!(r["negotiated_in"].as_f64().expect("time") < 2.0, "{r}");
+    assert_eq!(
+        r["idle_closed"], 1000,
+        "idle milter connections outlived timeout: {r}"
+    );
+    assert!(
+        rss < 64 * 1024,
+        "peak RSS {rss} KiB with 1,000 milter connections"
+    );
+    eprintln!("milter, 1,000 idle connections: peak RSS {rss} KiB");
+}
