@@ -181,12 +181,20 @@ async fn until_idle_while_draining<F: Future>(
     }
 }
 
-/// A stream whose reads fail with `TimedOut` after `timeout` without any
-/// traffic (miltr-server has no timeouts of its own).
+/// A stream whose reads fail with `TimedOut` when the MTA is silent for
+/// `timeout` between packets, or takes longer than `timeout` to send one
+/// packet once it has begun (miltr-server has no timeouts of its own). The
+/// second rule is why it follows the packet framing (4-byte length, then
+/// the body): a peer trickling a byte at a time must not hold a session.
 struct IdleTimeout<S> {
     inner: S,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Header bytes seen of the current packet (0..4).
+    header: [u8; 4],
+    header_len: usize,
+    /// Body bytes still to come of the current packet.
+    body_left: u64,
 }
 
 impl<S> IdleTimeout<S> {
@@ -195,12 +203,49 @@ impl<S> IdleTimeout<S> {
             inner,
             timeout,
             deadline: Box::pin(sleep(timeout)),
+            header: [0; 4],
+            header_len: 0,
+            body_left: 0,
         }
     }
 
     fn bump(&mut self) {
         let t = self.timeout;
         self.deadline.as_mut().reset(Instant::now() + t);
+    }
+
+    fn in_packet(&self) -> bool {
+        self.header_len > 0 || self.body_left > 0
+    }
+
+    /// Follows the framing over newly read bytes; the deadline restarts
+    /// when a packet begins and when one ends, never in the middle.
+    fn saw(&mut self, mut bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let restart = !self.in_packet();
+        let mut completed = false;
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len() as u64) as usize;
+                self.body_left -= n as u64;
+                bytes = &bytes[n..];
+                completed |= self.body_left == 0;
+                continue;
+            }
+            self.header[self.header_len] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            if self.header_len == 4 {
+                self.body_left = u64::from(u32::from_be_bytes(self.header));
+                self.header_len = 0;
+                completed |= self.body_left == 0;
+            }
+        }
+        if restart || completed {
+            self.bump();
+        }
     }
 }
 
@@ -211,9 +256,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                this.bump();
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
+                    this.bump();
+                } else {
+                    this.saw(new);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {

@@ -155,7 +155,8 @@ fn rcpt_flood_and_2gb_data_get_their_codes_in_bounded_memory() {
 
 /// The milter listener under 1,000 idle connections: an MTA connecting
 /// meanwhile negotiates at once, the idle ones are closed after `timeout`,
-/// and memory stays bounded.
+/// a peer sending one packet a byte at a time is cut off, and memory stays
+/// bounded.
 const MILTER_IDLE: &str = r#"
 import json, resource, socket, struct, sys, time
 port = int(sys.argv[1])
@@ -167,7 +168,26 @@ s = socket.create_connection(("127.0.0.1", port), timeout=10)
 s.sendall(struct.pack(">I", 13) + b"O" + struct.pack(">III", 6, 0x1FF, 0))
 hdr = s.recv(5)
 negotiated_in = time.time() - t0
-time.sleep(3)
+# A peer trickling one packet a byte at a time is cut off: the packet must
+# arrive whole within the timeout.
+t = socket.create_connection(("127.0.0.1", port), timeout=10)
+packet = struct.pack(">I", 13) + b"O" + struct.pack(">III", 6, 0x1FF, 0)
+t1 = time.time()
+cut_after = None
+for b in packet:
+    try:
+        t.send(bytes([b]))
+        time.sleep(0.4)
+        t.settimeout(0.01)
+        try:
+            if t.recv(64) == b"":
+                raise ConnectionError
+        except socket.timeout:
+            pass
+    except (ConnectionError, OSError):
+        cut_after = time.time() - t1
+        break
+time.sleep(1)
 closed = 0
 for c in idle:
     c.settimeout(0.5)
@@ -175,7 +195,7 @@ for c in idle:
         closed += c.recv(64) == b""
     except (ConnectionError, OSError):
         closed += 1
-print(json.dumps({"reply": hdr[4:5].decode("latin-1"), "negotiated_in": negotiated_in, "idle_closed": closed}))
+print(json.dumps({"reply": hdr[4:5].decode("latin-1"), "negotiated_in": negotiated_in, "idle_closed": closed, "cut_after": cut_after}))
 "#;
 
 #[test]
