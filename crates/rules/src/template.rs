@@ -203,7 +203,13 @@ impl Template {
         let prefix = if has_vars {
             let dir_end = fixed.rfind('/').ok_or(TemplateError::NoPrefix)?;
             let dir = &fixed[..dir_end];
-            if dir.trim_matches('/').is_empty() || dir == "." {
+            // A real directory: `//./a{login}` or `././{login}` name only
+            // the root or the current directory once normalised (found by
+            // fuzzing).
+            if !Path::new(dir)
+                .components()
+                .any(|c| matches!(c, Component::Normal(_)))
+            {
                 return Err(TemplateError::NoPrefix);
             }
             PathBuf::from(dir)
@@ -328,6 +334,26 @@ mod tests {
             queue_id: Some("4ABC"),
             date: (2026, 3, 7),
         }
+    }
+
+    #[test]
+    fn prefix_must_name_a_real_directory() {
+        for t in [
+            "//./a{login}",
+            "././{login}",
+            "/./{login}",
+            "//{login}",
+            "./{login}",
+        ] {
+            assert!(
+                matches!(Template::parse(t), Err(TemplateError::NoPrefix)),
+                "{t} accepted"
+            );
+        }
+        assert_eq!(
+            Template::parse("/var//./a/{login}").unwrap().prefix(),
+            Path::new("/var//./a")
+        );
     }
 
     #[test]
