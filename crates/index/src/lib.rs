@@ -118,6 +118,9 @@ pub struct Extracted {
     /// Why some or all of the body was not read (too large, too many parts,
     /// nested too deep, unparsable). Header fields may still be present.
     pub skipped: Option<String>,
+    /// A part's text was cut at `max_text`: nothing after it is added, so
+    /// the text stays a prefix of what the message says.
+    text_cut: bool,
 }
 
 /// Reads the fields, attachments and text of one raw RFC 5322 message.
@@ -572,16 +575,24 @@ fn append_part(
     limits: &Limits,
     write: impl FnOnce(&mut String, usize) -> bool,
 ) {
+    // Once a part was cut, nothing after it is added: the text stays a
+    // prefix of what the message says (a later short part used to slip in
+    // after a cut one; found by fuzzing).
+    if out.text_cut {
+        return;
+    }
     let before = out.text.len();
     if before > 0 {
         if before >= limits.max_text {
             out.truncated = true;
+            out.text_cut = true;
             return;
         }
         out.text.push('\n');
     }
     if !write(&mut out.text, limits.max_text) {
         out.truncated = true;
+        out.text_cut = true;
     }
     if before > 0 && out.text.len() == before + 1 {
         // The part had no words: drop its separator.

@@ -136,3 +136,29 @@ fn forwarded_messages_are_attachments_and_text() {
         ("message/rfc822", 872)
     );
 }
+
+/// Fuzzing found text that, cut at a small `max_text`, was not a prefix of
+/// the full text: a short part after the cut one was still appended.
+#[test]
+fn regression_cut_text_is_a_prefix_of_the_full_text() {
+    let raw = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/regressions/text-not-prefix-after-cut-0eb665b5"),
+    )
+    .expect("regression input");
+    let full = mailkeep_index::extract(&raw, &mailkeep_index::Limits::default());
+    for max_text in 1..full.text.len().min(200) {
+        let limits = mailkeep_index::Limits {
+            max_text,
+            ..Default::default()
+        };
+        let cut = mailkeep_index::extract(&raw, &limits);
+        assert!(cut.truncated, "max_text {max_text}");
+        assert!(
+            full.text.starts_with(&cut.text),
+            "max_text {max_text}: {:?} is not a prefix of {:?}",
+            cut.text,
+            &full.text[..full.text.len().min(200)]
+        );
+    }
+}
