@@ -630,3 +630,39 @@ fn import_progress_counts_every_file() {
     assert_eq!(walker.bytes_total(), total);
     assert_eq!(walker.bytes_read(), total);
 }
+
+/// Fuzzing found dates with five-digit years (`Sat, 21 Nov 22026 ...` in
+/// a mailkeep envelope block, or a Date header) that made rendering the
+/// envelope headers panic. Such dates now count as no date; the files
+/// import without a panic, every message found or skipped.
+#[test]
+fn regression_five_digit_years_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let mut n = 0;
+    for entry in fs::read_dir(&inputs).unwrap() {
+        let bytes = fs::read(entry.unwrap().path()).unwrap();
+        // The fuzz input's first byte chooses the format; the rest is the file.
+        for (i, body) in [&bytes[..], &bytes[1.min(bytes.len())..]]
+            .iter()
+            .enumerate()
+        {
+            let file = dir.path().join(format!("in{n}-{i}.mbox"));
+            fs::write(&file, body).unwrap();
+            let found = run(vec![file], options(dir.path()));
+            for f in &found {
+                if let Found::Message { envelope, .. } = f {
+                    assert!(mailkeep_envelope::plausible_date(&envelope.received));
+                    let _ = mailkeep_destinations::envelope_headers(envelope, "h", "\n");
+                }
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 3, "regression inputs: {n}");
+    let far = Utc.with_ymd_and_hms(22026, 11, 21, 22, 54, 14).unwrap();
+    assert_eq!(
+        mailkeep_envelope::rfc2822(&far),
+        "Sat, 21 Nov 22026 22:54:14 +0000"
+    );
+}

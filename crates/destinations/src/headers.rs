@@ -85,7 +85,7 @@ pub fn envelope_headers(env: &Envelope, host: &str, eol: &str) -> String {
         let tags: Vec<String> = env.tags.iter().map(|t| header_value(t)).collect();
         let _ = write!(h, " tags={}", tags.join(","));
     }
-    let _ = write!(h, "; {}{eol}", env.received.to_rfc2822());
+    let _ = write!(h, "; {}{eol}", mailkeep_envelope::rfc2822(&env.received));
     h
 }
 

@@ -19,7 +19,7 @@ pub use address::{split_address, Address};
 pub use data::DataEncoder;
 pub use spool::{RawMessage, RawMessageReader, SpoolWriter, DEFAULT_SPOOL_THRESHOLD};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use std::fmt;
 
 /// Which front-end captured a message. Recorded with every archived copy.
@@ -175,6 +175,31 @@ pub fn normalize_address_arg(arg: &str) -> Option<String> {
         .and_then(|s| s.strip_suffix('>'))
         .unwrap_or(trimmed);
     (!inner.is_empty()).then(|| inner.to_string())
+}
+
+/// The RFC 2822 form of any instant. chrono's `to_rfc2822` panics outside
+/// the years 0..=9999, and a stranger's Date header can name year 22026
+/// (found by fuzzing the import); such a date is written in the same
+/// shape with its full year instead.
+pub fn rfc2822(t: &DateTime<Utc>) -> String {
+    if (0..=9999).contains(&t.year()) {
+        t.to_rfc2822()
+    } else {
+        format!(
+            "{}, {} {} {} {}",
+            t.format("%a"),
+            t.day(),
+            t.format("%b"),
+            t.year(),
+            t.format("%H:%M:%S +0000")
+        )
+    }
+}
+
+/// Whether a date read from a message can stand for a capture time: years
+/// 1..=9999. Anything else is treated as no date at all.
+pub fn plausible_date(t: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&t.year())
 }
 
 /// An error and its causes on one line, joined with `: `.

@@ -206,6 +206,9 @@ fn finish(p: Partial, value: &str, eol: &[u8], block: &[u8]) -> Result<Box<Resto
     let received = DateTime::parse_from_rfc2822(date)
         .map_err(|_| ())?
         .with_timezone(&Utc);
+    if !mailkeep_envelope::plausible_date(&received) {
+        return Err(());
+    }
     let (host, rest) = what
         .strip_prefix("by ")
         .ok_or(())?

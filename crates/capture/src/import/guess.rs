@@ -45,6 +45,10 @@ pub(crate) fn parse_from_line(line: &[u8]) -> FromLine {
 }
 
 fn parse_asctime(tokens: &[&str]) -> Option<DateTime<Utc>> {
+    parse_asctime_any(tokens).filter(mailkeep_envelope::plausible_date)
+}
+
+fn parse_asctime_any(tokens: &[&str]) -> Option<DateTime<Utc>> {
     let mut t: Vec<&str> = tokens.to_vec();
     // `Sat Nov 21 22:54:14 CET 2026`: a zone name we cannot resolve.
     if t.len() >= 6 && t[4].chars().all(|c| c.is_ascii_alphabetic()) {
@@ -170,6 +174,7 @@ pub(crate) fn parse_date(value: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc2822(&clean)
         .ok()
         .map(|d| d.with_timezone(&Utc))
+        .filter(mailkeep_envelope::plausible_date)
 }
 
 /// The guessed envelope fields.

@@ -152,7 +152,7 @@ pub fn build(env: &Envelope, original: &[u8], host: &str, key: &[u8; 32]) -> Cop
         }
         out.extend_from_slice(b"\r\n");
     };
-    raw_field("Date", env.received.to_rfc2822());
+    raw_field("Date", mailkeep_envelope::rfc2822(&env.received));
     raw_field("Subject", String::new());
     let mut h = String::new();
     let _ = write!(
