@@ -15,7 +15,13 @@ use std::fmt::Write as _;
 /// Header values longer than this are cut (with `...`): a header line must
 /// stay readable by every mail reader. Addresses are at most 256 bytes by
 /// RFC 5321, so real values are never cut.
-const MAX_VALUE: usize = 900;
+pub const MAX_VALUE: usize = 900;
+
+/// Whether [`header_value`] had to cut `value` (then what it wrote is not
+/// the value, and must never be read back as it).
+pub fn header_value_is_cut(value: &str) -> bool {
+    header_value(value).len() > MAX_VALUE
+}
 
 /// Escapes a header value (see the module documentation).
 pub fn header_value(value: &str) -> String {

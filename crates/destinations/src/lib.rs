@@ -48,7 +48,7 @@ pub mod mbox;
 mod unique;
 
 pub use group::{GroupCommitter, GroupStats, Reply, DEFAULT_MAX_BATCH};
-pub use headers::{envelope_headers, header_value, line_ending};
+pub use headers::{envelope_headers, header_value, header_value_is_cut, line_ending};
 
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{Delivery, DestKind, HeaderInfo, Plan, RuleSet, TemplateError};

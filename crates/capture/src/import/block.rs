@@ -9,9 +9,10 @@
 //! same line ending. The values are parsed back, and the envelope they give
 //! is rendered again with that same function: only when the result is
 //! byte-for-byte the block that was read is it taken off. So a block that
-//! was cut (a value longer than the writer's limit), edited, or written by
-//! something else merely looking alike stays in the message, and what is
-//! taken off is always exactly what the envelope puts back.
+//! was edited or written by something else merely looking alike stays in
+//! the message, and what is taken off is always exactly what the envelope
+//! puts back. A value the writer had to cut (longer than its limit) renders
+//! back identically, so blocks with a cut value are refused explicitly.
 //!
 //! The scanner is sans-IO: it buffers the start of the message (at most
 //! [`BLOCK_LIMIT`]) until it can decide.
@@ -238,6 +239,28 @@ fn finish(p: Partial, value: &str, eol: &[u8], block: &[u8]) -> Result<Box<Resto
     let env = restored
         .clone()
         .into_envelope(RawMessage::from_bytes(Vec::new()));
+    // A value longer than the writer's limit was cut with `...`, and the
+    // cut form renders back identically: it must not pass for the value
+    // (found by fuzzing).
+    let cut = mailkeep_destinations::header_value_is_cut;
+    let client = env.client.describe().unwrap_or_default();
+    let any_cut = [
+        env.sender.as_deref(),
+        env.login.as_deref(),
+        env.login_method.as_deref(),
+        env.tls.as_deref(),
+        env.queue_id.as_deref(),
+        Some(client.as_str()),
+        Some(host.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(env.recipients.iter().map(String::as_str))
+    .chain(env.tags.iter().map(String::as_str))
+    .any(cut);
+    if any_cut {
+        return Err(());
+    }
     let again = mailkeep_destinations::envelope_headers(&env, &host, eol);
     if again.as_bytes() == block {
         Ok(Box::new(restored))
@@ -377,6 +400,33 @@ mod tests {
             assert_eq!(restored.tags, env.tags);
             assert_eq!(restored.capture, CapturePath::Milter);
             assert_eq!(restored.received, env.received);
+        }
+    }
+
+    /// Fuzzing found that a value the writer cut (`...` past its limit)
+    /// rendered back identically and was restored as if it were the value.
+    #[test]
+    fn regression_blocks_with_a_cut_value_stay_in_the_message() {
+        for field in ["recipient", "sender", "login", "queue id", "tag", "host"] {
+            let long = "x".repeat(950);
+            let mut env = envelope();
+            let mut host = "host.example".to_string();
+            match field {
+                "recipient" => env.recipients.push(format!("{long}@example.com")),
+                "sender" => env.sender = Some(format!("{long}@example.com")),
+                "login" => env.login = Some(long.clone()),
+                "queue id" => env.queue_id = Some(long.clone()),
+                "tag" => env.tags.push(long.clone()),
+                _ => host = long.clone(),
+            }
+            let block = mailkeep_destinations::envelope_headers(&env, &host, "\n");
+            assert!(block.contains("..."), "{field}: not cut");
+            let input = format!("{block}Subject: hi\n\nbody\n");
+            let (scan, _) = scan_all(input.as_bytes());
+            assert!(
+                !matches!(scan, Scan::Block { .. }),
+                "{field}: a cut value was restored as the envelope"
+            );
         }
     }
 
