@@ -102,13 +102,8 @@ fn push_crlf(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];
-    let _ = getrandom(&mut bytes);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 /// Builds the copy of `env` (whose bytes are `original`).

@@ -353,7 +353,7 @@ impl Queue {
 /// missing.
 pub fn load_or_create_key(path: &Path) -> io::Result<[u8; 32]> {
     match fs::read_to_string(path) {
-        Ok(text) => parse_hex32(text.trim()).ok_or_else(|| {
+        Ok(text) => mailkeep_store::parse_hex_hash(text.trim()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}: expected 64 hex digits", path.display()),
@@ -364,7 +364,7 @@ pub fn load_or_create_key(path: &Path) -> io::Result<[u8; 32]> {
                 create_dir_all_durable(dir)?;
             }
             let mut key = [0u8; 32];
-            fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
             let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
             use std::os::unix::fs::OpenOptionsExt;
             match fs::OpenOptions::new()
@@ -385,17 +385,6 @@ pub fn load_or_create_key(path: &Path) -> io::Result<[u8; 32]> {
         }
         Err(e) => Err(e),
     }
-}
-
-fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
