@@ -474,6 +474,11 @@ impl Session {
         if count >= self.snapshot.max_recipients {
             return Reply::local(452, "4.5.3 Too many recipients");
         }
+        // `RCPT TO:<>` names nobody: refused here, as Postfix's smtpd does,
+        // rather than accepted and then missing from the envelope.
+        let Some(recipient) = normalize_address_arg(&address) else {
+            return Reply::local(501, "5.1.3 Bad recipient address syntax");
+        };
         if self.proxy() && self.relay.is_none() {
             self.tx = None;
             return unavailable("Relay failed");
@@ -491,10 +496,8 @@ impl Session {
             None => Reply::local(250, "2.1.5 Ok"),
         };
         if reply.is_positive() {
-            if let Some(r) = normalize_address_arg(&address) {
-                if let Some(tx) = &mut self.tx {
-                    tx.recipients.push(r);
-                }
+            if let Some(tx) = &mut self.tx {
+                tx.recipients.push(recipient);
             }
         }
         reply

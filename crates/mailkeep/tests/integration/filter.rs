@@ -1033,6 +1033,30 @@ fn receiver_archives_and_names_the_copy_in_its_reply() {
     serve.stop();
 }
 
+/// `RCPT TO:<>` names nobody: 501 at RCPT, not 250 and then a recipient
+/// missing from the envelope (found by fuzzing the SMTP session). The
+/// transaction goes on with the recipients that were accepted.
+#[test]
+fn receiver_refuses_an_empty_recipient() {
+    let dir = sandbox();
+    let md = dir.path().join("archive/md");
+    let mut serve = start_filter(dir.path(), &receiver(""), &maildir_rule(&md), false);
+    let mut c = Client::hello(serve.port, "sender.test");
+    expect(&c.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
+    let empty = c.cmd("RCPT TO:<>");
+    expect(&empty, 501, "RCPT TO:<>");
+    assert!(empty.contains("5.1.3"), "{empty:?}");
+    expect(&c.cmd("RCPT TO:<b@y>"), 250, "RCPT");
+    expect(&c.cmd("DATA"), 354, "DATA");
+    c.send(&with_dot(SIMPLE));
+    expect(&c.reply(), 250, "end of data");
+    c.quit();
+    serve.stop();
+    let copies = archived(&md);
+    assert_eq!(copies.len(), 1);
+    assert_eq!(recipients_of(&envelope_of(&copies[0]).0), ["<b@y>"]);
+}
+
 /// `no_archive = true`: the listener answers as usual and archives
 /// nothing (a reinjection port, the return path of archive copies).
 #[test]
