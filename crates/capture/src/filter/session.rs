@@ -849,7 +849,12 @@ pub fn authenticated_sender(head: &[u8]) -> Option<String> {
             }
             break;
         }
-        if line.len() >= 9 && line[..9].eq_ignore_ascii_case("received:") {
+        // Bytes, not `str` slicing: byte 9 may be inside a character.
+        if line
+            .as_bytes()
+            .get(..9)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"received:"))
+        {
             in_received = true;
             first_received.push_str(&line[9..]);
         }
@@ -867,6 +872,24 @@ pub fn authenticated_sender(head: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header line with a multi-byte character across byte 9 panicked
+    /// (found by fuzzing the SMTP session).
+    #[test]
+    fn login_search_survives_a_character_across_byte_nine() {
+        assert_eq!(
+            authenticated_sender(b"\x00\x00\x00\x00\x00\x00\x00\x00\xe9x\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            authenticated_sender("Receivedé: x\r\n\r\n".as_bytes()),
+            None
+        );
+        assert_eq!(
+            authenticated_sender(b"received: (Authenticated sender: \xe9)\r\n\r\n").as_deref(),
+            Some("\u{fffd}")
+        );
+    }
 
     #[test]
     fn login_from_postfix_received_header() {
