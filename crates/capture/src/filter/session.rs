@@ -755,8 +755,42 @@ impl Session {
     }
 }
 
+/// What a syntax error reply says. Client bytes are echoed only as
+/// printable ASCII and at most 64 characters: a reply is 7-bit text within
+/// RFC 5321's 512 bytes (echoing them through `Debug` put 8-bit bytes in
+/// replies; found by fuzzing).
 fn error_text(e: &smtp_proto::Error) -> String {
-    format!("{e:?}")
+    use smtp_proto::Error as E;
+    match e {
+        E::InvalidSenderAddress => "bad sender address".into(),
+        E::InvalidRecipientAddress => "bad recipient address".into(),
+        E::SyntaxError { syntax } => format!("expected {}", printable(syntax)),
+        E::InvalidParameter { param } => format!("bad value for {}", printable(param)),
+        E::UnsupportedParameter { param } => {
+            format!("unsupported parameter {}", printable(param))
+        }
+        _ => "bad command".into(),
+    }
+}
+
+/// `text` with anything but printable ASCII shown as `?`, cut at 64
+/// characters.
+fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if text.chars().nth(64).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// XFORWARD values are xtext: `+XX` is a byte.
@@ -872,6 +906,18 @@ pub fn authenticated_sender(head: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syntax_error_replies_are_short_printable_ascii() {
+        let param = format!("SMTPUT\u{fffd}F8\r\n{}", "x".repeat(2000));
+        let text = error_text(&smtp_proto::Error::UnsupportedParameter { param });
+        assert!(
+            text.starts_with("unsupported parameter SMTPUT?F8??xxx"),
+            "{text}"
+        );
+        assert!(text.len() < 100, "{text}");
+        assert!(text.bytes().all(|b| (0x20..0x7f).contains(&b)), "{text}");
+    }
 
     /// A header line with a multi-byte character across byte 9 panicked
     /// (found by fuzzing the SMTP session).
