@@ -26,50 +26,13 @@ use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::import::{walk, Found, ImportOptions};
 use mailkeep_destinations::envelope_headers;
 use mailkeep_envelope::{CapturePath, Client, Envelope, RawMessage};
+use mailkeep_fuzz::{scratch_dir, Cursor};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let d = base.join(format!(
-            "mailkeep-fuzz-envelope-block-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-/// Reads fields off the front of the fuzz input.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn string(&mut self) -> String {
-        let n = usize::from(self.byte()).min(self.0.len());
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        String::from_utf8_lossy(s).into_owned()
-    }
-
-    fn opt(&mut self) -> Option<String> {
-        (self.byte() % 2 == 1).then(|| self.string())
-    }
+    DIR.get_or_init(|| scratch_dir("envelope-block"))
 }
 
 /// Values the block syntax cannot tell apart, so that the restored

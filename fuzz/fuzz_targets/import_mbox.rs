@@ -20,6 +20,7 @@
 use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::import::{walk, Found, ImportOptions};
 use mailkeep_destinations::mbox::FromQuoter;
+use mailkeep_fuzz::scratch_dir;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -28,16 +29,7 @@ const MAX_MESSAGES: usize = 16;
 /// A directory in tmpfs, one per fuzzing process.
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let d = base.join(format!("mailkeep-fuzz-import-mbox-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
+    DIR.get_or_init(|| scratch_dir("import-mbox"))
 }
 
 fn read_back(file: &[u8]) -> Vec<Found> {

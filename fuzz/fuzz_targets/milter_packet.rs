@@ -22,6 +22,7 @@
 use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::milter::message::{ConnectionFacts, MessageBuilder};
 use mailkeep_envelope::normalize_address_arg;
+use mailkeep_fuzz::{scratch_dir, Cursor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -40,41 +41,7 @@ const NAMES: [&str; 6] = [
 
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let d = base.join(format!("mailkeep-fuzz-milter-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn bytes(&mut self) -> &'a [u8] {
-        let n = usize::from(self.byte()).min(self.0.len());
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        s
-    }
-
-    fn string(&mut self) -> String {
-        String::from_utf8_lossy(self.bytes()).into_owned()
-    }
+    DIR.get_or_init(|| scratch_dir("milter"))
 }
 
 fuzz_target!(|data: &[u8]| {

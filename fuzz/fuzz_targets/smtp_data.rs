@@ -19,6 +19,7 @@
 use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::filter::data::{DataDecoder, Feed};
 use mailkeep_envelope::DataEncoder;
+use mailkeep_fuzz::crlf_normalised;
 
 /// Decodes `input` in `chunk`-byte pieces: the message and, if the end was
 /// found, how many input bytes it took.
@@ -46,20 +47,6 @@ fn encode(x: &[u8], chunk: usize) -> Vec<u8> {
     out
 }
 
-fn normalised(x: &[u8]) -> Vec<u8> {
-    let mut want = Vec::with_capacity(x.len() * 2 + 2);
-    for (i, &b) in x.iter().enumerate() {
-        if b == b'\n' && (i == 0 || x[i - 1] != b'\r') {
-            want.push(b'\r');
-        }
-        want.push(b);
-    }
-    if !x.is_empty() && !x.ends_with(b"\n") {
-        want.extend_from_slice(b"\r\n");
-    }
-    want
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&c, x)) = data.split_first() else {
         return;
@@ -77,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     wire.extend_from_slice(b"QUIT\r\n");
     let (msg, done) = decode(&wire, chunk);
     assert_eq!(done, Some(end), "end of DATA misplaced");
-    assert_eq!(msg, normalised(x));
+    assert_eq!(msg, crlf_normalised(x));
 
     // Anything at all.
     let (out, done) = decode(x, chunk);

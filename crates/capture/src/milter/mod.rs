@@ -131,6 +131,32 @@ async fn serve_connection(
     draining: Arc<AtomicBool>,
     timeout: Duration,
 ) {
+    let result = match stream {
+        Stream::Tcp(s) => serve_stream(s, snapshot, committer, counters, draining, timeout).await,
+        Stream::Unix(s) => serve_stream(s, snapshot, committer, counters, draining, timeout).await,
+    };
+    if let Some(Err(e)) = result {
+        // The MTA hung up, timed out or spoke garbage: its problem, logged
+        // for the administrator, and the MTA applies its default action.
+        tracing::warn!("milter connection ended: {e}");
+    }
+}
+
+/// Serves one MTA connection over any byte stream, exactly as [`run`]
+/// does for an accepted socket: the milter protocol (`miltr-server`), the
+/// "no reply" filter ([`noreply`]), the per-packet read deadline and the
+/// drain rule. `None`: dropped because the server is shutting down.
+pub async fn serve_stream<S>(
+    stream: S,
+    snapshot: Arc<Snapshot>,
+    committer: GroupCommitter,
+    counters: Arc<FailureCounters>,
+    draining: Arc<AtomicBool>,
+    timeout: Duration,
+) -> Option<Result<(), miltr_server::Error<io::Error>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let in_message = Arc::new(AtomicBool::new(false));
     let mut session = session::Session::new(
         snapshot,
@@ -140,23 +166,9 @@ async fn serve_connection(
         in_message.clone(),
     );
     let mut server = miltr_server::Server::new(&mut session, false, MAX_PACKET);
-    let result = match stream {
-        Stream::Tcp(s) => {
-            let conn = server
-                .handle_connection(noreply::NoReply::new(IdleTimeout::new(s, timeout)).compat());
-            until_idle_while_draining(conn, &draining, &in_message).await
-        }
-        Stream::Unix(s) => {
-            let conn = server
-                .handle_connection(noreply::NoReply::new(IdleTimeout::new(s, timeout)).compat());
-            until_idle_while_draining(conn, &draining, &in_message).await
-        }
-    };
-    if let Some(Err(e)) = result {
-        // The MTA hung up, timed out or spoke garbage: its problem, logged
-        // for the administrator, and the MTA applies its default action.
-        tracing::warn!("milter connection ended: {e}");
-    }
+    let conn =
+        server.handle_connection(noreply::NoReply::new(IdleTimeout::new(stream, timeout)).compat());
+    until_idle_while_draining(conn, &draining, &in_message).await
 }
 
 /// Runs a connection to its end, or, once draining, until it is between
