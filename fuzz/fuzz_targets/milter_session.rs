@@ -49,6 +49,7 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
+        mailkeep_fuzz::log_if_asked();
         let dir = scratch_dir("milter-session");
         let (store, archiver) = store_archiver(&dir);
         let spool_dir = dir.join("spool");

@@ -50,8 +50,11 @@ struct Env {
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
+        mailkeep_fuzz::log_if_asked();
         let dir = scratch_dir("smtp-session");
         let (store, archiver) = store_archiver(&dir);
+        std::fs::create_dir_all(dir.join("spool")).unwrap();
+        std::fs::create_dir_all(dir.join("dedup")).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -51,6 +51,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Logs what mailkeep logs to standard error when `MAILKEEP_FUZZ_LOG` is
+/// set (replaying one input); silent otherwise, as fuzzing wants.
+pub fn log_if_asked() {
+    if std::env::var_os("MAILKEEP_FUZZ_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// A fresh directory for this process, in `/dev/shm` when there is one
 /// (files written on every run should not wear a disk).
 pub fn scratch_dir(name: &str) -> PathBuf {
