@@ -4,6 +4,7 @@
 
 use mailkeep_destinations::{ArchiveOptions, Archiver};
 use mailkeep_rules::{OneOrMany, RawRule, RuleSet};
+use mailkeep_store::catalog::Hit;
 use mailkeep_store::{Store, StoreConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,4 +105,29 @@ pub fn store_archiver(dir: &Path) -> (Arc<Store>, Archiver) {
     );
     archiver.set_store(Some(store.clone()));
     (store, archiver)
+}
+
+/// Follows the deliveries a store gains, by id (ids are consecutive), so
+/// a run does not count the whole catalog after every input.
+pub struct NewDeliveries {
+    next: i64,
+}
+
+impl NewDeliveries {
+    /// Starts after the store's current last delivery.
+    pub fn new(store: &Store) -> NewDeliveries {
+        NewDeliveries {
+            next: store.totals().unwrap().deliveries as i64 + 1,
+        }
+    }
+
+    /// The deliveries stored since the last call, oldest first.
+    pub fn take(&mut self, store: &Store) -> Vec<Hit> {
+        let mut v = Vec::new();
+        while let Ok(hit) = store.get(self.next) {
+            v.push(hit);
+            self.next += 1;
+        }
+        v
+    }
 }
