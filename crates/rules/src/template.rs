@@ -21,7 +21,7 @@
 //! fixed directory, must not contain a `..` component, and may only use
 //! known placeholders.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::{Component, Path, PathBuf};
 
 /// Longest escaped component; leaves room under `NAME_MAX` (255) for the
@@ -305,7 +305,8 @@ pub fn escape_component(value: Option<&str>) -> String {
         if safe {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02x}"));
+            // Into `out` directly: no allocation per escaped byte.
+            let _ = write!(out, "%{b:02x}");
         }
     }
     if out.len() > MAX_COMPONENT {
