@@ -220,6 +220,10 @@ fn milter_with_1000_idle_connections_still_negotiates_and_closes_them() {
     serve.stop();
     assert_eq!(r["reply"], "O", "no option negotiation reply: {r}");
     assert!(r["negotiated_in"].as_f64().expect("time") < 2.0, "{r}");
+    // 17 bytes at 0.4 s each take 6.8 s; a deadline per read (2 s) would
+    // never fire, the one per packet fires after about 2 s.
+    let cut = r["cut_after"].as_f64().unwrap_or(f64::MAX);
+    assert!(cut < 6.0, "the trickling peer was not cut off: {r}");
     assert_eq!(
         r["idle_closed"], 1000,
         "idle milter connections outlived timeout: {r}"
