@@ -25,6 +25,49 @@ fn start(dir: &Path, extra: &str) -> Serve {
     )
 }
 
+/// Python shared by the slow-client scripts (prepended to them).
+const SLOW_CLIENT: &str = r#"
+import socket, time
+
+def trickle_until_cut(sock, data, t0):
+    """Sends `data` a byte every 0.4 s; seconds from t0 until the server
+    hung up, or None if it took all of it."""
+    for b in data:
+        try:
+            sock.send(bytes([b]))
+            time.sleep(0.4)
+            sock.settimeout(0.01)
+            try:
+                if sock.recv(512) == b"":
+                    raise ConnectionError
+            except socket.timeout:
+                pass
+        except (ConnectionError, OSError):
+            return time.time() - t0
+    return None
+
+def count_closed(socks, farewell=None):
+    """How many of `socks` the server has closed (after sending
+    `farewell`, if given); one still open times out and does not count."""
+    n = 0
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            data = s.recv(512)
+            n += data == b"" or (farewell is not None and data.startswith(farewell))
+        except socket.timeout:
+            pass
+        except (ConnectionError, OSError):
+            n += 1
+    return n
+"#;
+
+/// Runs a slow-client script with [`SLOW_CLIENT`] in front.
+fn slow_client(script: &str, port: u16) -> serde_json::Value {
+    let out = python(&format!("{SLOW_CLIENT}{script}"), &[&port.to_string()]);
+    serde_json::from_str(out.trim()).expect("json")
+}
+
 /// 1,000 idle connections and a client sending one byte every 0.4 s: a
 /// normal client is still served at once; the trickler is cut off when its
 /// line takes longer than `command_timeout` (2 s here), however steadily it
@@ -46,29 +89,9 @@ c = smtplib.SMTP("127.0.0.1", port, timeout=10)
 c.sendmail("a@example.com", ["b@example.org"], "Subject: served\r\n\r\nwhile 1000 wait\r\n")
 c.quit()
 served_in = time.time() - t0
-cut_after = None
-for b in b"EHLO a-very-slow-client.example.com\r\n":
-    try:
-        trickle.send(bytes([b]))
-        time.sleep(0.4)
-        trickle.settimeout(0.01)
-        try:
-            if trickle.recv(512) == b"":
-                raise ConnectionError
-        except socket.timeout:
-            pass
-    except (ConnectionError, OSError):
-        cut_after = time.time() - t0
-        break
+cut_after = trickle_until_cut(trickle, b"EHLO a-very-slow-client.example.com\r\n", t0)
 time.sleep(1)
-closed = 0
-for s in idle:
-    s.settimeout(0.5)
-    try:
-        data = s.recv(512)
-        closed += data == b"" or data.startswith(b"421")
-    except (ConnectionError, socket.timeout, OSError):
-        closed += 1
+closed = count_closed(idle, b"421")
 print(json.dumps({"greeted": greeted, "served_in": served_in, "cut_after": cut_after, "idle_closed": closed}))
 "#;
 
@@ -76,8 +99,7 @@ print(json.dumps({"greeted": greeted, "served_in": served_in, "cut_after": cut_a
 fn slow_loris_and_1000_idle_connections_do_not_stop_service() {
     let dir = sandbox();
     let mut serve = start(dir.path(), "command_timeout = 2\nmax_connections = 1100");
-    let out = python(IDLE, &[&serve.port.to_string()]);
-    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let r = slow_client(IDLE, serve.port);
     let rss = serve.peak_rss_kib();
     serve.stop();
     assert_eq!(r["greeted"], 1000, "{r}");
@@ -172,29 +194,9 @@ negotiated_in = time.time() - t0
 # arrive whole within the timeout.
 t = socket.create_connection(("127.0.0.1", port), timeout=10)
 packet = struct.pack(">I", 13) + b"O" + struct.pack(">III", 6, 0x1FF, 0)
-t1 = time.time()
-cut_after = None
-for b in packet:
-    try:
-        t.send(bytes([b]))
-        time.sleep(0.4)
-        t.settimeout(0.01)
-        try:
-            if t.recv(64) == b"":
-                raise ConnectionError
-        except socket.timeout:
-            pass
-    except (ConnectionError, OSError):
-        cut_after = time.time() - t1
-        break
+cut_after = trickle_until_cut(t, packet, time.time())
 time.sleep(1)
-closed = 0
-for c in idle:
-    c.settimeout(0.5)
-    try:
-        closed += c.recv(64) == b""
-    except (ConnectionError, OSError):
-        closed += 1
+closed = count_closed(idle)
 print(json.dumps({"reply": hdr[4:5].decode("latin-1"), "negotiated_in": negotiated_in, "idle_closed": closed, "cut_after": cut_after}))
 "#;
 
@@ -214,8 +216,7 @@ fn milter_with_1000_idle_connections_still_negotiates_and_closes_them() {
         &["milter listening on"],
         false,
     );
-    let out = python(MILTER_IDLE, &[&serve.port.to_string()]);
-    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let r = slow_client(MILTER_IDLE, serve.port);
     let rss = serve.peak_rss_kib();
     serve.stop();
     assert_eq!(r["reply"], "O", "no option negotiation reply: {r}");
