@@ -45,6 +45,7 @@ mod group;
 mod headers;
 pub mod maildir;
 pub mod mbox;
+pub mod private;
 mod unique;
 
 pub use group::{GroupCommitter, GroupStats, Reply, DEFAULT_MAX_BATCH};

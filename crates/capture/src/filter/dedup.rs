@@ -17,8 +17,11 @@
 //! key can still leave one duplicate: recorded after, so never a loss.
 
 use mailkeep_envelope::RawMessage;
-use std::fs::{self, OpenOptions};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use std::ffi::CString;
+use std::fs::OpenOptions;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -79,30 +82,82 @@ impl Ledger {
     }
 
     /// Removes keys older than [`KEEP`]; returns how many.
+    ///
+    /// Only names of the ledger's own making are touched (two hex digits,
+    /// then 64 hex digits starting with them, empty regular files), and
+    /// nothing is followed: every directory is opened relative to its
+    /// parent with `O_NOFOLLOW`, so a link planted in the ledger, or a
+    /// ledger directory pointed at an archive by mistake, cannot make this
+    /// delete anything else.
     pub fn prune(&self) -> usize {
-        let Ok(top) = fs::read_dir(&self.dir) else {
+        let Ok(top) = open_dir(rustix::fs::CWD, &self.dir) else {
             return 0;
         };
         let now = SystemTime::now();
         let mut removed = 0;
-        for sub in top.flatten() {
-            let Ok(entries) = fs::read_dir(sub.path()) else {
+        for sub in dir_names(&top) {
+            let Some(prefix) = sub
+                .to_str()
+                .ok()
+                .filter(|n| n.len() == 2 && is_lower_hex(n))
+            else {
                 continue;
             };
-            for e in entries.flatten() {
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| now.duration_since(t).ok())
-                    .is_some_and(|age| age > KEEP);
-                if old && fs::remove_file(e.path()).is_ok() {
+            let Ok(subdir) = open_dir(&top, Path::new(prefix)) else {
+                continue;
+            };
+            for name in dir_names(&subdir) {
+                let own = name
+                    .to_str()
+                    .is_ok_and(|n| n.len() == 64 && n.starts_with(prefix) && is_lower_hex(n));
+                if !own {
+                    continue;
+                }
+                let Ok(st) = rustix::fs::statat(&subdir, &name, AtFlags::SYMLINK_NOFOLLOW) else {
+                    continue;
+                };
+                let regular_and_empty =
+                    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_size == 0;
+                let modified = SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0));
+                let old = now.duration_since(modified).is_ok_and(|age| age > KEEP);
+                if regular_and_empty
+                    && old
+                    && rustix::fs::unlinkat(&subdir, &name, AtFlags::empty()).is_ok()
+                {
                     removed += 1;
                 }
             }
         }
         removed
     }
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Opens a directory relative to `at` without following a link at its last
+/// component.
+fn open_dir<Fd: AsFd>(at: Fd, path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        at,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The entry names of an open directory, without `.` and `..`.
+fn dir_names(dir: &OwnedFd) -> Vec<CString> {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect()
 }
 
 #[cfg(test)]
@@ -146,5 +201,68 @@ mod tests {
         ledger.record(&k).unwrap();
         assert!(ledger.seen(&k));
         assert_eq!(ledger.prune(), 0, "fresh keys stay");
+    }
+
+    fn make_old(path: &Path) {
+        let old = SystemTime::now() - KEEP - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    /// The ledger's clean-up used to remove every file older than 8 days two
+    /// levels down, following links: a `dedup_dir` pointed at an archive, or
+    /// a link planted in it, deleted mail. Only its own old keys may go.
+    #[test]
+    fn prune_removes_only_its_own_old_keys_and_follows_no_link() {
+        let top = tempfile::tempdir().unwrap();
+        let ledger_dir = top.path().join("ledger");
+        let ledger = Ledger::new(&ledger_dir);
+        let m = RawMessage::from_bytes(b"Subject: x\r\n\r\nbody\r\n".to_vec());
+        let key = Ledger::key("4ABC", &["a@x".to_string()], &m).unwrap();
+        ledger.record(&key).unwrap();
+        make_old(&ledger.path(&key));
+
+        // An archive beside the ledger, with old files in two levels.
+        let archive = top.path().join("archive");
+        let victim_name = format!("{}{}", &key[..2], "0".repeat(62));
+        let victims = [
+            archive.join("bob/sent.mbox"),
+            archive.join("segments/000001.seg"),
+            archive.join(&key[..2]).join(&victim_name),
+        ];
+        for v in &victims {
+            std::fs::create_dir_all(v.parent().unwrap()).unwrap();
+            std::fs::write(v, b"mail").unwrap();
+            make_old(v);
+        }
+        std::fs::write(archive.join("bob/empty"), b"").unwrap();
+        make_old(&archive.join("bob/empty"));
+        // Links planted in the ledger: a subdirectory and a key pointing out.
+        std::os::unix::fs::symlink(archive.join(&key[..2]), ledger_dir.join("ff")).unwrap();
+        std::os::unix::fs::symlink(archive.join("bob"), ledger_dir.join("bob")).unwrap();
+        let sub = ledger_dir.join(&key[..2]);
+        let link_key = format!("{}{}", &key[..2], "1".repeat(62));
+        std::os::unix::fs::symlink(&victims[2], sub.join(link_key)).unwrap();
+
+        assert_eq!(ledger.prune(), 1, "exactly the one old key");
+        assert!(!ledger.seen(&key));
+        for v in &victims {
+            assert!(v.exists(), "{} was removed", v.display());
+        }
+        assert!(archive.join("bob/empty").exists());
+
+        // The ledger directory itself pointed at the archive.
+        assert_eq!(Ledger::new(&archive).prune(), 0);
+        let linked = top.path().join("linked");
+        std::os::unix::fs::symlink(&archive, &linked).unwrap();
+        assert_eq!(Ledger::new(&linked).prune(), 0);
+        for v in &victims {
+            assert!(v.exists(), "{} was removed", v.display());
+        }
+        assert!(archive.join("bob/empty").exists());
     }
 }

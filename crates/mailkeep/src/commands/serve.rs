@@ -72,9 +72,32 @@ fn raise_fd_limit() {
     }
 }
 
+/// Creates (0700) and checks the directories `serve` keeps named files in:
+/// the filter's dedup ledger and the archive-copy queue. A directory another
+/// user owns or could swap (a symlink, group- or world-writable, under a
+/// world-writable parent without the sticky bit) is refused before anything
+/// is written to or pruned from it. The spool only ever holds unnamed files
+/// (`O_TMPFILE`, or a random name taken with `O_EXCL` and unlinked at once),
+/// so it is only created when missing.
+fn prepare_private_dirs(settings: &Settings) -> Result<(), String> {
+    use mailkeep_destinations::private::ensure_private_dir;
+    let io = |e: std::io::Error| e.to_string();
+    if !settings.spool_dir.is_dir() {
+        ensure_private_dir(&settings.spool_dir, "spool.dir").map_err(io)?;
+    }
+    if let Some(f) = &settings.filter {
+        ensure_private_dir(&f.dedup_dir, "filter.dedup_dir").map_err(io)?;
+    }
+    if let Some((f, _)) = &settings.forward {
+        ensure_private_dir(&f.spool, "forward.spool").map_err(io)?;
+    }
+    Ok(())
+}
+
 pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
     raise_fd_limit();
     let mut settings = config::load(path).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))?;
+    prepare_private_dirs(&settings).map_err(|e| Failure::new(Exit::CONFIG, e))?;
     settings
         .attach_store()
         .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
@@ -184,7 +207,12 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
         tokio::select! {
             _ = term.recv() => { println!("SIGTERM: stopping"); break; }
             _ = int.recv() => { println!("SIGINT: stopping"); break; }
-            _ = hup.recv() => match config::load(path).and_then(|new| keep_store(&current, new)) {
+            _ = hup.recv() => match config::load(path)
+                .and_then(|new| keep_store(&current, new))
+                .and_then(|new| match prepare_private_dirs(&new) {
+                    Ok(()) => Ok(new),
+                    Err(message) => Err(config::ConfigError { source: new.source.clone(), line: None, message }),
+                }) {
                 Ok(new) => {
                     if new.milter.as_ref().map(|m| &m.listen) != current.milter.as_ref().map(|m| &m.listen) {
                         tracing::warn!("milter.listen changed: restart mailkeep to listen on the new address");

@@ -40,6 +40,11 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// `dir`, the `filter` lines and the `rules`.
 fn start_filter(dir: &Path, filter: &str, rules: &str, unprivileged: bool) -> Serve {
     let dedup = dir.join("dedup");
+    if unprivileged && is_root() {
+        // serve refuses a ledger it cannot create or does not own.
+        std::fs::create_dir_all(&dedup).unwrap();
+        std::os::unix::fs::chown(&dedup, Some(65534), Some(65534)).unwrap();
+    }
     Serve::start(
         dir,
         |port| {

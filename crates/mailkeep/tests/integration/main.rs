@@ -4,6 +4,7 @@
 
 mod util;
 
+mod admin;
 mod commands;
 mod filter;
 mod filter_tls;
