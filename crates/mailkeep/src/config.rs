@@ -41,6 +41,7 @@ struct RawStore {
     signing_key_file: Option<PathBuf>,
     compression_level: Option<i32>,
     segment_size: Option<Size>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -269,13 +270,18 @@ impl Settings {
         Ok(Some(cfg))
     }
 
-    /// Opens the configured store for the query commands.
-    pub fn open_store(&self) -> Result<Store, String> {
-        let cfg = self
-            .store
-            .clone()
-            .ok_or_else(|| format!("{}: there is no [store] section", self.source))?;
-        Store::open_existing(cfg, false).map_err(|e| mailkeep_capture::error_chain(&e))
+    /// Opens the configured store read-only for the query commands
+    /// (search, show, export, stats, verify, checkpoint): they need no write
+    /// access and change nothing in it.
+    pub fn open_store(&self) -> Result<Store, crate::exit::Failure> {
+        use crate::exit::{Exit, Failure};
+        let cfg = self.store.clone().ok_or_else(|| {
+            Failure::new(
+                Exit::CONFIG,
+                format!("{}: there is no [store] section", self.source),
+            )
+        })?;
+        Store::open_read_only(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))
     }
 }
 
@@ -368,6 +374,14 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
             cfg.encryption_key_file = st.encryption_key_file;
             cfg.old_key_files = st.old_key_files;
             cfg.signing_key_file = st.signing_key_file;
+            if let Some(name) = st.group {
+                let gid = match nix::unistd::Group::from_name(&name) {
+                    Ok(Some(g)) => Some(g.gid.as_raw()),
+                    _ => name.parse::<u32>().ok(),
+                };
+                cfg.group =
+                    Some(gid.ok_or_else(|| err(line, format!("store.group: no group {name:?}")))?);
+            }
             if let Some(level) = st.compression_level {
                 if !(1..=19).contains(&level) {
                     return Err(err(

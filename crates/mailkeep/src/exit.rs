@@ -23,6 +23,9 @@ impl Exit {
     pub const IOERR: Exit = Exit(74);
     /// EX_TEMPFAIL: not archived (or not passed on); the MTA should retry.
     pub const TEMPFAIL: Exit = Exit(75);
+    /// EX_NOPERM: the operating system refused access (permission denied,
+    /// a read-only file system).
+    pub const NOPERM: Exit = Exit(77);
     /// EX_CONFIG: the configuration is invalid.
     pub const CONFIG: Exit = Exit(78);
 }
@@ -43,6 +46,17 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+
+    /// A store failure: [`Exit::NOPERM`] when access was refused, else
+    /// `code`.
+    pub fn from_store(code: Exit, error: &mailkeep_store::StoreError) -> Failure {
+        let code = if error.is_permission_denied() {
+            Exit::NOPERM
+        } else {
+            code
+        };
+        Failure::from_error(code, error)
     }
 
     /// A failure whose message is an error's whole cause chain.

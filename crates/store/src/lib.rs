@@ -22,6 +22,7 @@
 pub mod blobs;
 pub mod catalog;
 pub mod chain;
+pub mod owner;
 pub mod verify;
 
 use blobs::crypto::{Key, KeyError, Keyring};
@@ -35,7 +36,7 @@ use mailkeep_query::Query;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -64,6 +65,8 @@ pub struct StoreConfig {
     pub segment_size: u64,
     /// Text extraction limits.
     pub index: IndexLimits,
+    /// Group (gid) given read access to everything in the store.
+    pub group: Option<u32>,
 }
 
 impl StoreConfig {
@@ -77,6 +80,7 @@ impl StoreConfig {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             segment_size: DEFAULT_SEGMENT_SIZE,
             index: IndexLimits::default(),
+            group: None,
         }
     }
 }
@@ -114,11 +118,54 @@ pub enum StoreError {
     /// The store was changed under us in a way a writer cannot continue.
     #[error("{0}")]
     Inconsistent(String),
+    /// A write to a store opened read-only.
+    #[error("the store is open read-only")]
+    ReadOnly,
+}
+
+impl StoreError {
+    /// True when the operating system refused access (a permission or
+    /// read-only file system problem, not damage to the store).
+    pub fn is_permission_denied(&self) -> bool {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = e {
+            if let Some(io) = err.downcast_ref::<io::Error>() {
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) {
+                    return true;
+                }
+            }
+            if let Some(rusqlite::Error::SqliteFailure(f, _)) =
+                err.downcast_ref::<rusqlite::Error>()
+            {
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::PermissionDenied
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::CannotOpen
+                ) {
+                    return true;
+                }
+            }
+            e = err.source();
+        }
+        false
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
     let what = what.into();
-    move |source| StoreError::Io { what, source }
+    move |source| {
+        // "Permission denied" alone does not say as whom.
+        let what = if source.kind() == io::ErrorKind::PermissionDenied {
+            format!("{what} (as {})", owner::current_user())
+        } else {
+            what
+        };
+        StoreError::Io { what, source }
+    }
 }
 
 /// fsync a directory, so entries created in it survive a crash.
@@ -182,7 +229,8 @@ pub struct Store {
     /// A second connection for lookups and queries, so they never wait
     /// behind a commit's fsyncs (WAL readers see the last commit).
     reader: Mutex<Box<dyn Catalog>>,
-    lock: File,
+    /// The writers' lock; `None` when opened read-only.
+    lock: Option<File>,
 }
 
 impl std::fmt::Debug for Store {
@@ -267,27 +315,119 @@ pub fn record_of(env: &Envelope, content: &blake3::Hash, size: u64) -> DeliveryR
 }
 
 impl Store {
-    /// Opens the store at `config.path`, creating it when missing.
+    /// Opens the store at `config.path` for writing, creating it when
+    /// missing (see [`owner`] for who owns what it creates).
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        // Archived mail is private: the store is created for its owner
-        // only (group access can be granted afterwards; it is kept).
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&config.path)
+        owner::create_store_dir(&config.path, config.group)
             .map_err(io_err(format!("creating {}", config.path.display())))?;
         Self::open_existing(config, true)
     }
 
-    /// Opens an existing store; an error when there is none at the path.
+    /// Opens an existing store for writing; an error when there is none at
+    /// the path (and `create` is false).
     pub fn open_existing(config: StoreConfig, create: bool) -> Result<Store, StoreError> {
-        let catalog_path = config.path.join("catalog.sqlite");
-        if !create && !catalog_path.exists() {
-            return Err(StoreError::Io {
-                what: format!("opening the store at {}", config.path.display()),
-                source: io::Error::new(io::ErrorKind::NotFound, "no catalog.sqlite there"),
-            });
+        let catalog_path = Self::catalog_path(&config, create)?;
+        let keys = Self::keyring(&config)?;
+        let own = owner::Ownership::for_store(&config.path, config.group).map_err(io_err(
+            format!("opening the store at {}", config.path.display()),
+        ))?;
+        if config.group.is_some() {
+            own.apply_path(&config.path)
+                .map_err(io_err("giving the store its group"))?;
         }
+        let lock_path = config.path.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .mode(own.file_mode())
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(format!("opening {}", lock_path.display())))?;
+        own.apply(&lock, false)
+            .map_err(io_err(format!("owner of {}", lock_path.display())))?;
+        let blobs = SegmentDir::open(&config.path.join("segments"), own)
+            .map_err(io_err("opening the segments directory"))?;
+        if create {
+            // SQLite creates its file (and the -wal and -shm files after
+            // it) with the database file's mode (and, run as root, owner);
+            // make that right first.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(own.file_mode())
+                .open(&catalog_path)
+            {
+                Ok(f) => own
+                    .apply(&f, false)
+                    .map_err(io_err(format!("owner of {}", catalog_path.display())))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(format!("creating {}", catalog_path.display()))(e)),
+            }
+        }
+        if config.group.is_some() {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = catalog_path.clone().into_os_string();
+                p.push(suffix);
+                own.apply_path(Path::new(&p))
+                    .map_err(io_err("giving the catalog its group"))?;
+            }
+        }
+        let catalog = Sqlite::open(&catalog_path, create)?;
+        let reader = Sqlite::open(&catalog_path, false)?;
+        if create {
+            fsync_dir(&config.path)
+                .map_err(io_err(format!("syncing {}", config.path.display())))?;
+        }
+        Ok(Store {
+            keys,
+            blobs: Box::new(blobs),
+            catalog: Mutex::new(Box::new(catalog)),
+            reader: Mutex::new(Box::new(reader)),
+            lock: Some(lock),
+            config,
+        })
+    }
+
+    /// Opens an existing store for reading only: nothing in it is created,
+    /// locked or changed, so it works on a read-only mount, a backup copy
+    /// or with group read access alone.
+    pub fn open_read_only(config: StoreConfig) -> Result<Store, StoreError> {
+        let catalog_path = Self::catalog_path(&config, false)?;
+        let keys = Self::keyring(&config)?;
+        let blobs = SegmentDir::existing(&config.path.join("segments"));
+        let catalog = Sqlite::open_read_only(&catalog_path)?;
+        let reader = Sqlite::open_read_only(&catalog_path)?;
+        Ok(Store {
+            keys,
+            blobs: Box::new(blobs),
+            catalog: Mutex::new(Box::new(catalog)),
+            reader: Mutex::new(Box::new(reader)),
+            lock: None,
+            config,
+        })
+    }
+
+    /// The catalog's path, checking that it exists unless it is to be
+    /// created; "no store here" and "not allowed to look" are told apart.
+    fn catalog_path(config: &StoreConfig, create: bool) -> Result<PathBuf, StoreError> {
+        let catalog_path = config.path.join("catalog.sqlite");
+        if !create {
+            if let Err(e) = std::fs::metadata(&catalog_path) {
+                let source = if e.kind() == io::ErrorKind::NotFound {
+                    io::Error::new(io::ErrorKind::NotFound, "no catalog.sqlite there")
+                } else {
+                    e
+                };
+                return Err(io_err(format!(
+                    "opening the store at {}",
+                    config.path.display()
+                ))(source));
+            }
+        }
+        Ok(catalog_path)
+    }
+
+    fn keyring(config: &StoreConfig) -> Result<Keyring, StoreError> {
         let current = config
             .encryption_key_file
             .as_deref()
@@ -298,44 +438,7 @@ impl Store {
             .iter()
             .map(|p| Key::load(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let lock_path = config.path.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .mode(0o600)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(format!("opening {}", lock_path.display())))?;
-        let blobs = SegmentDir::open(&config.path.join("segments"))
-            .map_err(io_err("opening the segments directory"))?;
-        if create {
-            // SQLite creates its file (and the -wal and -shm files after
-            // it) with the database file's mode; make that 0600 first.
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&catalog_path)
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err(format!("creating {}", catalog_path.display()))(e)),
-            }
-        }
-        let catalog = Sqlite::open(&catalog_path, create)?;
-        let reader = Sqlite::open(&catalog_path, false)?;
-        if create {
-            fsync_dir(&config.path)
-                .map_err(io_err(format!("syncing {}", config.path.display())))?;
-        }
-        Ok(Store {
-            keys: Keyring::new(current, old),
-            blobs: Box::new(blobs),
-            catalog: Mutex::new(Box::new(catalog)),
-            reader: Mutex::new(Box::new(reader)),
-            lock,
-            config,
-        })
+        Ok(Keyring::new(current, old))
     }
 
     /// The settings in use.
@@ -401,7 +504,8 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let _flock = FileLock::exclusive(&self.lock).map_err(io_err("locking the store"))?;
+        let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
+        let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
         let mut catalog = self.catalog();
         let key_id = self
             .keys

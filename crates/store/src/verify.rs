@@ -162,6 +162,9 @@ impl Store {
             progress(Phase::Messages, report.messages);
             match self.read_record(&row.hash, row.location) {
                 Ok(bytes) => report.bytes += bytes.len() as u64,
+                // Not being allowed to read is not damage: verification
+                // cannot be done, and says so instead of reporting tampering.
+                Err(e) if e.is_permission_denied() => return Err(e),
                 Err(e) => note(
                     &mut problems,
                     format!(

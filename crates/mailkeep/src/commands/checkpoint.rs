@@ -6,12 +6,10 @@ use crate::exit::{Exit, Failure};
 use std::io::Write;
 
 pub fn run(settings: &Settings, args: CheckpointArgs) -> Result<Exit, Failure> {
-    let store = settings
-        .open_store()
-        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let store = settings.open_store()?;
     let cp = store
         .checkpoint()
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     let text = cp.to_text();
     match args.out {
         None => print!("{text}"),

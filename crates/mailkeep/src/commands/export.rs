@@ -60,17 +60,15 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
             ),
         ));
     }
-    let store = settings
-        .open_store()
-        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let store = settings.open_store()?;
     let mut hits = store
         .search(&query, None)
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     hits.reverse();
     let raw = |hit: &Hit| {
         store
             .raw_by_hash(&hit.record.content)
-            .map_err(|e| Failure::from_error(Exit::IOERR, &e))
+            .map_err(|e| Failure::from_store(Exit::IOERR, &e))
     };
     let out = &args.out;
     match args.format {

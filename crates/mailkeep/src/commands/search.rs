@@ -9,12 +9,10 @@ use std::io::Write;
 pub fn run(settings: &Settings, args: SearchArgs) -> Result<Exit, Failure> {
     let query =
         mailkeep_query::parse(&args.query).map_err(|e| Failure::new(Exit::USAGE, e.to_string()))?;
-    let store = settings
-        .open_store()
-        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let store = settings.open_store()?;
     let hits = store
         .search(&query, args.limit)
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for hit in &hits {

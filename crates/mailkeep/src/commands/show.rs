@@ -22,12 +22,10 @@ fn header_section(raw: &[u8]) -> &[u8] {
 }
 
 pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
-    let store = settings
-        .open_store()
-        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let store = settings.open_store()?;
     let hit = store.get(args.id).map_err(|e| match e {
         mailkeep_store::StoreError::NotFound(_) => Failure::new(Exit::NOTHING, e.to_string()),
-        e => Failure::from_error(Exit::IOERR, &e),
+        e => Failure::from_store(Exit::IOERR, &e),
     })?;
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>, b: &[u8]| {
@@ -46,7 +44,7 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
     }
     let raw = store
         .raw_by_hash(&hit.record.content)
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     if args.raw {
         write(&mut out, &raw)?;
         return Ok(Exit::OK);

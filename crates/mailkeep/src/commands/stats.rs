@@ -19,12 +19,10 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 pub fn run(settings: &Settings, args: StatsArgs) -> Result<Exit, Failure> {
-    let store = settings
-        .open_store()
-        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let store = settings.open_store()?;
     let t = store
         .totals()
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     let dir = &store.config().path;
     let catalog =
         file_size(&dir.join("catalog.sqlite")) + file_size(&dir.join("catalog.sqlite-wal"));

@@ -9,12 +9,10 @@ use mailkeep_store::verify::{Checkpoint, Phase};
 use serde_json::json;
 
 pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
-    let store = settings
-        .open_store()
-        .map_err(|m| Failure::new(Exit::IOERR, m))?;
+    let store = settings.open_store()?;
     let (deliveries, messages) = store
         .verify_sizes()
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     // Drawn on standard error only when it is a terminal.
     let bar = ProgressBar::new(deliveries + messages).with_style(
         ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
@@ -36,7 +34,7 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
                 }
             }
         })
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     bar.finish_and_clear();
     if let Some(path) = &args.checkpoint {
         let cp = Checkpoint::load(path).map_err(|m| Failure::new(Exit::USAGE, m))?;
@@ -47,7 +45,7 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
         }
         let problems = store
             .check_checkpoint(&cp)
-            .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
+            .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
         for p in problems {
             if !report.problems.contains(&p) {
                 report

@@ -143,3 +143,283 @@ fn a_dedup_dir_pointed_at_the_archive_deletes_nothing() {
     assert_all_there(&files);
     assert!(!log.contains("old dedup keys removed"), "{log}");
 }
+
+// ---------------------------------------------------------------------------
+// Ownership: root's commands leave the store usable by its owner; readers
+// need no write access.
+
+const NOBODY: u32 = 65534;
+/// An auditor: neither the store's owner nor root, member of [`AUDITORS`].
+const AUDITOR: u32 = 4242;
+const AUDITORS: u32 = 4343;
+
+/// A mailkeep command run as `uid` with primary group `gid` and the
+/// supplementary `groups`.
+fn mailkeep_as(uid: u32, gid: u32, groups: &[u32], config: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        c.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        c.arg(format!("--groups={}", list.join(",")));
+    }
+    c.arg(bin()).arg("--config").arg(config);
+    c
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+}
+
+/// Every file and directory under `dir` (itself included) with its owner,
+/// group and mode.
+fn owners(dir: &Path) -> Vec<(PathBuf, u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).expect("stat");
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).expect("read_dir") {
+                todo.push(e.expect("entry").path());
+            }
+        }
+        out.push((p, m.uid(), m.gid(), m.mode() & 0o7777));
+    }
+    out.sort();
+    out
+}
+
+/// An mbox of `n` messages of about `size` bytes of incompressible text.
+fn write_mbox(path: &Path, tag: &str, n: usize, size: usize) {
+    python(
+        "import base64, mailbox, os, sys, email.message\n\
+         box = mailbox.mbox(sys.argv[1])\n\
+         for i in range(int(sys.argv[3])):\n\
+         \x20   m = email.message.EmailMessage()\n\
+         \x20   m['From'] = 'alice@example.com'\n\
+         \x20   m['To'] = 'bob@example.org'\n\
+         \x20   m['Subject'] = '%s %d' % (sys.argv[2], i)\n\
+         \x20   m['Date'] = 'Tue, 01 Dec 2026 10:00:%02d +0000' % i\n\
+         \x20   m.set_content(base64.encodebytes(os.urandom(int(sys.argv[4]))).decode())\n\
+         \x20   box.add(m)\n\
+         box.close()\n",
+        &[
+            path.to_str().unwrap(),
+            tag,
+            &n.to_string(),
+            &size.to_string(),
+        ],
+    );
+}
+
+fn swaks(port: u16, subject: &str) -> String {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--from", "carol@example.com", "--to", "dave@example.org"])
+        .args(["--header", &format!("Subject: {subject}")])
+        .output()
+        .expect("swaks (scripts/test installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn store_config(dir: &Path, archive: &Path, port: u16, extra_store: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[spool]\ndir = \"{spool}\"\n\n[store]\npath = \"{store}\"\nsegment_size = \"1M\"\n{extra_store}\n\n\
+             [filter]\nlisten = \"127.0.0.1:{port}\"\ndedup_dir = \"{dedup}\"\n\n\
+             [[rule]]\nname = \"all\"\narchive = [\"store\"]\n",
+            spool = archive.join("spool").display(),
+            store = archive.join("store").display(),
+            dedup = archive.join("dedup").display(),
+        ),
+    )
+}
+
+/// Finding: a root `import` before the daemon's first start left the whole
+/// store owned by root (serve as its user then exited 75), and a root import
+/// opening a new segment on a live store made it root's (the daemon's next
+/// write failed and every message was deferred). Now what the store creates
+/// belongs to the store directory's owner.
+#[test]
+fn root_import_leaves_the_store_to_its_owner_and_serve_as_that_user_archives() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run commands as two users");
+        return;
+    }
+    let dir = sandbox();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    chown(&archive, NOBODY, NOBODY);
+    set_mode(&archive, 0o700);
+    let old = dir.path().join("old.mbox");
+    write_mbox(&old, "before", 3, 2000);
+
+    let port = free_port();
+    let config = store_config(dir.path(), &archive, port, "");
+    let out = mailkeep(&config).arg("import").arg(&old).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root_owned: Vec<_> = owners(&archive)
+        .into_iter()
+        .filter(|(_, uid, _, _)| *uid != NOBODY)
+        .collect();
+    assert!(
+        root_owned.is_empty(),
+        "not the store owner's: {root_owned:#?}"
+    );
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut serve = Serve::start_on(
+        dir.path(),
+        port,
+        |_| text.clone(),
+        &["SMTP archive receiver listening on"],
+        true,
+    );
+    let reply = swaks(port, "first live");
+    assert!(reply.contains("250 2.0.0 Ok: archived"), "{reply}");
+
+    // A root import on the live store that fills a segment and opens new ones.
+    // Two imports: the first fills the segment, the second must open one.
+    for name in ["big1", "big2"] {
+        let big = dir.path().join(format!("{name}.mbox"));
+        write_mbox(&big, name, 2, 600_000);
+        let out = mailkeep(&config).arg("import").arg(&big).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let segments = std::fs::read_dir(archive.join("store/segments"))
+        .unwrap()
+        .count();
+    assert!(
+        segments >= 2,
+        "the import was to open a new segment: {segments}"
+    );
+    let root_owned: Vec<_> = owners(&archive)
+        .into_iter()
+        .filter(|(_, uid, _, _)| *uid != NOBODY)
+        .collect();
+    assert!(
+        root_owned.is_empty(),
+        "not the store owner's: {root_owned:#?}"
+    );
+
+    let reply = swaks(port, "second live");
+    assert!(reply.contains("250 2.0.0 Ok: archived"), "{reply}");
+    serve.stop();
+
+    let out = mailkeep_as(NOBODY, NOBODY, &[], &config)
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mailkeep_as(NOBODY, NOBODY, &[], &config)
+        .args(["search", "--json", ""])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 9);
+}
+
+/// Finding: search, verify and the other readers opened the store's lock for
+/// writing, so an auditor with read access only got exit 74, and a
+/// permission error read "no catalog.sqlite there". With `[store] group`,
+/// members of the group search and verify without any write access; others
+/// are told "permission denied" and as whom.
+#[test]
+fn a_third_user_with_group_read_access_searches_and_verifies() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run commands as three users");
+        return;
+    }
+    let dir = sandbox();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    chown(&archive, NOBODY, AUDITORS);
+    set_mode(&archive, 0o750);
+    let old = dir.path().join("old.mbox");
+    write_mbox(&old, "kept", 2, 2000);
+    let config = store_config(
+        dir.path(),
+        &archive,
+        free_port(),
+        &format!("group = \"{AUDITORS}\""),
+    );
+    let out = mailkeep(&config).arg("import").arg(&old).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (path, uid, gid, mode) in owners(&archive.join("store")) {
+        assert_eq!((uid, gid), (NOBODY, AUDITORS), "{}", path.display());
+        assert_eq!(
+            mode & 0o027,
+            0,
+            "{}: {mode:o} gives the group write or others access",
+            path.display()
+        );
+    }
+    let before = owners(&archive);
+
+    let auditor = || mailkeep_as(AUDITOR, AUDITOR, &[AUDITORS], &config);
+    let out = auditor().args(["search", "--json", ""]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let out = auditor().arg("verify").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = auditor().args(["show", "1", "--raw"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Subject: kept "));
+    let out = auditor().arg("stats").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(owners(&archive), before, "a reader changed the store");
+
+    // Not in the group: refused, and told so.
+    let out = mailkeep_as(AUDITOR, AUDITOR, &[], &config)
+        .args(["search", ""])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("uid 4242"),
+        "{err}"
+    );
+    assert!(!err.contains("no catalog.sqlite"), "{err}");
+}

@@ -15,6 +15,7 @@
 pub mod crypto;
 pub mod record;
 
+use crate::owner::Ownership;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -53,19 +54,41 @@ pub trait BlobBackend: Send + Sync {
 pub struct SegmentDir {
     dir: PathBuf,
     readers: Mutex<HashMap<u32, std::sync::Arc<File>>>,
+    /// Owner and modes of new segments.
+    own: Ownership,
 }
 
 impl SegmentDir {
-    /// Segments under `dir`, which is created if needed.
-    pub fn open(dir: &Path) -> io::Result<SegmentDir> {
+    /// Segments under `dir`, which is created if needed; new directories
+    /// and segments get `own`'s owner and modes, and with a configured
+    /// group existing ones are brought to it.
+    pub fn open(dir: &Path, own: Ownership) -> io::Result<SegmentDir> {
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(own.dir_mode())
             .create(dir)?;
+        own.apply_path(dir)?;
+        if own.file_mode() != 0o600 {
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".seg") {
+                    own.apply_path(&entry.path())?;
+                }
+            }
+        }
         Ok(SegmentDir {
             dir: dir.to_path_buf(),
             readers: Mutex::new(HashMap::new()),
+            own,
         })
+    }
+
+    /// Segments under an existing `dir`, for reading only.
+    pub fn existing(dir: &Path) -> SegmentDir {
+        SegmentDir {
+            dir: dir.to_path_buf(),
+            readers: Mutex::new(HashMap::new()),
+            own: Ownership::default(),
+        }
     }
 
     /// The file holding a segment.
@@ -90,10 +113,13 @@ impl BlobBackend for SegmentDir {
         let created = !path.exists();
         let mut f = OpenOptions::new()
             .create(true)
-            .mode(0o600)
+            .mode(self.own.file_mode())
             .truncate(false)
             .write(true)
             .open(&path)?;
+        if created {
+            self.own.apply(&f, false)?;
+        }
         if f.metadata()?.len() != at {
             f.set_len(at)?;
         }

@@ -152,6 +152,54 @@ impl Sqlite {
         }
     }
 
+    /// Opens the catalog for reading only: no schema set-up, no journal
+    /// mode change, nothing created. A reader that may not create the
+    /// `-shm` file SQLite wants beside a WAL database (group read access,
+    /// a read-only mount), on a store no writer has open (there is no
+    /// `-wal` file, so every commit is in the database file), opens it as
+    /// immutable instead.
+    pub fn open_read_only(path: &Path) -> Result<Sqlite, CatalogError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let attempt = |conn: Connection| -> Result<Sqlite, CatalogError> {
+            conn.busy_timeout(Duration::from_secs(60))?;
+            let meta = |key: &str| -> Result<Option<String>, CatalogError> {
+                Ok(conn
+                    .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()?)
+            };
+            match meta("schema")?.as_deref() {
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => {
+                    return Err(CatalogError::Corrupt(format!(
+                        "schema version {v} is not {SCHEMA_VERSION}; use a matching mailkeep"
+                    )))
+                }
+                None => return Err(CatalogError::Corrupt("no schema version".into())),
+            }
+            let store_id =
+                meta("store_id")?.ok_or_else(|| CatalogError::Corrupt("no store id".into()))?;
+            Ok(Sqlite { conn, store_id })
+        };
+        let first = Connection::open_with_flags(path, flags)
+            .map_err(CatalogError::from)
+            .and_then(attempt);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        match first {
+            Err(CatalogError::Db(rusqlite::Error::SqliteFailure(f, _)))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly
+                ) && !Path::new(&wal).exists() =>
+            {
+                let uri = format!("file:{}?immutable=1", uri_path(path));
+                let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?;
+                attempt(conn)
+            }
+            other => other,
+        }
+    }
+
     fn hit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Hit)> {
         let record: String = row.get(0)?;
         Ok((
@@ -182,6 +230,20 @@ impl Sqlite {
         }
         Ok(out)
     }
+}
+
+/// A path as the path part of an SQLite `file:` URI.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn placeholder_record() -> DeliveryRecord {
