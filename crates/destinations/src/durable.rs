@@ -19,7 +19,9 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates `dir` and any missing parents, fsyncing the parent of every
-/// directory it creates. Existing directories are left as they are.
+/// directory it creates. New directories are 0700: what lies below them is
+/// mail, and even its names (a recipient's address in an eml tree) are
+/// private. Existing directories are left as they are.
 pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
@@ -27,7 +29,8 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent() {
         create_dir_all_durable(parent)?;
     }
-    match fs::create_dir(dir) {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {
             if let Some(parent) = dir.parent() {
                 fsync_dir(parent)?;

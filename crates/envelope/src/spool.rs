@@ -263,7 +263,7 @@ impl Write for SpoolWriter {
             }
         }
         if self.file.is_none() && self.buf.len() + data.len() > self.threshold {
-            let mut f = tempfile::tempfile_in(&self.dir).map_err(|e| {
+            let mut f = spool_file(&self.dir).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("cannot create spool file in {}: {e}", self.dir.display()),
@@ -290,6 +290,22 @@ impl Write for SpoolWriter {
             Some(f) => f.flush(),
             None => Ok(()),
         }
+    }
+}
+
+/// An unnamed file in the spool directory, which is created (0700: it
+/// holds mail) when missing.
+fn spool_file(dir: &Path) -> io::Result<std::fs::File> {
+    match tempfile::tempfile_in(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            tempfile::tempfile_in(dir)
+        }
+        other => other,
     }
 }
 

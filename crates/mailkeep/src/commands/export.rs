@@ -14,6 +14,7 @@ use mailkeep_store::Store;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 fn io_fail(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
@@ -65,6 +66,11 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
         .search(&query, None)
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     hits.reverse();
+    if hits.is_empty() {
+        // Nothing is written: an empty file would look like an export.
+        eprintln!("nothing matched; {} not written", args.out.display());
+        return Ok(Exit::NOTHING);
+    }
     let raw = |hit: &Hit| {
         store
             .raw_by_hash(&hit.record.content)
@@ -87,7 +93,11 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
             locked.sync().map_err(io_fail(out))?;
         }
         ExportFormat::Eml => {
-            std::fs::create_dir_all(out).map_err(io_fail(out))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(out)
+                .map_err(io_fail(out))?;
             let mut entries = Vec::new();
             for hit in &hits {
                 let bytes = raw(hit)?;
@@ -103,7 +113,7 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
             // Written under a temporary name and renamed when complete, so
             // a crash never leaves a zip that looks whole.
             let tmp = out.with_extension("zip.partial");
-            let file = std::fs::File::create(&tmp).map_err(io_fail(&tmp))?;
+            let file = private_file(&tmp)?;
             let mut zip = zip::ZipWriter::new(file);
             let opts = zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Deflated)
@@ -138,12 +148,18 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
     })
 }
 
-fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let mut f = std::fs::OpenOptions::new()
+/// A new file only its owner can read: exports are archived mail.
+fn private_file(path: &Path) -> Result<std::fs::File, Failure> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
-        .map_err(io_fail(path))?;
+        .map_err(io_fail(path))
+}
+
+fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let mut f = private_file(path)?;
     f.write_all(bytes).map_err(io_fail(path))?;
     f.sync_all().map_err(io_fail(path))
 }

@@ -423,3 +423,103 @@ fn a_third_user_with_group_read_access_searches_and_verifies() {
     );
     assert!(!err.contains("no catalog.sqlite"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// Files holding mail are never readable by others.
+
+/// Finding: zip and eml exports were created 0644. Every file and directory
+/// that pipe (into every destination), import, export (each format) and
+/// checkpoint create is walked: none may give the group or others any
+/// access. Runs with the usual umask 022, which is what made them 0644.
+#[test]
+fn every_file_the_commands_create_is_private() {
+    let dir = sandbox();
+    let archive = dir.path().join("archive");
+    let exports = dir.path().join("exports");
+    for d in [&archive, &exports] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[spool]\ndir = \"{a}/spool\"\nthreshold = \"1k\"\n\n[store]\npath = \"{a}/store\"\n\n\
+             [[rule]]\nname = \"all\"\nper_recipient = true\narchive = [\"store\", \"mbox:{a}/mbox/{{recipient_domain}}/all.mbox\", \
+             \"maildir:{a}/maildir/{{recipient_local}}\", \"eml:{a}/eml/{{recipient_domain}}/{{recipient_local}}\"]\n",
+            a = archive.display()
+        ),
+    );
+    let mut big =
+        b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: big\r\n\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b"x".as_slice(), 4000).flatten());
+    big.extend_from_slice(b"\r\n");
+    let umask = |cmd: &mut Command| {
+        // The shell sets the usual umask, then runs the command.
+        let mut c = Command::new("sh");
+        c.arg("-c").arg("umask 022; exec \"$@\"").arg("sh");
+        c.arg(cmd.get_program());
+        c.args(cmd.get_args());
+        c
+    };
+    let mut pipe_cmd = mailkeep(&config);
+    pipe_cmd.args([
+        "pipe",
+        "--sender",
+        "alice@example.com",
+        "--recipient",
+        "bob@example.org",
+    ]);
+    let out = run_with_input(umask(&mut pipe_cmd), &big);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = dir.path().join("old.mbox");
+    write_mbox(&old, "old", 2, 500);
+    let mut steps: Vec<Vec<String>> = vec![vec!["import".into(), old.display().to_string()]];
+    for (format, name) in [("zip", "x.zip"), ("eml", "eml-dir"), ("mbox", "x.mbox")] {
+        steps.push(
+            ["export", "", "--format", format, "--out"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([exports.join(name).display().to_string()])
+                .collect(),
+        );
+    }
+    steps.push(vec![
+        "checkpoint".into(),
+        "--out".into(),
+        exports.join("checkpoint").display().to_string(),
+    ]);
+    for args in &steps {
+        let mut c = mailkeep(&config);
+        c.args(args);
+        let out = umask(&mut c).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut walked = 0;
+    for top in [&archive, &exports] {
+        for (path, _, _, mode) in owners(top) {
+            if &path == top || path.ends_with("checkpoint") {
+                continue; // made by the test; the chain head holds no mail
+            }
+            walked += 1;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:04o}", path.display());
+        }
+    }
+    assert!(walked > 20, "only {walked} files were looked at");
+
+    // An export that matches nothing leaves nothing behind.
+    let none = exports.join("none.zip");
+    let out = mailkeep(&config)
+        .args(["export", "subject:nosuchword", "--format", "zip", "--out"])
+        .arg(&none)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!none.exists() && !exports.join("none.zip.partial").exists());
+}
