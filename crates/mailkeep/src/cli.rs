@@ -21,7 +21,7 @@ impl Cli {
     /// The log level when `MAILKEEP_LOG` is not set.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Serve => "info",
+            Command::Serve(_) => "info",
             _ => "warn",
         }
     }
@@ -30,7 +30,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the capture listeners until SIGTERM or Ctrl-C (SIGHUP reloads).
-    Serve,
+    Serve(ServeArgs),
     /// Archive one message from standard input (Postfix pipe(8), mailbox_command).
     Pipe(PipeArgs),
     /// Move loose .eml files into YYYY/MM/DD/ by their Date header.
@@ -298,6 +298,15 @@ pub struct RulesTestArgs {
     pub queue_id: Option<String>,
 }
 
+/// `mailkeep serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Write the daemon's process id to FILE once it listens (removed when
+    /// it stops), for `kill -HUP "$(cat FILE)"`.
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+}
+
 /// `mailkeep postfix-snippet`.
 #[derive(Debug, Args)]
 pub struct SnippetArgs {
@@ -316,6 +325,14 @@ pub struct SnippetArgs {
     /// The milter address (milter), as in `[milter] listen`.
     #[arg(long, default_value = "inet:127.0.0.1:8894")]
     pub listen: String,
+    /// Print the `postconf` commands that make the settings instead of
+    /// main.cf and master.cf excerpts (README's recipes run these).
+    #[arg(long)]
+    pub postconf: bool,
+    /// Print the `postconf` commands that undo `--postconf` (parameters back
+    /// to Postfix's defaults, services removed).
+    #[arg(long, conflicts_with = "postconf")]
+    pub revert: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -19,6 +19,8 @@ impl Exit {
     pub const SOFTWARE: Exit = Exit(70);
     /// EX_OSERR: the system refused (e.g. the listen address is in use).
     pub const OSERR: Exit = Exit(71);
+    /// EX_CANTCREAT: an output file cannot be created.
+    pub const CANTCREAT: Exit = Exit(73);
     /// EX_IOERR: an I/O error outside message delivery.
     pub const IOERR: Exit = Exit(74);
     /// EX_TEMPFAIL: not archived (or not passed on); the MTA should retry.

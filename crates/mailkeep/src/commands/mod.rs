@@ -28,7 +28,7 @@ fn load(cli_config: Option<&std::path::Path>) -> Result<config::Settings, Failur
 pub fn run(cli: Cli) -> Result<Exit, Failure> {
     let cfg = cli.config.as_deref();
     match cli.command {
-        Command::Serve => serve::run(cfg),
+        Command::Serve(args) => serve::run(cfg, args),
         Command::Pipe(args) => pipe::run(load(cfg)?, args),
         Command::File(args) => file::run(args),
         Command::CheckConfig => check_config::run(cfg),

@@ -8,6 +8,7 @@
 //! with; a bad file is reported and the previous one kept. Changing a
 //! `listen` address needs a restart.
 
+use crate::cli::ServeArgs;
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 use mailkeep_capture::filter::{self, dedup::Ledger};
@@ -94,7 +95,46 @@ fn prepare_private_dirs(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
+/// The pidfile, removed again when serve ends.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    /// Writes this process's id to `path` (a temporary file renamed into
+    /// place, so a reader never sees half a number).
+    fn write(path: &Path) -> Result<PidFile, Failure> {
+        let fail = |e: std::io::Error| {
+            Failure::new(
+                Exit::CANTCREAT,
+                format!("--pidfile {}: {e}", path.display()),
+            )
+        };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(fail)?;
+            writeln!(f, "{}", std::process::id()).map_err(fail)?;
+        }
+        std::fs::rename(&tmp, path).map_err(fail)?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub fn run(path: Option<&Path>, args: ServeArgs) -> Result<Exit, Failure> {
     raise_fd_limit();
     let mut settings = config::load(path).map_err(|e| Failure::new(Exit::CONFIG, e.to_string()))?;
     prepare_private_dirs(&settings).map_err(|e| Failure::new(Exit::CONFIG, e))?;
@@ -105,10 +145,14 @@ pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(Exit::SOFTWARE, format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve(path, settings))
+    runtime.block_on(serve(path, settings, args.pidfile.as_deref()))
 }
 
-async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure> {
+async fn serve(
+    path: Option<&Path>,
+    settings: Settings,
+    pidfile: Option<&Path>,
+) -> Result<Exit, Failure> {
     let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
     let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
@@ -201,6 +245,8 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
     if settings.milter.is_none() && settings.filter.is_none() {
         println!("listening on: nothing (no [milter] or [filter] in the configuration; use `mailkeep pipe`)");
     }
+    // Written once every listener is up, so its presence means "serving".
+    let _pidfile = pidfile.map(PidFile::write).transpose()?;
     println!("stop with SIGTERM or Ctrl-C; SIGHUP reloads the configuration");
     let mut current = settings;
     loop {

@@ -523,3 +523,74 @@ fn every_file_the_commands_create_is_private() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!none.exists() && !exports.join("none.zip.partial").exists());
 }
+
+/// Finding: the README's `runuser ... &` then `kill -HUP "$!"` signalled
+/// runuser, which does not pass SIGHUP on. `serve --pidfile` names the
+/// daemon itself: HUP through it reloads, TERM stops, and the file goes.
+#[test]
+fn serve_pidfile_names_the_daemon_for_reload_and_stop() {
+    let dir = sandbox();
+    let port = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[filter]\nlisten = \"127.0.0.1:{port}\"\ndedup_dir = \"{d}/dedup\"\n\n\
+             [spool]\ndir = \"{d}/spool\"\n\n[[rule]]\nname = \"all\"\narchive = [\"maildir:{d}/md\"]\n",
+            d = dir.path().display()
+        ),
+    );
+    let pidfile = dir.path().join("run/mailkeep.pid");
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let log = dir.path().join("serve.log");
+    // Through runuser-like indirection: a shell that stays the parent.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("\"$@\"; echo exited $?")
+        .arg("sh")
+        .arg(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["serve", "--pidfile"])
+        .arg(&pidfile)
+        .stdout(std::fs::File::create(dir.path().join("serve.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pidfile.exists() {
+        assert!(Instant::now() < deadline, "no pidfile");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(pid, child.id(), "the pidfile names the shell, not mailkeep");
+    let kill = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    kill("-HUP");
+    let reloaded = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("configuration reloaded")
+    };
+    while !reloaded() {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill("-TERM");
+    assert!(child.wait().unwrap().success());
+    let out = std::fs::read_to_string(dir.path().join("serve.out")).unwrap();
+    assert!(out.contains("exited 0"), "{out}");
+    assert!(!pidfile.exists(), "the pidfile outlived serve");
+}

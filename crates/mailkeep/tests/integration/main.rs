@@ -16,5 +16,6 @@ mod postfix;
 mod postfix_filter;
 mod postfix_milter;
 mod postfix_pipe;
+mod readme;
 mod store;
 mod store_crash;
