@@ -15,5 +15,6 @@ mod postfix;
 mod postfix_filter;
 mod postfix_milter;
 mod postfix_pipe;
+mod search;
 mod store;
 mod store_crash;

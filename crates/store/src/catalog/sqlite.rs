@@ -274,8 +274,10 @@ fn where_clause(query: &Query, args: &mut Vec<Value>) -> Result<String, CatalogE
             }
             Term::Login { value, negated } => {
                 args.push(Value::Text(value.clone()));
+                // `IS NOT NULL AND`: a delivery without a login is false, not
+                // NULL, so the negation is its exact complement.
                 format!(
-                    "{}(d.login = ? COLLATE NOCASE)",
+                    "{}(d.login IS NOT NULL AND d.login = ? COLLATE NOCASE)",
                     if *negated { "NOT " } else { "" }
                 )
             }
