@@ -10,4 +10,6 @@ pub use ast::{
     address_glob, client_ip, AddressField, ClientMatch, Comparison, Expr, Moment, Precision, Query,
     Term, Text, TextField, TimeField, TimeRange,
 };
-pub use parse::{parse, QueryError, KNOWN_KEYS, MAX_DEPTH, MAX_QUERY_BYTES, MAX_TERMS};
+pub use parse::{
+    parse, QueryError, KNOWN_KEYS, MAX_DEPTH, MAX_QUERY_BYTES, MAX_TERMS, MAX_TREE_DEPTH,
+};

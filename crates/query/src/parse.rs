@@ -79,6 +79,10 @@ pub const MAX_TERMS: usize = 64;
 /// hostile input far from any stack limit; people nest two or three.
 pub const MAX_DEPTH: usize = 16;
 
+/// The deepest tree [`parse`] returns ([`crate::Expr::depth`]): each group
+/// can add an `OR`, an `AND` and a negation level, and so can the top.
+pub const MAX_TREE_DEPTH: usize = 3 * MAX_DEPTH + 4;
+
 /// How much of an offending term an error message quotes.
 const MAX_QUOTED_TERM_CHARS: usize = 48;
 
@@ -1153,6 +1157,14 @@ mod tests {
             ")".repeat(MAX_DEPTH + 1)
         );
         assert_eq!(parse(&over), Err(QueryError::TooDeep { pos: MAX_DEPTH }));
+        // The deepest tree: every level an OR of an AND with a negated group.
+        let mut worst = "a b OR c -a".to_string();
+        for _ in 0..MAX_DEPTH {
+            worst = format!("a b OR c -({worst})");
+        }
+        let tree = expr(&worst);
+        assert_eq!(tree.depth(), MAX_TREE_DEPTH, "{worst}");
+        round_trips(&worst);
         // As deep as the byte limit allows: refused quickly, no overflow.
         let hostile = "-(".repeat(MAX_QUERY_BYTES / 2);
         assert!(matches!(parse(&hostile), Err(QueryError::TooDeep { .. })));
@@ -1800,7 +1812,7 @@ mod tests {
                 Ok(q) => {
                     ok += 1;
                     assert!(q.terms().len() <= MAX_TERMS);
-                    assert!(q.expr.as_ref().map_or(0, Expr::depth) <= 2 * MAX_DEPTH + 3);
+                    assert!(q.expr.as_ref().map_or(0, Expr::depth) <= MAX_TREE_DEPTH);
                     let again = parse(&q.to_string());
                     assert_eq!(again.as_ref(), Ok(&q), "{input:?} -> {q}");
                 }
