@@ -84,7 +84,8 @@ pub enum Term {
     /// leading `@domain` meaning `*@domain`, one pair of angle brackets
     /// ignored; `sender:<>` is the null sender. See [`address_glob`].
     Address { field: AddressField, value: String },
-    /// The MTA queue id, exactly, ignoring ASCII case.
+    /// The MTA queue id, whole, ignoring ASCII case; `*` matches any run
+    /// (queue ids never contain one, so `queue:*` is "has a queue id").
     Queue(String),
     /// The SMTP client: an address within a network, or a host name glob.
     Client(ClientMatch),

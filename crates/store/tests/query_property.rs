@@ -432,10 +432,7 @@ fn term_matches(term: &Term, d: &Model) -> bool {
                     .any(|r| glob(&g, r) && !d.header_rcpts.contains(&r.to_ascii_lowercase())),
             }
         }
-        Term::Queue(q) => d
-            .queue_id
-            .as_deref()
-            .is_some_and(|id| id.eq_ignore_ascii_case(q)),
+        Term::Queue(q) => d.queue_id.as_deref().is_some_and(|id| glob(q, id)),
         Term::Client(ClientMatch::Net { addr, prefix }) => {
             let net = IpNet::new(*addr, *prefix).expect("a valid prefix");
             d.client_address
@@ -586,7 +583,7 @@ fn term_text(rng: &mut Rng, model: &[Model]) -> String {
         ),
         10 => format!(
             "queue:{}",
-            rng.pick(&["BA13C9A45E3", "ba13c9a45e3", "4xyz1", "Q2AB", "nope"])
+            rng.pick(&["BA13C9A45E3", "ba13c9a45e3", "4xyz1", "Q2AB", "nope", "*", "ba13*"])
         ),
         11 | 12 => format!(
             "client:{}",

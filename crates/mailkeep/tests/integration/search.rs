@@ -139,6 +139,15 @@ fn a_leading_dash_needs_no_double_dash() {
             .collect();
         assert_eq!(ids, [anonymous], "{args:?}");
     }
+    // Queries that start like the short options -c (config) and -h (help).
+    for q in ["-capture:milter", "-has:attachment", "-client:10.0.0.0/8"] {
+        let mut both = vec![bobs, anonymous];
+        both.sort();
+        let out = a.run(&["search", q, "--json"]);
+        assert_eq!(code(&out), 0, "{q}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).lines().count(), 2, "{q}");
+        assert_eq!(a.ids(q), both, "{q}");
+    }
     let table = a.run(&["search", "-login:bob"]);
     assert_eq!(code(&table), 0, "{}", text(&table.stderr));
     assert!(text(&table.stdout).contains("incoming"));
@@ -252,6 +261,8 @@ fn admin_keys_queue_envelope_client_capture_tag_size_and_dates() {
         ("queue:BA13C9A45E3", &[outgoing]),
         ("queue:ba13c9a45e3", &[outgoing]),
         ("-queue:BA13C9A45E3", &[bounce, incoming]),
+        ("queue:*", &[outgoing]),
+        ("-queue:*", &[bounce, incoming]),
         ("cc:dave", &[outgoing]),
         ("-cc:dave", &[bounce, incoming]),
         ("bcc:hidden@example.net", &[outgoing]),

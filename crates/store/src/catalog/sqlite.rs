@@ -349,6 +349,10 @@ fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogE
                 }
             }
         }
+        Term::Queue(q) if q.contains('*') => {
+            args.push(Value::Text(like_pattern(q)));
+            format!("coalesce({} LIKE ? ESCAPE '\\', 0)", record("queue_id"))
+        }
         Term::Queue(q) => {
             args.push(Value::Text(q.clone()));
             format!("coalesce({} = ? COLLATE NOCASE, 0)", record("queue_id"))
