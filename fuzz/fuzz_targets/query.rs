@@ -1,11 +1,12 @@
 //! `mailkeep_query::parse` on any text a user (or, later, a web client)
 //! can send.
 //!
-//! Invariants: a parsed query has at most `MAX_TERMS` terms, and printing it
-//! with `Display` and parsing that again gives the same query (the printed
-//! form is what error messages and logs show, so it must mean the same
-//! thing); when the printed query would exceed `MAX_QUERY_BYTES`, each term
-//! is round-tripped on its own instead, and a term that alone prints longer
+//! Invariants: a parsed query has at most `MAX_TERMS` terms and its tree
+//! nests no deeper than the parenthesis limit allows, and printing it with
+//! `Display` and parsing that again gives the same tree (the printed form
+//! is what error messages and logs show, so it must mean the same thing);
+//! when the printed query would exceed `MAX_QUERY_BYTES`, each term is
+//! round-tripped on its own instead, and a term that alone prints longer
 //! than the limit must give `TooLong`. An error's `position()` is a char
 //! boundary inside the input (for `TooLong`: the limit, inside an input
 //! longer than it), and its message is not empty.
@@ -13,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailkeep_query::{parse, Query, QueryError, MAX_QUERY_BYTES, MAX_TERMS};
+use mailkeep_query::{parse, Expr, Query, QueryError, MAX_QUERY_BYTES, MAX_TERMS, MAX_TREE_DEPTH};
 
 /// Parsing `printed` gives `want` back. Escaping can make the printed form
 /// longer than the input (`\\` for a lone backslash in a phrase), so a query
@@ -42,17 +43,19 @@ fuzz_target!(|data: &[u8]| {
     match parse(&input) {
         Ok(q) => {
             assert!(
-                q.terms.len() <= MAX_TERMS,
+                q.terms().len() <= MAX_TERMS,
                 "{input:?}: {} terms",
-                q.terms.len()
+                q.terms().len()
             );
+            let depth = q.expr.as_ref().map_or(0, Expr::depth);
+            assert!(depth <= MAX_TREE_DEPTH, "{input:?}: depth {depth}");
             let printed = q.to_string();
             if printed.len() <= MAX_QUERY_BYTES {
                 round_trip(&input, &printed, &q);
             } else {
-                for term in &q.terms {
+                for term in q.terms() {
                     let want = Query {
-                        terms: vec![term.clone()],
+                        expr: Some(Expr::Term(term.clone())),
                     };
                     round_trip(&input, &term.to_string(), &want);
                 }

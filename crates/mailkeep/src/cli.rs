@@ -88,10 +88,11 @@ pub enum QueueCommand {
 /// `mailkeep search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// e.g. 'from:alice to:bob@example.com login:bob subject:invoice
-    /// after:2026-01-01 before:2026-07-01 has:attachment "exact phrase" words';
-    /// '' lists everything.
-    #[arg(value_name = "QUERY")]
+    /// e.g. 'from:alice (subject:invoice OR has:attachment) -login:bob
+    /// received:2026-12-01..2026-12-02T12:00 "exact phrase" words'; '' lists
+    /// everything. A query may start with `-` (no `--` needed). The keys,
+    /// operators and dates are described in docs/search.md.
+    #[arg(value_name = "QUERY", allow_hyphen_values = true)]
     pub query: String,
     /// At most this many results.
     #[arg(long, value_name = "N")]
@@ -134,8 +135,9 @@ pub enum ExportFormat {
 /// `mailkeep export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Which deliveries ('' for all).
-    #[arg(value_name = "QUERY")]
+    /// Which deliveries ('' for all); the language of `search`, and may
+    /// start with `-` too.
+    #[arg(value_name = "QUERY", allow_hyphen_values = true)]
     pub query: String,
     /// Output format.
     #[arg(long, value_enum)]

@@ -3,6 +3,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ast;
 pub mod parse;
 
-pub use parse::{parse, Query, QueryError, Term, Text, TextField, MAX_QUERY_BYTES, MAX_TERMS};
+pub use ast::{
+    address_glob, client_ip, AddressField, ClientMatch, Comparison, Expr, Moment, Precision, Query,
+    Term, Text, TextField, TimeField, TimeRange,
+};
+pub use parse::{
+    parse, QueryError, KNOWN_KEYS, MAX_DEPTH, MAX_QUERY_BYTES, MAX_TERMS, MAX_TREE_DEPTH,
+};

@@ -17,5 +17,6 @@ mod postfix_filter;
 mod postfix_milter;
 mod postfix_pipe;
 mod readme;
+mod search;
 mod store;
 mod store_crash;

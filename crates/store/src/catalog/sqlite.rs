@@ -8,7 +8,9 @@ use super::{Catalog, CatalogError, ChainRow, CommitBatch, Hit, MessageRow, Total
 use crate::blobs::crypto::KeyId;
 use crate::blobs::Location;
 use crate::chain::{self, DeliveryRecord};
-use mailkeep_query::{Query, Term, Text, TextField};
+use mailkeep_query::{
+    address_glob, AddressField, ClientMatch, Expr, Query, Term, Text, TextField, TimeField,
+};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
@@ -94,6 +96,7 @@ impl Sqlite {
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(Duration::from_secs(60))?;
+        register_functions(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is fsync'd to the WAL before it returns, which is
         // what "acknowledged only after its catalog row is durable" needs.
@@ -279,16 +282,10 @@ fn fts_phrase(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
 
-fn text_of(t: &Text) -> &str {
-    match t {
-        Text::Word(w) => w,
-        Text::Phrase(p) => p,
-    }
-}
-
-/// Translates one text term into a condition on `d`/`m`.
+/// Translates one text term into a condition on `d`/`m`. `IN (subquery)`
+/// over row ids is never NULL, so its negation is exact.
 fn text_condition(field: Option<TextField>, text: &Text, args: &mut Vec<Value>) -> String {
-    let phrase = fts_phrase(text_of(text));
+    let phrase = fts_phrase(text.as_str());
     let (columns, envelope) = match field {
         None => ("", None),
         Some(TextField::From) => ("{hdr_from} : ", Some("{sender} : ")),
@@ -311,71 +308,235 @@ fn text_condition(field: Option<TextField>, text: &Text, args: &mut Vec<Value>) 
     cond
 }
 
-fn day_start_micros(d: chrono::NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc().timestamp_micros())
-        .unwrap_or(i64::MAX)
+/// A `*` glob as a `LIKE … ESCAPE '\'` pattern: `*` is `%`, and the
+/// characters LIKE would treat specially are escaped. LIKE ignores ASCII
+/// case only, which is the documented rule.
+fn like_pattern(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() + 2);
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The JSON path of a delivery-record field in `d.record`.
+fn record(field: &str) -> String {
+    format!("json_extract(d.record, '$.{field}')")
+}
+
+/// Whether any element of the record's array `field` is LIKE the next
+/// argument: `EXISTS`, so an empty array is false, never NULL.
+fn any_element_like(field: &str, glob: &str, args: &mut Vec<Value>) -> String {
+    args.push(Value::Text(like_pattern(glob)));
+    format!(
+        "EXISTS (SELECT 1 FROM json_each(d.record, '$.{field}') e WHERE e.value LIKE ? ESCAPE '\\')"
+    )
+}
+
+/// Micro-seconds since the epoch for `received`, clamped rather than
+/// overflowing (every moment the parser accepts fits anyway).
+fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp().saturating_mul(1_000_000)
+}
+
+/// A range condition on a column that is never NULL, or (`nullable`)
+/// false when the column is NULL.
+fn range_condition(
+    column: &str,
+    low: Option<i64>,
+    high: Option<i64>,
+    nullable: bool,
+    args: &mut Vec<Value>,
+) -> String {
+    let mut parts = Vec::new();
+    if nullable {
+        parts.push(format!("{column} IS NOT NULL"));
+    }
+    if let Some(l) = low {
+        args.push(Value::Integer(l));
+        parts.push(format!("{column} >= ?"));
+    }
+    if let Some(h) = high {
+        args.push(Value::Integer(h));
+        parts.push(format!("{column} < ?"));
+    }
+    if parts.is_empty() {
+        return "1".into();
+    }
+    format!("({})", parts.join(" AND "))
+}
+
+/// The SQL condition for one term over `deliveries d JOIN messages m`.
+/// Every condition is two-valued (0 or 1, never NULL) for every row, so
+/// `NOT` is the exact complement: a delivery without a login, a sender, a
+/// queue id, a client or a Date header is matched by the negation.
+fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogError> {
+    Ok(match term {
+        Term::Text { field, value } => text_condition(*field, value, args),
+        Term::Address { field, value } => {
+            let glob = address_glob(value);
+            match (field, glob) {
+                (AddressField::Sender, None) => format!("({} IS NULL)", record("sender")),
+                (_, None) => "0".into(),
+                (AddressField::Sender, Some(g)) => {
+                    args.push(Value::Text(like_pattern(&g)));
+                    format!("coalesce({} LIKE ? ESCAPE '\\', 0)", record("sender"))
+                }
+                (AddressField::Login, Some(g)) if !g.contains('*') => {
+                    // The indexed column, compared as its index is collated.
+                    args.push(Value::Text(g));
+                    "(d.login IS NOT NULL AND d.login = ? COLLATE NOCASE)".into()
+                }
+                (AddressField::Login, Some(g)) => {
+                    args.push(Value::Text(like_pattern(&g)));
+                    "coalesce(d.login LIKE ? ESCAPE '\\', 0)".into()
+                }
+                (AddressField::Recipient, Some(g)) => any_element_like("recipients", &g, args),
+                (AddressField::Bcc, Some(g)) => {
+                    // An envelope recipient the header To/Cc do not name, as
+                    // `Name <addr>` or a bare `addr` in the indexed lists.
+                    args.push(Value::Text(like_pattern(&g)));
+                    "EXISTS (SELECT 1 FROM json_each(d.record, '$.recipients') e \
+                     WHERE e.value LIKE ? ESCAPE '\\' \
+                     AND instr(lower(', ' || m.hdr_to || ', ' || m.hdr_cc || ', '), '<' || lower(e.value) || '>') = 0 \
+                     AND instr(lower(', ' || m.hdr_to || ', ' || m.hdr_cc || ', '), ', ' || lower(e.value) || ', ') = 0)"
+                        .into()
+                }
+            }
+        }
+        Term::Queue(q) if q.contains('*') => {
+            args.push(Value::Text(like_pattern(q)));
+            format!("coalesce({} LIKE ? ESCAPE '\\', 0)", record("queue_id"))
+        }
+        Term::Queue(q) => {
+            args.push(Value::Text(q.clone()));
+            format!("coalesce({} = ? COLLATE NOCASE, 0)", record("queue_id"))
+        }
+        Term::Client(ClientMatch::Net { addr, prefix }) => {
+            args.push(Value::Text(format!("{addr}/{prefix}")));
+            format!("{IP_IN_FUNCTION}({}, ?)", record("client_address"))
+        }
+        Term::Client(ClientMatch::Host(h)) => {
+            args.push(Value::Text(like_pattern(h)));
+            format!(
+                "coalesce({} LIKE ? ESCAPE '\\', 0)",
+                record("client_hostname")
+            )
+        }
+        Term::Capture(c) => {
+            args.push(Value::Text(c.clone()));
+            "d.capture = ?".into()
+        }
+        Term::Tag(t) => any_element_like("tags", t, args),
+        Term::Size { cmp, bytes } => {
+            args.push(Value::Integer(i64::try_from(*bytes).unwrap_or(i64::MAX)));
+            format!("m.size {} ?", cmp.symbol())
+        }
+        Term::Time { field, range } => {
+            let (low, high) = range.bounds();
+            match field {
+                TimeField::Received => {
+                    range_condition("d.received", low.map(micros), high.map(micros), false, args)
+                }
+                TimeField::Date => range_condition(
+                    "m.date",
+                    low.map(|t| t.timestamp()),
+                    high.map(|t| t.timestamp()),
+                    true,
+                    args,
+                ),
+            }
+        }
+        Term::HasAttachment => "m.attachments > 0".into(),
+        Term::Id(id) => {
+            if let Some(hex) = id.strip_prefix("b3:") {
+                if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(CatalogError::Query(format!("id:{id}: not a BLAKE3 prefix")));
+                }
+                args.push(Value::Text(format!("{}%", hex.to_ascii_uppercase())));
+                "hex(d.content) LIKE ?".into()
+            } else {
+                let n: i64 = id
+                    .parse()
+                    .map_err(|_| CatalogError::Query(format!("id:{id}: not a delivery id")))?;
+                args.push(Value::Integer(n));
+                "d.id = ?".into()
+            }
+        }
+    })
+}
+
+/// Builds the condition for an expression: its shape is the query's, and
+/// its depth is bounded by the parser's nesting limit.
+fn expr_condition(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogError> {
+    Ok(match expr {
+        Expr::Term(t) => term_condition(t, args)?,
+        Expr::Not(e) => format!("NOT ({})", expr_condition(e, args)?),
+        Expr::And(items) | Expr::Or(items) => {
+            let op = if matches!(expr, Expr::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            let parts = items
+                .iter()
+                .map(|e| expr_condition(e, args))
+                .collect::<Result<Vec<_>, _>>()?;
+            if parts.is_empty() {
+                return Ok(if matches!(expr, Expr::And(_)) {
+                    "1"
+                } else {
+                    "0"
+                }
+                .into());
+            }
+            format!("({})", parts.join(op))
+        }
+    })
 }
 
 /// Builds the WHERE clause for a query.
 fn where_clause(query: &Query, args: &mut Vec<Value>) -> Result<String, CatalogError> {
-    let mut conds = Vec::new();
-    for term in &query.terms {
-        let cond = match term {
-            Term::Text {
-                field,
-                value,
-                negated,
-            } => {
-                let c = text_condition(*field, value, args);
-                if *negated {
-                    format!("NOT {c}")
-                } else {
-                    c
-                }
-            }
-            Term::Login { value, negated } => {
-                args.push(Value::Text(value.clone()));
-                format!(
-                    "{}(d.login = ? COLLATE NOCASE)",
-                    if *negated { "NOT " } else { "" }
-                )
-            }
-            Term::After(day) => {
-                args.push(Value::Integer(day_start_micros(*day)));
-                "d.received >= ?".into()
-            }
-            Term::Before(day) => {
-                args.push(Value::Integer(day_start_micros(*day)));
-                "d.received < ?".into()
-            }
-            Term::HasAttachment { negated } => format!(
-                "d.message {}IN (SELECT id FROM messages WHERE attachments > 0)",
-                if *negated { "NOT " } else { "" }
-            ),
-            Term::Id(id) => {
-                if let Some(hex) = id.strip_prefix("b3:") {
-                    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(CatalogError::Query(format!("id:{id}: not a BLAKE3 prefix")));
-                    }
-                    args.push(Value::Text(format!("{}%", hex.to_ascii_uppercase())));
-                    "hex(d.content) LIKE ?".into()
-                } else {
-                    let n: i64 = id
-                        .parse()
-                        .map_err(|_| CatalogError::Query(format!("id:{id}: not a delivery id")))?;
-                    args.push(Value::Integer(n));
-                    "d.id = ?".into()
-                }
-            }
-        };
-        conds.push(cond);
+    match &query.expr {
+        None => Ok("1".into()),
+        Some(e) => expr_condition(e, args),
     }
-    Ok(if conds.is_empty() {
-        "1".into()
-    } else {
-        conds.join(" AND ")
-    })
+}
+
+/// The SQL function `client:` networks use: whether the recorded client
+/// address (any form the rules accept) lies in the network `addr/prefix`.
+/// Always 0 or 1: an unknown or unreadable address is not in any network.
+const IP_IN_FUNCTION: &str = "mailkeep_ip_in";
+
+fn register_functions(conn: &Connection) -> Result<(), CatalogError> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        IP_IN_FUNCTION,
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let address: Option<String> = ctx.get(0)?;
+            let net: String = ctx.get(1)?;
+            let inside = (|| {
+                let ip = mailkeep_query::client_ip(&address?)?;
+                let (addr, prefix) = net.split_once('/')?;
+                let m = ClientMatch::Net {
+                    addr: addr.parse().ok()?,
+                    prefix: prefix.parse().ok()?,
+                };
+                Some(m.contains(ip))
+            })();
+            Ok(i64::from(inside == Some(true)))
+        },
+    )?;
+    Ok(())
 }
 
 fn location(segment: i64, offset: i64, len: i64) -> Result<Location, CatalogError> {
@@ -595,7 +756,8 @@ impl Catalog for Sqlite {
         let limit = limit.map(|l| l.min(i64::MAX as usize) as i64).unwrap_or(-1);
         args.push(Value::Integer(limit));
         let sql = format!(
-            "SELECT d.id FROM deliveries d WHERE {cond} ORDER BY d.received DESC, d.id DESC LIMIT ?"
+            "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message \
+             WHERE {cond} ORDER BY d.received DESC, d.id DESC LIMIT ?"
         );
         let ids: Vec<i64> = {
             let mut stmt = self.conn.prepare_cached(&sql)?;
