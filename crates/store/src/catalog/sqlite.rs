@@ -165,6 +165,7 @@ impl Sqlite {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let attempt = |conn: Connection| -> Result<Sqlite, CatalogError> {
             conn.busy_timeout(Duration::from_secs(60))?;
+            register_functions(&conn)?;
             let meta = |key: &str| -> Result<Option<String>, CatalogError> {
                 Ok(conn
                     .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
