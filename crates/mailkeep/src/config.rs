@@ -307,6 +307,8 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
         .collect();
     let envelope_headers = raw.archive.envelope_headers.unwrap_or(true);
     let rules = RuleSet::compile(rules, envelope_headers).map_err(|e| {
+        // The first error; config errors are reported one at a time.
+        let e = e.into_iter().next().expect("compile failed with an error");
         let line = spans.get(e.index).map(|s| line_of(text, s.start));
         err(line, e.to_string())
     })?;
