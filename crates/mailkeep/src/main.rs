@@ -26,7 +26,11 @@ fn main() {
             match commands::run(cli) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("mailkeep: {}", e.message);
+                    // One error per line (check-config reports them all),
+                    // each prefixed, as Postfix logs them line by line.
+                    for line in e.message.lines() {
+                        eprintln!("mailkeep: {line}");
+                    }
                     e.code
                 }
             }

@@ -56,6 +56,7 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
         )
     })?;
     let store = Arc::new(Store::open(cfg).map_err(|e| Failure::from_error(Exit::IOERR, &e))?);
+    settings.create_spool_dir();
     let opts = ImportOptions {
         spool_dir: settings.spool_dir.clone(),
         max_message_size: max,

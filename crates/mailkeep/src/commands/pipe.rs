@@ -17,6 +17,7 @@ pub fn run(mut settings: Settings, args: PipeArgs) -> Result<Exit, Failure> {
     settings
         .attach_store()
         .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
+    settings.create_spool_dir();
     let onward = match (&args.reinject, args.command.is_empty()) {
         (Some(target), _) => Onward::Reinject(
             Reinject::parse(target, &args.sendmail).map_err(|m| Failure::new(Exit::USAGE, m))?,

@@ -78,6 +78,7 @@ pub fn run(path: Option<&Path>) -> Result<Exit, Failure> {
     settings
         .attach_store()
         .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
+    settings.create_spool_dir();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -197,7 +198,9 @@ async fn serve(path: Option<&Path>, settings: Settings) -> Result<Exit, Failure>
                         rules = new.archiver.rules().rules().len(), "configuration reloaded");
                     current = new;
                 }
-                Err(e) => tracing::error!("reload failed, keeping the previous configuration: {e}"),
+                Err(e) => for e in &e.0 {
+                    tracing::error!("reload failed, keeping the previous configuration: {e}");
+                },
             },
             Some(done) = servers.join_next() => {
                 // A listener ended on its own: that is a failure to serve.
@@ -257,16 +260,18 @@ fn spawn_queue_runner(
 /// The reloaded settings use the store already open when its path did not
 /// change (one writer per store per process); otherwise the new one is
 /// opened, and a failure keeps the previous configuration.
-fn keep_store(current: &Settings, mut new: Settings) -> Result<Settings, config::ConfigError> {
+fn keep_store(current: &Settings, mut new: Settings) -> Result<Settings, config::ConfigErrors> {
     let same = match (&current.store, &new.store) {
         (Some(a), Some(b)) => a.path == b.path,
         _ => false,
     };
     let source = new.source.clone();
-    let fail = |message: String| config::ConfigError {
-        source: source.clone(),
-        line: None,
-        message,
+    let fail = |message: String| {
+        config::ConfigErrors::from(config::ConfigError {
+            source: source.clone(),
+            line: None,
+            message,
+        })
     };
     if same && current.archiver.options().store.is_some() {
         let forward = new.forward_config().map_err(fail)?;

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod check_config;
 mod commands;
 mod filter;
 mod filter_tls;
