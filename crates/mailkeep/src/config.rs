@@ -284,7 +284,6 @@ pub enum Need {
 /// A path mailkeep uses at run time and the configuration line it comes
 /// from.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // read by check-config --as
 pub struct Place {
     /// The setting, e.g. `filter.dedup_dir` or `rule 2 (all): "maildir:/x"`.
     pub what: String,
@@ -321,7 +320,6 @@ pub struct Settings {
     /// by [`Settings::attach_store`]).
     pub forward: Option<(ForwardConfig, PathBuf)>,
     /// Every path the configuration makes mailkeep write or read.
-    #[allow(dead_code)] // read by check-config --as
     pub places: Vec<Place>,
 }
 

@@ -23,6 +23,8 @@ impl Exit {
     pub const IOERR: Exit = Exit(74);
     /// EX_TEMPFAIL: not archived (or not passed on); the MTA should retry.
     pub const TEMPFAIL: Exit = Exit(75);
+    /// EX_NOPERM: `check-config --as` another user without being root.
+    pub const NOPERM: Exit = Exit(77);
     /// EX_CONFIG: the configuration is invalid.
     pub const CONFIG: Exit = Exit(78);
 }

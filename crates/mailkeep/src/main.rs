@@ -9,8 +9,11 @@
 //! so the pipe command logs warnings and errors only unless `MAILKEEP_LOG`
 //! says otherwise.
 
-#![forbid(unsafe_code)]
+// One `unsafe` block: the fork of `check-config --as` (see `access`).
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
+mod access;
 mod cli;
 mod commands;
 mod config;

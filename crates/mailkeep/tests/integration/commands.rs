@@ -232,13 +232,17 @@ fn check_config_valid_lists_rules() {
     c.arg("check-config");
     let out = run(c);
     assert_eq!(code(&out), 0, "{}", show(&out));
+    let text = stdout(&out);
+    let (listing, access) = text.split_at(text.find("write access: ").unwrap_or(text.len()));
     assert_eq!(
-        stdout(&out),
+        listing,
         format!(
             "{}: OK, 4 rule(s)\n  1. system noise\n  2. outgoing, filed by who logged in\n  3. each local recipient gets their own copy\n  4. rule 4\n",
             cfg.display()
         )
     );
+    // Then one line on the write access check (see check_config.rs).
+    assert_eq!(access.lines().count(), 1, "{text}");
     assert_eq!(stderr(&out), "");
     // It only reads: nothing but the config is in the directory.
     assert_eq!(files_under(dir.path()), vec![cfg]);
@@ -255,9 +259,11 @@ fn check_config_without_config_uses_embedded_default() {
     c.arg("check-config").current_dir(cwd.path());
     let out = run(c);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    assert_eq!(
-        stdout(&out),
-        "<embedded default>: OK, 1 rule(s)\n  1. everything\n"
+    assert!(
+        stdout(&out)
+            .starts_with("<embedded default>: OK, 1 rule(s)\n  1. everything\nwrite access: "),
+        "{}",
+        show(&out)
     );
 }
 
