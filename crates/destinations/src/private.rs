@@ -17,13 +17,13 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-/// Creates `dir` (and missing parents) with mode 0700 and checks that it is
+/// Creates `dir` (not its parents: a missing parent is a mistake to report,
+/// not a tree to make) with mode 0700 and checks that it is
 /// safe to keep private files in; `what` names it in errors ("filter.dedup_dir").
 /// A directory of ours that is merely too open is set to 0700.
 pub fn ensure_private_dir(dir: &Path, what: &str) -> io::Result<()> {
     if rustix::fs::lstat(dir).is_err() {
         std::fs::DirBuilder::new()
-            .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| annotate(e, format!("{what} {}: cannot create it", dir.display())))?;
@@ -109,8 +109,12 @@ mod tests {
     #[test]
     fn creates_a_0700_directory() {
         let top = tempfile::tempdir().unwrap();
-        let dir = top.path().join("a/b");
+        let dir = top.path().join("a");
         ensure_private_dir(&dir, "test").unwrap();
+        assert!(
+            ensure_private_dir(&top.path().join("x/y"), "test").is_err(),
+            "no parents made"
+        );
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         ensure_private_dir(&dir, "test").unwrap();

@@ -294,15 +294,15 @@ impl Write for SpoolWriter {
 }
 
 /// An unnamed file in the spool directory, which is created (0700: it
-/// holds mail) when missing.
+/// holds mail) when missing; its parent must exist.
 fn spool_file(dir: &Path) -> io::Result<std::fs::File> {
     match tempfile::tempfile_in(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
             tempfile::tempfile_in(dir)
         }
         other => other,

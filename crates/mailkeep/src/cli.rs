@@ -35,8 +35,9 @@ pub enum Command {
     Pipe(PipeArgs),
     /// Move loose .eml files into YYYY/MM/DD/ by their Date header.
     File(FileArgs),
-    /// Check the configuration; exit 0 when valid, 78 otherwise.
-    CheckConfig,
+    /// Check the configuration, and that USER can write where it says;
+    /// exit 0 when valid, 78 otherwise.
+    CheckConfig(CheckConfigArgs),
     /// Work with the rules.
     Rules {
         #[command(subcommand)]
@@ -83,6 +84,16 @@ pub enum QueueCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+/// `mailkeep check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Check that this user can write the store, every destination's
+    /// directory, the spool and the dedup ledger, and read the keys
+    /// [default, as root: mailkeep, when that user exists]
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
 }
 
 /// `mailkeep search`.

@@ -1,6 +1,17 @@
 //! The configuration file in two layers: the TOML as written
 //! ([`RawConfig`]) and the validated runtime settings ([`Settings`]).
-//! Every error names the file and line it comes from.
+//!
+//! Validation reports every error it finds, each at the line of the value
+//! at fault ([`spans`]), so one `check-config` run shows everything to fix.
+//! Only an error in the TOML itself (its syntax, an unknown key, a value
+//! of the wrong type) stops at the first: serde cannot read on past it.
+//!
+//! Paths must be absolute, except in the embedded default, whose
+//! `./mailkeep-data/...` paths are resolved against the current directory
+//! when it loads (so `cargo run -- serve` works from a checkout). The
+//! directories mailkeep keeps for itself default to `/var/lib/mailkeep`
+//! and may not overlap the archive or be creatable by another user
+//! ([`paths`]).
 
 use ipnet::IpNet;
 use mailkeep_capture::listen::{ListenSpec, SocketAccess};
@@ -9,7 +20,7 @@ use mailkeep_capture::policy::FailurePolicy;
 use mailkeep_destinations::forward::{self, ForwardConfig};
 use mailkeep_destinations::{ArchiveOptions, Archiver};
 use mailkeep_envelope::DEFAULT_SPOOL_THRESHOLD;
-use mailkeep_rules::{DestKind, RawRule, RuleSet, Size};
+use mailkeep_rules::{DestKind, DestSpec, RawRule, RuleSet, Size};
 use mailkeep_store::{Store, StoreConfig};
 use serde::Deserialize;
 use std::fmt;
@@ -17,11 +28,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod paths;
+mod spans;
+
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mailkeep/mailkeep.toml";
 
 /// The configuration used when there is no file at all.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// `[spool] dir` when not set: a directory of mailkeep's own, never a
+/// world-writable one such as `/tmp`.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/mailkeep/spool";
+
+/// `[filter] dedup_dir` when not set. Not under the store: the ledger is
+/// pruned by age, and nothing pruned may share a directory with archived
+/// mail.
+pub const DEFAULT_DEDUP_DIR: &str = "/var/lib/mailkeep/filter-dedup";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +57,7 @@ struct RawArchive {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
-    path: toml::Spanned<PathBuf>,
+    path: PathBuf,
     encryption_key_file: Option<PathBuf>,
     #[serde(default)]
     old_key_files: Vec<PathBuf>,
@@ -55,7 +78,7 @@ struct RawSpool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMilter {
-    listen: toml::Spanned<String>,
+    listen: String,
     socket_mode: Option<String>,
     socket_owner: Option<String>,
     socket_group: Option<String>,
@@ -73,7 +96,7 @@ struct RawMilter {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFilter {
-    listen: toml::Spanned<String>,
+    listen: String,
     relay: Option<String>,
     #[serde(default)]
     allowed_clients: Vec<String>,
@@ -95,7 +118,7 @@ struct RawFilter {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawForward {
-    relay: toml::Spanned<String>,
+    relay: String,
     spool: PathBuf,
     sender: Option<String>,
     #[serde(default)]
@@ -170,7 +193,7 @@ pub struct RawConfig {
     #[serde(default)]
     spool: RawSpool,
     #[serde(default)]
-    rule: Vec<toml::Spanned<RawRule>>,
+    rule: Vec<RawRule>,
     milter: Option<RawMilter>,
     filter: Option<RawFilter>,
     store: Option<RawStore>,
@@ -196,7 +219,7 @@ impl fmt::Display for Source {
 }
 
 /// A configuration error with its location.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     /// The file (or the embedded default).
     pub source: Source,
@@ -216,6 +239,62 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Every error found in one configuration, in line order; displayed one
+/// per line.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// What mailkeep needs to be able to do with a path at run time, for
+/// `check-config --as USER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A directory it creates when missing and writes files in.
+    Dir,
+    /// The store's directory: [`Need::Dir`], and its files writable.
+    Store,
+    /// An mbox file: written when it exists; its directory takes the
+    /// dotlock, so it is a [`Need::Dir`].
+    Mbox,
+    /// A file that must exist and be readable (a key, a certificate).
+    Read,
+    /// A key file created when missing: readable, or its directory writable.
+    ReadOrCreate,
+}
+
+/// A path mailkeep uses at run time and the configuration line it comes
+/// from.
+#[derive(Debug, Clone)]
+pub struct Place {
+    /// The setting, e.g. `filter.dedup_dir` or `rule 2 (all): "maildir:/x"`.
+    pub what: String,
+    /// The path (for a templated destination, its fixed directory).
+    pub path: PathBuf,
+    /// What is done with it.
+    pub need: Need,
+    /// The line of the setting (or of its section when defaulted).
+    pub line: Option<usize>,
+}
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -241,6 +320,8 @@ pub struct Settings {
     /// Archive copies as email, when configured (the marker key is loaded
     /// by [`Settings::attach_store`]).
     pub forward: Option<(ForwardConfig, PathBuf)>,
+    /// Every path the configuration makes mailkeep write or read.
+    pub places: Vec<Place>,
 }
 
 impl Settings {
@@ -293,29 +374,153 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Parses and validates configuration text.
-pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
-    let err = |line: Option<usize>, message: String| ConfigError {
+/// The validation context: the text's spans and the errors so far.
+struct Cx<'a> {
+    text: &'a str,
+    source: &'a Source,
+    spans: spans::Spans,
+    errors: Vec<ConfigError>,
+}
+
+impl Cx<'_> {
+    /// The line of the value at `at` (a path such as `filter.dedup_dir`).
+    fn line(&self, at: &str) -> Option<usize> {
+        self.spans.find(at).map(|r| line_of(self.text, r.start))
+    }
+
+    fn err(&mut self, at: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            source: self.source.clone(),
+            line: self.line(at),
+            message: message.into(),
+        });
+    }
+
+    /// Checks that `p`, the value of `key`, is absolute; in the embedded
+    /// default a relative path is taken from the current directory.
+    fn path(&mut self, key: &str, at: &str, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            return paths::normal(&p);
+        }
+        if *self.source == Source::Embedded {
+            match std::env::current_dir() {
+                Ok(cwd) => return paths::normal(&cwd.join(p)),
+                Err(e) => self.err(at, format!("{key}: the current directory: {e}")),
+            }
+        } else {
+            self.err(
+                at,
+                format!(
+                    "{key}: {:?} must be an absolute path",
+                    p.display().to_string()
+                ),
+            );
+        }
+        p
+    }
+
+    fn opt_path(&mut self, key: &str, p: Option<PathBuf>) -> Option<PathBuf> {
+        p.map(|p| self.path(key, key, p))
+    }
+
+    /// A size setting in bytes; 0 and absent are `None`.
+    fn size(&mut self, key: &str, s: Option<&Size>) -> Option<u64> {
+        match s?.bytes() {
+            Ok(b) => Some(b),
+            Err(m) => {
+                self.err(key, format!("{key}: {m}"));
+                None
+            }
+        }
+    }
+}
+
+/// Where a raw rule's `archive` value `item` is, as a span path.
+fn archive_at(rule: usize, item: Option<usize>) -> String {
+    match item {
+        Some(i) => format!("rule.{rule}.archive.{i}"),
+        None => format!("rule.{rule}.archive"),
+    }
+}
+
+/// Parses and validates configuration text, reporting every error.
+pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigErrors> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
         source: source.clone(),
-        line,
-        message,
-    };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start));
+        line: e.span().map(|s| line_of(text, s.start)),
         // One line: the message goes to stderr and into Postfix's logs.
-        err(line, e.message().trim().replace('\n', "; "))
+        message: e.message().trim().replace('\n', "; "),
     })?;
-    let spans: Vec<_> = raw.rule.iter().map(|r| r.span()).collect();
-    let rules: Vec<RawRule> = raw
-        .rule
-        .into_iter()
-        .map(toml::Spanned::into_inner)
-        .collect();
+    let mut cx = Cx {
+        text,
+        source: &source,
+        spans: spans::Spans::new(text),
+        errors: Vec::new(),
+    };
+    let settings = validate(&mut cx, raw);
+    let mut errors = cx.errors;
+    if errors.is_empty() {
+        return Ok(settings);
+    }
+    errors.sort_by_key(|e| e.line.unwrap_or(0));
+    Err(ConfigErrors(errors))
+}
+
+fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
+    let mut places = Vec::new();
+    // Destinations as written, for the overlap and --as checks (the rules
+    // compile below reports what is wrong with them).
+    let mut destinations = Vec::new();
+    let (mut uses_store, mut uses_forward) = (None, None);
+    for (ri, rule) in raw.rule.iter().enumerate() {
+        let name = rule
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("rule {}", ri + 1));
+        for (item, spec) in rule.archive.items() {
+            let Ok(dest) = DestSpec::parse(spec) else {
+                continue;
+            };
+            let at = archive_at(ri, item);
+            let (path, need) = match dest.kind {
+                DestKind::Store => {
+                    uses_store.get_or_insert(at);
+                    continue;
+                }
+                DestKind::Forward => {
+                    uses_forward.get_or_insert(at);
+                    continue;
+                }
+                DestKind::Mbox if dest.template.is_fixed() => {
+                    (PathBuf::from(dest.template.as_str()), Need::Mbox)
+                }
+                _ if dest.template.is_fixed() => (PathBuf::from(dest.template.as_str()), Need::Dir),
+                _ => (dest.template.prefix().to_path_buf(), Need::Dir),
+            };
+            let what = format!("rule {} ({name}): {spec:?}", ri + 1);
+            destinations.push((what.clone(), path.clone(), at.clone()));
+            places.push(Place {
+                what,
+                path,
+                need,
+                line: cx.line(&at),
+            });
+        }
+    }
     let envelope_headers = raw.archive.envelope_headers.unwrap_or(true);
-    let rules = RuleSet::compile(rules, envelope_headers).map_err(|e| {
-        let line = spans.get(e.index).map(|s| line_of(text, s.start));
-        err(line, e.to_string())
-    })?;
+    let rules = match RuleSet::compile(raw.rule, envelope_headers) {
+        Ok(rules) => rules,
+        Err(errors) => {
+            for e in errors {
+                let at = match e.item {
+                    Some(i) => format!("rule.{}.{}.{i}", e.index, e.field),
+                    None => format!("rule.{}.{}", e.index, e.field),
+                };
+                cx.err(&at, e.to_string());
+            }
+            RuleSet::empty()
+        }
+    };
     let hostname = raw
         .archive
         .hostname
@@ -330,94 +535,98 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
         store: None,
         forward: None,
     };
-    let size = |s: &Option<Size>, name: &str| {
-        s.as_ref()
-            .map(|s| {
-                s.bytes()
-                    .map_err(|m| err(None, format!("spool.{name}: {m}")))
-            })
-            .transpose()
-    };
-    let threshold = size(&raw.spool.threshold, "threshold")?
+    let threshold = cx
+        .size("spool.threshold", raw.spool.threshold.as_ref())
         .map(|t| t as usize)
         .unwrap_or(DEFAULT_SPOOL_THRESHOLD);
-    let max_message_size =
-        size(&raw.spool.max_message_size, "max_message_size")?.filter(|m| *m > 0);
-    let milter = match raw.milter {
-        None => None,
-        Some(m) => {
-            Some(milter_settings(m, text, max_message_size).map_err(|(line, msg)| err(line, msg))?)
-        }
+    let max_message_size = cx
+        .size(
+            "spool.max_message_size",
+            raw.spool.max_message_size.as_ref(),
+        )
+        .filter(|m| *m > 0);
+    let milter = raw
+        .milter
+        .and_then(|m| milter_settings(cx, m, max_message_size));
+    let spool_dir = match raw.spool.dir {
+        Some(d) => cx.path("spool.dir", "spool.dir", d),
+        None => PathBuf::from(DEFAULT_SPOOL_DIR),
     };
-    let spool_dir = raw.spool.dir.unwrap_or_else(std::env::temp_dir);
-    let filter = match raw.filter {
-        None => None,
-        Some(f) => Some(
-            filter_settings(f, text, max_message_size, &spool_dir)
-                .map_err(|(line, msg)| err(line, msg))?,
-        ),
-    };
+    // Mailkeep's own directories: none may overlap the archive.
+    let mut own = vec![("spool.dir", spool_dir.clone())];
+    places.push(Place {
+        what: "spool.dir".into(),
+        path: spool_dir.clone(),
+        need: Need::Dir,
+        line: cx.line("spool.dir"),
+    });
+    let filter = raw
+        .filter
+        .and_then(|f| filter_settings(cx, f, max_message_size, &mut places));
+    if let Some(f) = &filter {
+        own.push(("filter.dedup_dir", f.dedup_dir.clone()));
+    }
     let store = match raw.store {
         None => {
-            if rules.uses(DestKind::Store) {
-                return Err(err(
-                    None,
-                    "a rule archives to \"store\" but there is no [store] section with a path"
-                        .into(),
-                ));
+            if let Some(at) = &uses_store {
+                cx.err(
+                    at,
+                    "a rule archives to \"store\" but there is no [store] section with a path",
+                );
             }
             None
         }
-        Some(st) => {
-            let line = Some(line_of(text, st.path.span().start));
-            let mut cfg = StoreConfig::new(st.path.into_inner());
-            cfg.encryption_key_file = st.encryption_key_file;
-            cfg.old_key_files = st.old_key_files;
-            cfg.signing_key_file = st.signing_key_file;
-            if let Some(name) = st.group {
-                let gid = match nix::unistd::Group::from_name(&name) {
-                    Ok(Some(g)) => Some(g.gid.as_raw()),
-                    _ => name.parse::<u32>().ok(),
-                };
-                cfg.group =
-                    Some(gid.ok_or_else(|| err(line, format!("store.group: no group {name:?}")))?);
-            }
-            if let Some(level) = st.compression_level {
-                if !(1..=19).contains(&level) {
-                    return Err(err(
-                        line,
-                        format!("store.compression_level: {level} is not 1..19"),
-                    ));
-                }
-                cfg.compression_level = level;
-            }
-            if let Some(size) = st.segment_size {
-                let bytes = size
-                    .bytes()
-                    .map_err(|m| err(line, format!("store.segment_size: {m}")))?;
-                if bytes < 1 << 20 {
-                    return Err(err(line, "store.segment_size: at least 1M".into()));
-                }
-                cfg.segment_size = bytes;
-            }
-            Some(cfg)
-        }
+        Some(st) => Some(store_settings(cx, st, &mut places)),
     };
+    if let Some(st) = &store {
+        destinations.push(("store.path".into(), st.path.clone(), "store.path".into()));
+    }
     let forward = match raw.forward {
         None => {
-            if rules.uses(DestKind::Forward) {
-                return Err(err(
-                    None,
-                    "a rule archives to forward:ADDR but there is no [forward] section with a relay"
-                        .into(),
-                ));
+            if let Some(at) = &uses_forward {
+                cx.err(
+                    at,
+                    "a rule archives to forward:ADDR but there is no [forward] section with a relay",
+                );
             }
             None
         }
-        Some(f) => Some(forward_settings(f, text, &hostname).map_err(|(l, m)| err(l, m))?),
+        Some(f) => forward_settings(cx, f, &hostname, &mut places),
     };
-    Ok(Settings {
-        source,
+    if let Some((f, _)) = &forward {
+        own.push(("forward.spool", f.spool.clone()));
+    }
+    for (i, (key, dir)) in own.iter().enumerate() {
+        for (what, archive, _) in &destinations {
+            if let Some(rel) = paths::overlap(dir, archive) {
+                cx.err(
+                    key,
+                    format!(
+                        "{key}: {} {rel} {} ({what}): mailkeep's own files must not share a directory with the archive",
+                        dir.display(),
+                        archive.display()
+                    ),
+                );
+            }
+        }
+        for (other, odir) in &own[..i] {
+            if let Some(rel) = paths::overlap(dir, odir) {
+                cx.err(
+                    key,
+                    format!(
+                        "{key}: {} {rel} {other} {}: each needs a directory of its own",
+                        dir.display(),
+                        odir.display()
+                    ),
+                );
+            }
+        }
+        if let Some(why) = paths::hijackable(dir) {
+            cx.err(key, format!("{key}: {why}"));
+        }
+    }
+    Settings {
+        source: cx.source.clone(),
         archiver: Archiver::new(rules, options),
         hostname,
         spool_dir,
@@ -427,53 +636,133 @@ pub fn parse(text: &str, source: Source) -> Result<Settings, ConfigError> {
         filter,
         store,
         forward,
-    })
+        places,
+    }
+}
+
+fn store_settings(cx: &mut Cx<'_>, st: RawStore, places: &mut Vec<Place>) -> StoreConfig {
+    let path = cx.path("store.path", "store.path", st.path);
+    places.push(Place {
+        what: "store.path".into(),
+        path: path.clone(),
+        need: Need::Store,
+        line: cx.line("store.path"),
+    });
+    let mut cfg = StoreConfig::new(path);
+    cfg.encryption_key_file = cx.opt_path("store.encryption_key_file", st.encryption_key_file);
+    cfg.old_key_files = st
+        .old_key_files
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            cx.path(
+                "store.old_key_files",
+                &format!("store.old_key_files.{i}"),
+                p,
+            )
+        })
+        .collect();
+    cfg.signing_key_file = cx.opt_path("store.signing_key_file", st.signing_key_file);
+    let keys = [
+        ("store.encryption_key_file", cfg.encryption_key_file.clone()),
+        ("store.signing_key_file", cfg.signing_key_file.clone()),
+    ];
+    let old = cfg
+        .old_key_files
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("store.old_key_files.{i}"), Some(p.clone())));
+    for (key, p) in keys.into_iter().map(|(k, p)| (k.to_string(), p)).chain(old) {
+        if let Some(p) = p {
+            places.push(Place {
+                what: key.clone(),
+                path: p,
+                need: Need::Read,
+                line: cx.line(&key),
+            });
+        }
+    }
+    if let Some(level) = st.compression_level {
+        if (1..=19).contains(&level) {
+            cfg.compression_level = level;
+        } else {
+            cx.err(
+                "store.compression_level",
+                format!("store.compression_level: {level} is not 1..19"),
+            );
+        }
+    }
+    if let Some(bytes) = cx.size("store.segment_size", st.segment_size.as_ref()) {
+        if bytes < 1 << 20 {
+            cx.err("store.segment_size", "store.segment_size: at least 1M");
+        } else {
+            cfg.segment_size = bytes;
+        }
+    }
+    if let Some(name) = st.group {
+        match nix::unistd::Group::from_name(&name) {
+            Ok(Some(g)) => cfg.group = Some(g.gid.as_raw()),
+            _ => match name.parse::<u32>() {
+                Ok(gid) => cfg.group = Some(gid),
+                Err(_) => cx.err("store.group", format!("store.group: no group {name:?}")),
+            },
+        }
+    }
+    cfg
 }
 
 fn milter_settings(
+    cx: &mut Cx<'_>,
     m: RawMilter,
-    text: &str,
     default_max: Option<u64>,
-) -> Result<MilterSettings, (Option<usize>, String)> {
-    let line = Some(line_of(text, m.listen.span().start));
-    let listen =
-        ListenSpec::parse(m.listen.get_ref()).map_err(|e| (line, format!("milter.listen: {e}")))?;
-    let mode = m
-        .socket_mode
-        .map(|s| {
-            u32::from_str_radix(s.trim_start_matches("0o"), 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .ok_or((
-                    line,
-                    format!("milter.socket_mode: {s:?} is not an octal mode like \"0660\""),
-                ))
-        })
-        .transpose()?;
+) -> Option<MilterSettings> {
+    let listen = ListenSpec::parse(&m.listen)
+        .map_err(|e| cx.err("milter.listen", format!("milter.listen: {e}")))
+        .ok();
+    let mode = m.socket_mode.and_then(|s| {
+        let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777);
+        if mode.is_none() {
+            cx.err(
+                "milter.socket_mode",
+                format!("milter.socket_mode: {s:?} is not an octal mode like \"0660\""),
+            );
+        }
+        mode
+    });
     let uid = m
         .socket_owner
-        .map(|name| match nix::unistd::User::from_name(&name) {
-            Ok(Some(u)) => Ok(u.uid.as_raw()),
-            _ => Err((line, format!("milter.socket_owner: no user {name:?}"))),
-        })
-        .transpose()?;
+        .and_then(|name| match nix::unistd::User::from_name(&name) {
+            Ok(Some(u)) => Some(u.uid.as_raw()),
+            _ => {
+                cx.err(
+                    "milter.socket_owner",
+                    format!("milter.socket_owner: no user {name:?}"),
+                );
+                None
+            }
+        });
     let gid = m
         .socket_group
-        .map(|name| match nix::unistd::Group::from_name(&name) {
-            Ok(Some(g)) => Ok(g.gid.as_raw()),
-            _ => Err((line, format!("milter.socket_group: no group {name:?}"))),
-        })
-        .transpose()?;
-    let max_message_size = match m.max_message_size {
-        Some(s) => Some(
-            s.bytes()
-                .map_err(|e| (line, format!("milter.max_message_size: {e}")))?,
-        )
-        .filter(|b| *b > 0),
+        .and_then(|name| match nix::unistd::Group::from_name(&name) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            _ => {
+                cx.err(
+                    "milter.socket_group",
+                    format!("milter.socket_group: no group {name:?}"),
+                );
+                None
+            }
+        });
+    let max_message_size = match &m.max_message_size {
+        Some(s) => cx
+            .size("milter.max_message_size", Some(s))
+            .filter(|b| *b > 0),
         None => default_max,
     };
-    Ok(MilterSettings {
-        listen,
+    Some(MilterSettings {
+        listen: listen?,
         access: SocketAccess { mode, uid, gid },
         on_failure: m.on_failure,
         add_header: m.add_header,
@@ -490,57 +779,93 @@ fn milter_settings(
 }
 
 fn filter_settings(
+    cx: &mut Cx<'_>,
     f: RawFilter,
-    text: &str,
     default_max: Option<u64>,
-    spool_dir: &Path,
-) -> Result<FilterSettings, (Option<usize>, String)> {
-    let line = Some(line_of(text, f.listen.span().start));
-    let spec = f.listen.get_ref();
+    places: &mut Vec<Place>,
+) -> Option<FilterSettings> {
+    let spec = &f.listen;
     let spec = if spec.contains(':') && !spec.starts_with("inet") && !spec.starts_with("unix") {
         format!("inet:{spec}")
     } else {
         spec.clone()
     };
-    let listen = ListenSpec::parse(&spec).map_err(|e| (line, format!("filter.listen: {e}")))?;
-    if matches!(listen, ListenSpec::Unix(_)) {
-        return Err((
-            line,
-            "filter.listen: the SMTP filter listens on TCP (HOST:PORT)".into(),
-        ));
-    }
+    let listen = match ListenSpec::parse(&spec) {
+        Ok(ListenSpec::Unix(_)) => {
+            cx.err(
+                "filter.listen",
+                "filter.listen: the SMTP filter listens on TCP (HOST:PORT)",
+            );
+            None
+        }
+        Ok(l) => Some(l),
+        Err(e) => {
+            cx.err("filter.listen", format!("filter.listen: {e}"));
+            None
+        }
+    };
     let mut allowed = Vec::new();
-    for c in &f.allowed_clients {
-        let net = c
-            .parse::<IpNet>()
-            .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                (
-                    line,
-                    format!("filter.allowed_clients: {c:?} is not an address or CIDR"),
-                )
-            })?;
-        allowed.push(net);
+    for (i, c) in f.allowed_clients.iter().enumerate() {
+        match mailkeep_rules::parse_net(c) {
+            Ok(net) => allowed.push(net),
+            Err(m) => cx.err(
+                &format!("filter.allowed_clients.{i}"),
+                format!("filter.allowed_clients: {m}"),
+            ),
+        }
     }
-    let max_message_size = match f.max_message_size {
-        Some(s) => Some(
-            s.bytes()
-                .map_err(|e| (line, format!("filter.max_message_size: {e}")))?,
-        )
-        .filter(|b| *b > 0),
+    let max_message_size = match &f.max_message_size {
+        Some(s) => cx
+            .size("filter.max_message_size", Some(s))
+            .filter(|b| *b > 0),
         None => default_max,
     };
-    let tls = match (&f.tls_cert, &f.tls_key) {
+    let tls_cert = cx.opt_path("filter.tls_cert", f.tls_cert);
+    let tls_key = cx.opt_path("filter.tls_key", f.tls_key);
+    let tls = match (&tls_cert, &tls_key) {
         (None, None) => None,
-        (Some(cert), Some(key)) => Some(
-            mailkeep_capture::filter::tls::server_config(cert, key)
-                .map_err(|e| (line, format!("filter.tls_cert/tls_key: {e}")))?,
-        ),
-        _ => return Err((line, "filter: tls_cert and tls_key go together".into())),
+        (Some(cert), Some(key)) => {
+            for (what, p) in [("filter.tls_cert", cert), ("filter.tls_key", key)] {
+                places.push(Place {
+                    what: what.into(),
+                    path: p.clone(),
+                    need: Need::Read,
+                    line: cx.line(what),
+                });
+            }
+            match mailkeep_capture::filter::tls::server_config(cert, key) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    cx.err("filter.tls_cert", format!("filter.tls_cert/tls_key: {e}"));
+                    None
+                }
+            }
+        }
+        (Some(_), None) => {
+            cx.err(
+                "filter.tls_cert",
+                "filter: tls_cert and tls_key go together",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            cx.err("filter.tls_key", "filter: tls_cert and tls_key go together");
+            None
+        }
     };
+    let dedup_dir = match f.dedup_dir {
+        Some(d) => cx.path("filter.dedup_dir", "filter.dedup_dir", d),
+        None => PathBuf::from(DEFAULT_DEDUP_DIR),
+    };
+    places.push(Place {
+        what: "filter.dedup_dir".into(),
+        path: dedup_dir.clone(),
+        need: Need::Dir,
+        line: cx.line("filter.dedup_dir"),
+    });
     let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
-    Ok(FilterSettings {
-        listen,
+    Some(FilterSettings {
+        listen: listen?,
         relay: f.relay.filter(|r| !r.is_empty()),
         allowed_clients: allowed,
         on_failure: f.on_failure,
@@ -550,70 +875,103 @@ fn filter_settings(
         command_timeout: secs(f.command_timeout, 300),
         data_timeout: secs(f.data_timeout, 300),
         data_done_timeout: secs(f.data_done_timeout, 600),
-        dedup_dir: f
-            .dedup_dir
-            .unwrap_or_else(|| spool_dir.join("mailkeep-filter-dedup")),
+        dedup_dir,
         tls,
         no_archive: f.no_archive,
     })
 }
 
 fn forward_settings(
+    cx: &mut Cx<'_>,
     f: RawForward,
-    text: &str,
     hostname: &str,
-) -> Result<(ForwardConfig, PathBuf), (Option<usize>, String)> {
+    places: &mut Vec<Place>,
+) -> Option<(ForwardConfig, PathBuf)> {
     use mailkeep_destinations::forward::smtp::{RelayConfig, TlsMode};
-    let line = Some(line_of(text, f.relay.span().start));
-    let relay = f.relay.into_inner();
+    let relay = f.relay;
+    let mut ok = true;
     if relay
         .rsplit_once(':')
         .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
     {
-        return Err((line, format!("forward.relay: {relay:?} is not HOST:PORT")));
+        cx.err(
+            "forward.relay",
+            format!("forward.relay: {relay:?} is not HOST:PORT"),
+        );
+        ok = false;
     }
     let tls = match f.tls.as_deref().unwrap_or("may") {
         "may" => TlsMode::Opportunistic,
         "encrypt" => TlsMode::Required,
         "none" => TlsMode::Off,
         other => {
-            return Err((
-                line,
+            cx.err(
+                "forward.tls",
                 format!("forward.tls: {other:?} is not one of may, encrypt, none"),
-            ))
+            );
+            ok = false;
+            TlsMode::Off
         }
     };
-    let auth = match (f.auth_user, f.auth_password_file) {
+    let password_file = cx.opt_path("forward.auth_password_file", f.auth_password_file);
+    let auth = match (f.auth_user, password_file) {
         (None, None) => None,
-        (Some(u), Some(p)) => {
-            let pass = std::fs::read_to_string(&p).map_err(|e| {
-                (
-                    line,
+        (Some(u), Some(p)) => match std::fs::read_to_string(&p) {
+            Ok(pass) => {
+                places.push(Place {
+                    what: "forward.auth_password_file".into(),
+                    path: p,
+                    need: Need::Read,
+                    line: cx.line("forward.auth_password_file"),
+                });
+                Some((u, pass.trim_end_matches(['\r', '\n']).to_string()))
+            }
+            Err(e) => {
+                cx.err(
+                    "forward.auth_password_file",
                     format!("forward.auth_password_file {}: {e}", p.display()),
-                )
-            })?;
-            Some((u, pass.trim_end_matches(['\r', '\n']).to_string()))
-        }
-        _ => {
-            return Err((
-                line,
-                "forward: auth_user and auth_password_file go together".into(),
-            ))
+                );
+                None
+            }
+        },
+        (user, _) => {
+            let at = if user.is_some() {
+                "forward.auth_user"
+            } else {
+                "forward.auth_password_file"
+            };
+            cx.err(at, "forward: auth_user and auth_password_file go together");
+            None
         }
     };
     let sender = match f.sender.as_deref().unwrap_or("original") {
         "original" => forward::CopySender::Original,
         "null" | "<>" => forward::CopySender::Null,
         other => {
-            return Err((
-                line,
+            cx.err(
+                "forward.sender",
                 format!("forward.sender: {other:?} is not \"original\" or \"null\""),
-            ))
+            );
+            forward::CopySender::Original
         }
     };
-    let key_file = f
-        .marker_key_file
-        .unwrap_or_else(|| f.spool.join("marker.key"));
+    let spool = cx.path("forward.spool", "forward.spool", f.spool);
+    places.push(Place {
+        what: "forward.spool".into(),
+        path: spool.clone(),
+        need: Need::Dir,
+        line: cx.line("forward.spool"),
+    });
+    let key_file = match f.marker_key_file {
+        Some(k) => cx.path("forward.marker_key_file", "forward.marker_key_file", k),
+        None => spool.join("marker.key"),
+    };
+    places.push(Place {
+        what: "forward.marker_key_file".into(),
+        path: key_file.clone(),
+        need: Need::ReadOrCreate,
+        line: cx.line("forward.marker_key_file"),
+    });
     let relay = RelayConfig {
         addr: relay,
         helo: hostname.to_string(),
@@ -622,11 +980,15 @@ fn forward_settings(
         auth,
         timeout: Duration::from_secs(f.timeout.unwrap_or(60)),
     };
-    relay.check().map_err(|m| (line, format!("forward: {m}")))?;
-    Ok((
+    if ok {
+        if let Err(m) = relay.check() {
+            cx.err("forward.relay", format!("forward: {m}"));
+        }
+    }
+    Some((
         ForwardConfig {
             relay,
-            spool: f.spool,
+            spool,
             sender,
             trust_archive_header: f.trust_archive_header,
             retry_base: f
@@ -645,7 +1007,7 @@ fn forward_settings(
 
 /// Loads `--config FILE`, or the default path, or the embedded default
 /// when no path was given and the default path does not exist.
-pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigError> {
+pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigErrors> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {
@@ -668,10 +1030,23 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings, ConfigError> {
 mod tests {
     use super::*;
 
+    fn errors(text: &str) -> Vec<String> {
+        parse(text, Source::File("m.toml".into()))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     #[test]
     fn embedded_default_loads() {
         let s = parse(EMBEDDED_DEFAULT, Source::Embedded).unwrap();
         assert_eq!(s.archiver.rules().rules().len(), 1);
+        // Its relative paths are the current directory's.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(s.store.unwrap().path, cwd.join("mailkeep-data/store"));
+        assert_eq!(s.spool_dir, cwd.join("mailkeep-data/spool"));
         let m = s.milter.expect("the default listens for the milter");
         assert_eq!(m.listen.to_string(), "inet:127.0.0.1:8894");
         assert_eq!(m.on_failure, FailurePolicy::Tempfail);
@@ -693,35 +1068,123 @@ mod tests {
         assert!(m.add_header);
         assert_eq!(m.limits.max_connections, 8);
         assert_eq!(m.max_message_size, Some(10 << 20));
-        let e = parse("[milter]\nlisten = \"tcp:1:2\"\n", Source::Embedded).unwrap_err();
+        let e = &parse("[milter]\nlisten = \"tcp:1:2\"\n", Source::Embedded)
+            .unwrap_err()
+            .0[0];
         assert_eq!(e.line, Some(2), "{e}");
         let e = parse(
             "[milter]\nlisten = \"inet:127.0.0.1:1\"\non_failure = \"drop\"\n",
             Source::Embedded,
         )
         .unwrap_err();
-        assert!(e.message.contains("drop"), "{e}");
-        let e = parse(
-            "[milter]\nlisten = \"unix:/x\"\nsocket_owner = \"no-such-user-xyz\"\n",
-            Source::Embedded,
-        )
-        .unwrap_err();
-        assert!(e.message.contains("no user"), "{e}");
+        assert!(e.0[0].message.contains("drop"), "{e}");
+        let e = errors("[milter]\nlisten = \"unix:/x\"\nsocket_owner = \"no-such-user-xyz\"\n");
+        assert_eq!(
+            e,
+            ["m.toml:3: milter.socket_owner: no user \"no-such-user-xyz\""]
+        );
     }
 
     #[test]
-    fn errors_carry_lines() {
+    fn errors_carry_the_line_of_the_value() {
         let text = "[[rule]]\nname = \"ok\"\narchive = \"mbox:/a\"\n\n[[rule]]\nname = \"bad\"\narchive = \"mbox:/a/../{login}\"\n";
-        let e = parse(text, Source::File("x.toml".into())).unwrap_err();
-        assert_eq!(e.line, Some(5), "{e}");
+        let e = errors(text);
+        assert_eq!(e.len(), 1, "{e:?}");
         assert!(
-            e.to_string()
-                .starts_with("x.toml:5: rule 2 (bad): archive:"),
-            "{e}"
+            e[0].starts_with("m.toml:7: rule 2 (bad): archive:"),
+            "{e:?}"
         );
-        let e = parse("[[rule]]\nnope = 1\n", Source::Embedded).unwrap_err();
-        assert_eq!(e.line, Some(2), "{e}");
-        let e = parse("[[rule]\n", Source::Embedded).unwrap_err();
-        assert_eq!(e.line, Some(1), "{e}");
+        let e = &parse("[[rule]]\nnope = 1\n", Source::Embedded)
+            .unwrap_err()
+            .0;
+        assert_eq!(e[0].line, Some(2), "{e:?}");
+        let e = &parse("[[rule]\n", Source::Embedded).unwrap_err().0;
+        assert_eq!(e[0].line, Some(1), "{e:?}");
+    }
+
+    #[test]
+    fn every_error_in_one_pass_in_line_order() {
+        let text = "[spool]\n\
+                    threshold = \"lots\"\n\
+                    [filter]\n\
+                    listen = \"127.0.0.1:1\"\n\
+                    allowed_clients = [\n  \"127.0.0.0/8\",\n  \"10.0.0.0/33\",\n  \"999.1.1.1\",\n]\n\
+                    dedup_dir = \"relative/dedup\"\n\
+                    [[rule]]\n\
+                    client = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n\
+                    archive = [\n  \"mbox:/a/all.mbox\",\n  \"maildir:b/{login}\",\n]\n\
+                    [[rule]]\n\
+                    archive = \"store\"\n";
+        let e = errors(text);
+        assert_eq!(
+            e,
+            [
+                "m.toml:2: spool.threshold: \"lots\" is not a size like 10M",
+                "m.toml:7: filter.allowed_clients: \"10.0.0.0/33\" is not an IP address or CIDR (like 192.0.2.1, 10.0.0.0/8, 2001:db8::/32)",
+                "m.toml:8: filter.allowed_clients: \"999.1.1.1\" is not an IP address or CIDR (like 192.0.2.1, 10.0.0.0/8, 2001:db8::/32)",
+                "m.toml:10: filter.dedup_dir: \"relative/dedup\" must be an absolute path",
+                "m.toml:12: rule 1 (rule 1): client: \"10.0.0.0/33\" is not an IP address or CIDR (like 192.0.2.1, 10.0.0.0/8, 2001:db8::/32)",
+                "m.toml:15: rule 1 (rule 1): archive: \"maildir:b/{login}\": the path must be absolute (start with /)",
+                "m.toml:18: a rule archives to \"store\" but there is no [store] section with a path",
+            ]
+        );
+    }
+
+    #[test]
+    fn own_directories_default_to_var_lib_mailkeep() {
+        let s = parse(
+            "[filter]\nlisten = \"127.0.0.1:1\"\n",
+            Source::File("m.toml".into()),
+        )
+        .unwrap();
+        assert_eq!(s.spool_dir, Path::new(DEFAULT_SPOOL_DIR));
+        assert_eq!(s.filter.unwrap().dedup_dir, Path::new(DEFAULT_DEDUP_DIR));
+        for d in [DEFAULT_SPOOL_DIR, DEFAULT_DEDUP_DIR] {
+            assert!(d.starts_with("/var/lib/mailkeep/"), "{d}");
+        }
+    }
+
+    #[test]
+    fn own_directories_may_not_overlap_the_archive_or_each_other() {
+        let text = "[spool]\n\
+                    dir = \"/var/archive/spool\"\n\
+                    [filter]\n\
+                    listen = \"127.0.0.1:1\"\n\
+                    dedup_dir = \"/var/archive\"\n\
+                    [store]\n\
+                    path = \"/var/lib/mailkeep/store\"\n\
+                    [forward]\n\
+                    relay = \"127.0.0.1:25\"\n\
+                    spool = \"/var/lib/mailkeep\"\n\
+                    [[rule]]\n\
+                    name = \"all\"\n\
+                    archive = [\"maildir:/var/archive/{login}\", \"store\"]\n";
+        let e = errors(text);
+        assert_eq!(
+            e,
+            [
+                "m.toml:2: spool.dir: /var/archive/spool is inside /var/archive (rule 1 (all): \"maildir:/var/archive/{login}\"): mailkeep's own files must not share a directory with the archive",
+                "m.toml:5: filter.dedup_dir: /var/archive is /var/archive (rule 1 (all): \"maildir:/var/archive/{login}\"): mailkeep's own files must not share a directory with the archive",
+                "m.toml:5: filter.dedup_dir: /var/archive contains spool.dir /var/archive/spool: each needs a directory of its own",
+                "m.toml:10: forward.spool: /var/lib/mailkeep contains /var/lib/mailkeep/store (store.path): mailkeep's own files must not share a directory with the archive",
+            ]
+        );
+        // A fixed mbox is a file: a directory beside it is fine, its own is not.
+        let ok = "[filter]\nlisten = \"127.0.0.1:1\"\ndedup_dir = \"/var/archive/dedup\"\n[[rule]]\narchive = \"mbox:/var/archive/all.mbox\"\n";
+        assert!(parse(ok, Source::File("m.toml".into())).is_ok());
+        let bad = ok.replace("/var/archive/dedup", "/var/archive");
+        assert!(errors(&bad)[0].starts_with(
+            "m.toml:3: filter.dedup_dir: /var/archive contains /var/archive/all.mbox"
+        ));
+    }
+
+    #[test]
+    fn own_directories_may_not_be_creatable_by_other_users() {
+        let e = errors("[spool]\ndir = \"/tmp/mailkeep-spool-never-made\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("m.toml:2: spool.dir: /tmp/mailkeep-spool-never-made does not exist and would be created in /tmp, which every local user can write"),
+            "{e:?}"
+        );
     }
 }

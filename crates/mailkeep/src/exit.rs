@@ -26,7 +26,8 @@ impl Exit {
     /// EX_TEMPFAIL: not archived (or not passed on); the MTA should retry.
     pub const TEMPFAIL: Exit = Exit(75);
     /// EX_NOPERM: the operating system refused access (permission denied,
-    /// a read-only file system).
+    /// a read-only file system), or `check-config --as` another user
+    /// without being root.
     pub const NOPERM: Exit = Exit(77);
     /// EX_CONFIG: the configuration is invalid.
     pub const CONFIG: Exit = Exit(78);

@@ -9,8 +9,11 @@
 //! so the pipe command logs warnings and errors only unless `MAILKEEP_LOG`
 //! says otherwise.
 
-#![forbid(unsafe_code)]
+// One `unsafe` block: the fork of `check-config --as` (see `access`).
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
+mod access;
 mod cli;
 mod commands;
 mod config;
@@ -26,7 +29,11 @@ fn main() {
             match commands::run(cli) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("mailkeep: {}", e.message);
+                    // One error per line (check-config reports them all),
+                    // each prefixed, as Postfix logs them line by line.
+                    for line in e.message.lines() {
+                        eprintln!("mailkeep: {line}");
+                    }
                     e.code
                 }
             }

@@ -19,7 +19,7 @@ use mailkeep_envelope::{CapturePath, Envelope};
 use serde::Deserialize;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A string or a list of strings in the configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -40,6 +40,20 @@ impl OneOrMany {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
+            OneOrMany::None => Vec::new(),
+        }
+    }
+
+    /// Each value with its position in the list (`None` for a single
+    /// string), for errors that point at one element.
+    pub fn items(&self) -> Vec<(Option<usize>, &str)> {
+        match self {
+            OneOrMany::One(s) => vec![(None, s.as_str())],
+            OneOrMany::Many(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Some(i), s.as_str()))
+                .collect(),
             OneOrMany::None => Vec::new(),
         }
     }
@@ -137,6 +151,9 @@ pub struct RuleError {
     pub name: String,
     /// The offending key.
     pub field: &'static str,
+    /// Zero-based position of the offending value when the key holds a
+    /// list; `None` for a single value or the key as a whole.
+    pub item: Option<usize>,
     /// What is wrong.
     pub message: String,
 }
@@ -230,6 +247,13 @@ impl DestSpec {
             }
         };
         let template = Template::parse(path).map_err(|e| format!("{spec:?}: {e}"))?;
+        // A relative path would depend on the directory each capture path
+        // happens to start in (Postfix's pipe(8), a shell, systemd).
+        if !Path::new(path).is_absolute() {
+            return Err(format!(
+                "{spec:?}: the path must be absolute (start with /)"
+            ));
+        }
         Ok(DestSpec { kind, template })
     }
 }
@@ -240,15 +264,53 @@ enum ClientPattern {
     Host(Glob),
 }
 
+/// Parses an address (`192.0.2.1`, `2001:db8::1`) or a CIDR
+/// (`10.0.0.0/8`, `2001:db8::/32`). A CIDR with bits set after its
+/// prefix (`10.0.0.1/8`) is refused: it names the same network as the
+/// truncated form, so it is most likely a typo for something else.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        if net.addr() != net.network() {
+            return Err(format!(
+                "{s:?} has address bits set after the /{}; the network is {}",
+                net.prefix_len(),
+                net.trunc()
+            ));
+        }
+        return Ok(net);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "{s:?} is not an IP address or CIDR (like 192.0.2.1, 10.0.0.0/8, 2001:db8::/32)"
+    ))
+}
+
 impl ClientPattern {
-    fn parse(s: &str) -> ClientPattern {
-        if let Ok(net) = s.parse::<IpNet>() {
-            return ClientPattern::Net(net);
+    /// An address or CIDR, or else a glob on the host name. What looks like
+    /// an address (only digits and dots, or a `:` or `/`, which no host
+    /// name has) must be one: `999.1.1.1` or `10.0.0.*` as a host glob
+    /// would silently match nothing.
+    fn parse(s: &str) -> Result<ClientPattern, String> {
+        let numeric = s.chars().any(|c| c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '*');
+        if s.contains([':', '/']) || numeric {
+            if s.contains('*') {
+                return Err(format!(
+                    "{s:?}: addresses are matched with a CIDR such as 10.0.0.0/24, not a glob (globs match host names)"
+                ));
+            }
+            return parse_net(s).map(ClientPattern::Net);
         }
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return ClientPattern::Net(IpNet::from(ip));
+        let host_char = |c: char| c.is_ascii_alphanumeric() || "-._*".contains(c);
+        if s.is_empty() || !s.chars().all(host_char) {
+            return Err(format!(
+                "{s:?} is neither an IP address, a CIDR nor a host name glob (like *.example.com)"
+            ));
         }
-        ClientPattern::Host(Glob::new(s))
+        Ok(ClientPattern::Host(Glob::new(s)))
     }
 
     fn matches(&self, env: &Envelope) -> bool {
@@ -307,69 +369,148 @@ fn globs(v: OneOrMany) -> Vec<Glob> {
     v.into_vec().iter().map(|s| Glob::new(s)).collect()
 }
 
+/// Why an address glob (`sender`, `recipient`, `from`, `to`) can never
+/// match what it was meant to, if it cannot.
+fn address_glob_error(field: &str, s: &str) -> Option<String> {
+    if s == "<>" {
+        return (field != "sender")
+            .then(|| "\"<>\" is the null sender, which only `sender` can match".to_string());
+    }
+    if s.is_empty() {
+        return Some("an empty pattern matches nothing (the null sender is \"<>\")".to_string());
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some(format!(
+            "{s:?} contains a space or control character, which no address has"
+        ));
+    }
+    if s.starts_with('<') || s.ends_with('>') {
+        return Some(format!("{s:?}: write the address without angle brackets"));
+    }
+    None
+}
+
+/// Why a `login` or `tag` value can never match, if it cannot.
+fn name_error(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return Some("an empty value matches nothing".to_string());
+    }
+    if s.chars().any(char::is_control) {
+        return Some(format!("{s:?} contains a control character"));
+    }
+    None
+}
+
 fn any(globs: &[Glob], value: &str) -> bool {
     globs.iter().any(|g| g.matches(value))
 }
 
 impl Rule {
-    fn compile(index: usize, raw: RawRule, default_headers: bool) -> Result<Rule, RuleError> {
+    /// Compiles one rule, reporting every value at fault, not only the
+    /// first.
+    fn compile(index: usize, raw: RawRule, default_headers: bool) -> Result<Rule, Vec<RuleError>> {
         let name = raw
             .name
             .clone()
             .unwrap_or_else(|| format!("rule {}", index + 1));
-        let err = |field: &'static str, message: String| RuleError {
-            index,
-            name: name.clone(),
-            field,
-            message,
+        let mut errors = Vec::new();
+        let mut err = |field: &'static str, item: Option<usize>, message: String| {
+            errors.push(RuleError {
+                index,
+                name: name.clone(),
+                field,
+                item,
+                message,
+            })
         };
+        for (field, values) in [
+            ("sender", &raw.sender),
+            ("recipient", &raw.recipient),
+            ("from", &raw.from),
+            ("to", &raw.to),
+        ] {
+            for (i, v) in values.items() {
+                if let Some(m) = address_glob_error(field, v) {
+                    err(field, i, m);
+                }
+            }
+        }
+        for (field, values) in [("login", &raw.login), ("tag", &raw.tag)] {
+            for (i, v) in values.items() {
+                if let Some(m) = name_error(v) {
+                    err(field, i, m);
+                }
+            }
+        }
+        let mut client = Vec::new();
+        for (i, c) in raw.client.items() {
+            match ClientPattern::parse(c) {
+                Ok(p) => client.push(p),
+                Err(m) => err("client", i, m),
+            }
+        }
         let size_over = raw
             .size_over
             .as_ref()
             .map(Size::bytes)
             .transpose()
-            .map_err(|m| err("size_over", m))?;
+            .unwrap_or_else(|m| {
+                err("size_over", None, m);
+                None
+            });
         let mut capture = Vec::new();
-        for c in raw.capture.into_vec() {
-            capture.push(CapturePath::parse(&c).ok_or_else(|| {
-                err(
+        for (i, c) in raw.capture.items() {
+            match CapturePath::parse(c) {
+                Some(p) => capture.push(p),
+                None => err(
                     "capture",
+                    i,
                     format!("{c:?} is not one of milter, filter, pipe, import"),
-                )
-            })?);
+                ),
+            }
         }
-        let archive = raw.archive.into_vec();
+        let archive = raw.archive.items();
         let action = match (raw.skip, archive.is_empty()) {
-            (true, false) => return Err(err("skip", "a rule cannot both skip and archive".into())),
+            (true, false) => {
+                err("skip", None, "a rule cannot both skip and archive".into());
+                Action::Skip
+            }
             (true, true) => Action::Skip,
             (false, true) => {
-                return Err(err(
+                err(
                     "archive",
+                    None,
                     "the rule does nothing: give it archive = [...] or skip = true".into(),
-                ))
+                );
+                Action::Skip
             }
             (false, false) => {
                 let mut dests = Vec::new();
-                for spec in &archive {
-                    let dest = DestSpec::parse(spec).map_err(|m| err("archive", m))?;
-                    if dest.template.uses_recipient() && !raw.per_recipient {
-                        return Err(err(
+                for (i, spec) in archive {
+                    match DestSpec::parse(spec) {
+                        Err(m) => err("archive", i, m),
+                        Ok(dest) if dest.template.uses_recipient() && !raw.per_recipient => err(
                             "archive",
+                            i,
                             format!(
                                 "{spec:?} uses a {{recipient...}} placeholder, which needs per_recipient = true"
                             ),
-                        ));
+                        ),
+                        Ok(dest) => dests.push(dest),
                     }
-                    dests.push(dest);
                 }
                 Action::Archive(dests)
             }
         };
-        if raw.continue_ && matches!(action, Action::Skip) {
-            return Err(err(
+        if raw.continue_ && raw.skip {
+            err(
                 "continue",
+                None,
                 "skip = true with continue = true has no effect".into(),
-            ));
+            );
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(Rule {
             name,
@@ -378,12 +519,7 @@ impl Rule {
             recipient: globs(raw.recipient),
             from: globs(raw.from),
             to: globs(raw.to),
-            client: raw
-                .client
-                .into_vec()
-                .iter()
-                .map(|s| ClientPattern::parse(s))
-                .collect(),
+            client,
             tag: globs(raw.tag),
             capture,
             size_over,
@@ -513,14 +649,21 @@ impl Plan {
 
 impl RuleSet {
     /// Compiles raw rules. `envelope_headers` is the default for rules that
-    /// do not set it.
-    pub fn compile(raw: Vec<RawRule>, envelope_headers: bool) -> Result<RuleSet, RuleError> {
-        let rules = raw
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| Rule::compile(i, r, envelope_headers))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RuleSet { rules })
+    /// do not set it. Every error of every rule is returned, in rule order.
+    pub fn compile(raw: Vec<RawRule>, envelope_headers: bool) -> Result<RuleSet, Vec<RuleError>> {
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            match Rule::compile(i, r, envelope_headers) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(RuleSet { rules })
+        } else {
+            Err(errors)
+        }
     }
 
     /// The compiled rules in order.
@@ -801,7 +944,7 @@ archive = "maildir:/a/b"
         }
         let bad = |s: &str| {
             let f: F = toml::from_str(s).unwrap();
-            RuleSet::compile(f.rule, true).unwrap_err()
+            RuleSet::compile(f.rule, true).unwrap_err().remove(0)
         };
         assert_eq!(
             bad("[[rule]]\narchive='mbox:/a/{recipient}'").field,
@@ -822,6 +965,93 @@ archive = "maildir:/a/b"
             bad("[[rule]]\nsize_over='lots'\narchive='mbox:/a'").field,
             "size_over"
         );
+    }
+
+    #[test]
+    fn every_error_of_every_rule_with_its_list_position() {
+        #[derive(Deserialize)]
+        struct F {
+            rule: Vec<RawRule>,
+        }
+        let f: F = toml::from_str(
+            r#"
+[[rule]]
+name = "a"
+client = ["10.0.0.0/8", "10.0.0.0/33", "999.1.1.1", "*.example.com", "10.0.0.*", "10.0.0.1/8", "fe80::/129"]
+sender = ["<bob@example.com>", "<>", "a b@c"]
+recipient = "<>"
+archive = ["mbox:/ok", "mbox:relative/x", "maildir:./x/{login}", "eml:/x/../{login}"]
+[[rule]]
+name = "b"
+to = ""
+login = ""
+capture = ["pipe", "smtp"]
+archive = "mbox:x.mbox"
+"#,
+        )
+        .unwrap();
+        let errs = RuleSet::compile(f.rule, true).unwrap_err();
+        let got: Vec<(usize, &str, Option<usize>)> =
+            errs.iter().map(|e| (e.index, e.field, e.item)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, "sender", Some(0)),
+                (0, "sender", Some(2)),
+                (0, "recipient", None),
+                (0, "client", Some(1)),
+                (0, "client", Some(2)),
+                (0, "client", Some(4)),
+                (0, "client", Some(5)),
+                (0, "client", Some(6)),
+                (0, "archive", Some(1)),
+                (0, "archive", Some(2)),
+                (0, "archive", Some(3)),
+                (1, "to", None),
+                (1, "login", None),
+                (1, "capture", Some(1)),
+                (1, "archive", None),
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[3]
+            .message
+            .contains("\"10.0.0.0/33\" is not an IP address or CIDR"));
+        assert!(
+            errs[6].message.contains("the network is 10.0.0.0/8"),
+            "{}",
+            errs[6]
+        );
+        assert!(errs[8].message.contains("must be absolute"), "{}", errs[8]);
+    }
+
+    #[test]
+    fn client_patterns() {
+        for ok in [
+            "192.0.2.1",
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "::1",
+            "mx-1.example.com",
+            "*",
+        ] {
+            assert!(ClientPattern::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "10.0.0.0/33",
+            "999.1.1.1",
+            "10.0.0",
+            "1.2.3.4.5",
+            "10.*",
+            "[10.0.0.1]",
+            "a b",
+            "",
+            "2001:db8::/200",
+            "host/24",
+        ] {
+            assert!(ClientPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_net("10.0.0.0/33").unwrap_err(), "\"10.0.0.0/33\" is not an IP address or CIDR (like 192.0.2.1, 10.0.0.0/8, 2001:db8::/32)");
     }
 
     #[test]

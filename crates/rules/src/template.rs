@@ -234,6 +234,12 @@ impl Template {
         &self.prefix
     }
 
+    /// True when the template has no placeholder: every expansion is the
+    /// path itself.
+    pub fn is_fixed(&self) -> bool {
+        !self.parts.iter().any(|p| matches!(p, Part::Var(_)))
+    }
+
     /// True when the template needs a particular recipient.
     pub fn uses_recipient(&self) -> bool {
         self.parts

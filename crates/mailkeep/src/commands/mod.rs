@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Serve(args) => serve::run(cfg, args),
         Command::Pipe(args) => pipe::run(load(cfg)?, args),
         Command::File(args) => file::run(args),
-        Command::CheckConfig => check_config::run(cfg),
+        Command::CheckConfig(args) => check_config::run(cfg, args.as_user.as_deref()),
         Command::Rules {
             command: RulesCommand::Test(args),
         } => rules_test::run(&load(cfg)?, args),

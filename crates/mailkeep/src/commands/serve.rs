@@ -257,7 +257,7 @@ async fn serve(
                 .and_then(|new| keep_store(&current, new))
                 .and_then(|new| match prepare_private_dirs(&new) {
                     Ok(()) => Ok(new),
-                    Err(message) => Err(config::ConfigError { source: new.source.clone(), line: None, message }),
+                    Err(message) => Err(config::ConfigError { source: new.source.clone(), line: None, message }.into()),
                 }) {
                 Ok(new) => {
                     if new.milter.as_ref().map(|m| &m.listen) != current.milter.as_ref().map(|m| &m.listen) {
@@ -271,7 +271,9 @@ async fn serve(
                         rules = new.archiver.rules().rules().len(), "configuration reloaded");
                     current = new;
                 }
-                Err(e) => tracing::error!("reload failed, keeping the previous configuration: {e}"),
+                Err(e) => for e in &e.0 {
+                    tracing::error!("reload failed, keeping the previous configuration: {e}");
+                },
             },
             Some(done) = servers.join_next() => {
                 // A listener ended on its own: that is a failure to serve.
@@ -331,16 +333,18 @@ fn spawn_queue_runner(
 /// The reloaded settings use the store already open when its path did not
 /// change (one writer per store per process); otherwise the new one is
 /// opened, and a failure keeps the previous configuration.
-fn keep_store(current: &Settings, mut new: Settings) -> Result<Settings, config::ConfigError> {
+fn keep_store(current: &Settings, mut new: Settings) -> Result<Settings, config::ConfigErrors> {
     let same = match (&current.store, &new.store) {
         (Some(a), Some(b)) => a.path == b.path,
         _ => false,
     };
     let source = new.source.clone();
-    let fail = |message: String| config::ConfigError {
-        source: source.clone(),
-        line: None,
-        message,
+    let fail = |message: String| {
+        config::ConfigErrors::from(config::ConfigError {
+            source: source.clone(),
+            line: None,
+            message,
+        })
     };
     if same && current.archiver.options().store.is_some() {
         let forward = new.forward_config().map_err(fail)?;

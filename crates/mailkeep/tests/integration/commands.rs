@@ -232,13 +232,17 @@ fn check_config_valid_lists_rules() {
     c.arg("check-config");
     let out = run(c);
     assert_eq!(code(&out), 0, "{}", show(&out));
+    let text = stdout(&out);
+    let (listing, access) = text.split_at(text.find("write access: ").unwrap_or(text.len()));
     assert_eq!(
-        stdout(&out),
+        listing,
         format!(
             "{}: OK, 4 rule(s)\n  1. system noise\n  2. outgoing, filed by who logged in\n  3. each local recipient gets their own copy\n  4. rule 4\n",
             cfg.display()
         )
     );
+    // Then one line on the write access check (see check_config.rs).
+    assert_eq!(access.lines().count(), 1, "{text}");
     assert_eq!(stderr(&out), "");
     // It only reads: nothing but the config is in the directory.
     assert_eq!(files_under(dir.path()), vec![cfg]);
@@ -255,28 +259,30 @@ fn check_config_without_config_uses_embedded_default() {
     c.arg("check-config").current_dir(cwd.path());
     let out = run(c);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    assert_eq!(
-        stdout(&out),
-        "<embedded default>: OK, 1 rule(s)\n  1. everything\n"
+    assert!(
+        stdout(&out)
+            .starts_with("<embedded default>: OK, 1 rule(s)\n  1. everything\nwrite access: "),
+        "{}",
+        show(&out)
     );
 }
 
 #[test]
-fn check_config_rejects_escaping_templates_at_the_rules_line() {
-    // `..` in the template: reported at the `[[rule]]` line of the rule.
+fn check_config_rejects_escaping_templates_at_the_archive_line() {
+    // `..` in the template: reported at the line of the `archive` value.
     let text = "# archive settings\n[archive]\nenvelope_headers = true\n\n[[rule]]\nname = \"fine\"\narchive = [\"mbox:/x/{login}/sent.mbox\"]\n\n[[rule]]\nname = \"escape\"\narchive = [\"mbox:/x/../{login}\"]\n";
     assert_config_error(
         text,
-        line_of(text, "[[rule]]", 1),
+        line_of(text, "archive = [\"mbox:/x/..", 0),
         &["(escape)", "archive", "\"mbox:/x/../{login}\"", "'..'"],
     );
-    assert_eq!(line_of(text, "[[rule]]", 1), 9);
+    assert_eq!(line_of(text, "archive = [\"mbox:/x/..", 0), 11);
 
     // A placeholder before any fixed directory.
     let text = "[[rule]]\nname = \"fine\"\narchive = \"maildir:/x/all\"\n\n\n[[rule]]\nname = \"no prefix\"\nlogin = \"*\"\narchive = [\"maildir:/x/ok\", \"mbox:{login}/sent.mbox\"]\n";
     assert_config_error(
         text,
-        line_of(text, "[[rule]]", 1),
+        line_of(text, "archive = [\"maildir:/x/ok", 0),
         &[
             "(no prefix)",
             "\"mbox:{login}/sent.mbox\"",
@@ -290,9 +296,9 @@ fn check_config_rejects_recipient_placeholder_without_per_recipient() {
     let text = format!(
         "{ISSUE_RULES}\n# a mistake: per_recipient is missing\n[[rule]]\nname = \"inbox\"\nrecipient = \"*@example.org\"\narchive = [\"eml:/var/archive/in/{{recipient}}\"]\n"
     );
-    let line = line_of(&text, "[[rule]]", 3);
+    let line = line_of(&text, "archive = [\"eml:/var/archive/in/{recipient}", 0);
     // The example file has 5 comment lines, then 15 of rules, then the mistake.
-    assert_eq!(line, 23);
+    assert_eq!(line, 26);
     assert_config_error(
         &text,
         line,
@@ -1181,7 +1187,7 @@ fn serve_sighup_with_invalid_config_keeps_running() {
 
     // Break the file, then SIGHUP: the error is logged, serve keeps going.
     let bad = format!("{two}\n[[rule]]\nname = \"escape\"\narchive = \"mbox:/x/../{{login}}\"\n");
-    let bad_line = line_of(&bad, "[[rule]]", 2);
+    let bad_line = line_of(&bad, "archive = \"mbox:/x/..", 0);
     std::fs::write(&cfg, &bad).expect("write");
     d.signal("HUP");
     let logged = strip_ansi(&d.wait_err("reload failed", SERVE_LIMIT));

@@ -49,7 +49,8 @@ fn start_filter(dir: &Path, filter: &str, rules: &str, unprivileged: bool) -> Se
         dir,
         |port| {
             format!(
-                "[filter]\nlisten = \"127.0.0.1:{port}\"\ndedup_dir = \"{}\"\n{filter}\n{rules}",
+                "{}[filter]\nlisten = \"127.0.0.1:{port}\"\ndedup_dir = \"{}\"\n{filter}\n{rules}",
+                spool_section(dir, unprivileged),
                 dedup.display()
             )
         },

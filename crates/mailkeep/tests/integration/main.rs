@@ -5,6 +5,7 @@
 mod util;
 
 mod admin;
+mod check_config;
 mod commands;
 mod filter;
 mod filter_tls;

@@ -18,7 +18,12 @@ fn script(name: &str) -> PathBuf {
 fn start_milter(dir: &Path, milter_extra: &str, rules: &str, unprivileged: bool) -> Serve {
     Serve::start(
         dir,
-        |port| format!("[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{milter_extra}\n{rules}"),
+        |port| {
+            format!(
+                "{}[milter]\nlisten = \"inet:127.0.0.1:{port}\"\n{milter_extra}\n{rules}",
+                spool_section(dir, unprivileged)
+            )
+        },
         &["milter listening on"],
         unprivileged,
     )

@@ -48,7 +48,8 @@ fn eight_concurrent_pipes_into_one_mbox_read_back_by_python() {
     let cfg = write_config(
         dir.path(),
         &format!(
-            "[spool]\nthreshold = 4096\n[[rule]]\narchive = \"mbox:{}\"\n",
+            "{}threshold = 4096\n[[rule]]\narchive = \"mbox:{}\"\n",
+            spool_section(dir.path(), false),
             mbox.display()
         ),
     );
@@ -399,7 +400,8 @@ fn bad_input_is_archived_byte_exact() {
     let cfg = write_config(
         dir.path(),
         &format!(
-            "[spool]\nthreshold = 1000\n[[rule]]\narchive = [\"maildir:{}\", \"mbox:{}\"]\n",
+            "{}threshold = 1000\n[[rule]]\narchive = [\"maildir:{}\", \"mbox:{}\"]\n",
+            spool_section(dir.path(), false),
             md.display(),
             mbox.display()
         ),
@@ -473,7 +475,11 @@ fn large_message_streams_in_bounded_memory() {
     let md = dir.path().join("md");
     let cfg = write_config(
         dir.path(),
-        &format!("[[rule]]\narchive = [\"maildir:{}\"]\n", md.display()),
+        &format!(
+            "{}[[rule]]\narchive = [\"maildir:{}\"]\n",
+            spool_section(dir.path(), false),
+            md.display()
+        ),
     );
     let size: u64 = 200 * 1024 * 1024;
     // Python runs mailkeep with a generated 200 MB message on stdin and

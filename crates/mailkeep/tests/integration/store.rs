@@ -38,7 +38,8 @@ impl Store {
         let cfg = write_config(
             dir.path(),
             &format!(
-                "[store]\npath = \"{}\"\n{extra}\n[[rule]]\nname = \"all\"\narchive = [\"store\"]\n",
+                "{}[store]\npath = \"{}\"\n{extra}\n[[rule]]\nname = \"all\"\narchive = [\"store\"]\n",
+                spool_section(dir.path(), false),
                 dir.path().join("store").display()
             ),
         );

@@ -34,6 +34,20 @@ pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// A `[spool]` section with `dir = "DIR/spool"`, so that no test spools
+/// into the machine's default (`/var/lib/mailkeep/spool`). Made and given
+/// to `nobody` when `unprivileged` and the tests run as root; mailkeep
+/// creates it otherwise.
+pub fn spool_section(dir: &Path, unprivileged: bool) -> String {
+    let spool = dir.join("spool");
+    if unprivileged && is_root() {
+        std::fs::create_dir_all(&spool).expect("spool dir");
+        std::os::unix::fs::chown(&spool, Some(65534), Some(65534)).expect("chown spool");
+        set_mode(&spool, 0o700);
+    }
+    format!("[spool]\ndir = \"{}\"\n", spool.display())
+}
+
 /// Writes `text` as `DIR/mailkeep.toml` and returns its path.
 pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("mailkeep.toml");
