@@ -26,6 +26,34 @@ pub fn archive_id(message: &mailkeep_envelope::RawMessage) -> Option<String> {
     Some(format!("b3:{}", &hasher.finalize().to_hex()[..16]))
 }
 
+/// Logs what archiving one message did: each copy written, or why there
+/// was none (a rule said `skip`, or no rule matched), so an administrator
+/// reading the mail log can tell a deliberate skip from a missing rule.
+pub fn log_report(queue_id: Option<&str>, report: &mailkeep_destinations::Report) {
+    let queue_id = queue_id.unwrap_or("-");
+    for w in &report.written {
+        tracing::info!(queue_id, destination = %format!("{}:{}", w.kind, w.destination.display()),
+            file = %w.file.display(), bytes = w.bytes, "archived");
+    }
+    if !report.written.is_empty() {
+        return;
+    }
+    let mut skipped_by: Vec<&str> = report
+        .plan
+        .decisions
+        .iter()
+        .flat_map(|d| &d.outcomes)
+        .filter(|o| o.archive.is_none())
+        .map(|o| o.rule.as_str())
+        .collect();
+    skipped_by.dedup();
+    if skipped_by.is_empty() {
+        tracing::info!(queue_id, "no rule matched this message; nothing archived");
+    } else {
+        tracing::info!(queue_id, rule = %skipped_by.join(", "), "skipped by rule; nothing archived");
+    }
+}
+
 /// Hands an envelope to the group-commit writer and waits until it is
 /// durable (or failed): the one "archive this" call of the servers.
 pub async fn archive_durably(

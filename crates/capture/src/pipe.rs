@@ -69,21 +69,7 @@ pub fn run(
     helo_name: &str,
 ) -> Result<Outcome, PipeError> {
     let report = archiver.archive(env)?;
-    for w in &report.written {
-        tracing::info!(
-            queue_id = env.queue_id.as_deref().unwrap_or("-"),
-            destination = %format!("{}:{}", w.kind, w.destination.display()),
-            file = %w.file.display(),
-            bytes = w.bytes,
-            "archived"
-        );
-    }
-    if report.written.is_empty() {
-        tracing::info!(
-            queue_id = env.queue_id.as_deref().unwrap_or("-"),
-            "no rule selected this message; nothing archived"
-        );
-    }
+    crate::log_report(env.queue_id.as_deref(), &report);
     match onward {
         Onward::Nothing => Ok(Outcome::Done(report)),
         Onward::Reinject(target) => {

@@ -165,16 +165,27 @@ impl Store {
                 // Not being allowed to read is not damage: verification
                 // cannot be done, and says so instead of reporting tampering.
                 Err(e) if e.is_permission_denied() => return Err(e),
-                Err(e) => note(
-                    &mut problems,
-                    format!(
-                        "message {} (segment {} offset {}): {}",
-                        chain::hex(&row.hash),
-                        row.location.segment,
-                        row.location.offset,
-                        mailkeep_envelope::error_chain(&e)
-                    ),
-                ),
+                Err(e) => {
+                    // People look deliveries up by id (`show ID`); name them.
+                    let ids = self.catalog().deliveries_of(&row.hash)?;
+                    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+                    note(
+                        &mut problems,
+                        format!(
+                            "{} {}: its message {} (segment {} offset {}): {}",
+                            if ids.len() == 1 {
+                                "delivery"
+                            } else {
+                                "deliveries"
+                            },
+                            ids.join(", "),
+                            chain::hex(&row.hash),
+                            row.location.segment,
+                            row.location.offset,
+                            mailkeep_envelope::error_chain(&e)
+                        ),
+                    )
+                }
             }
         }
         // A message is only ever stored with its first delivery, so one

@@ -660,11 +660,7 @@ impl Session {
             match crate::archive_durably(&self.committer, self.snapshot.archiver.clone(), env).await
             {
                 Ok(report) => {
-                    for w in &report.written {
-                        tracing::info!(queue_id = queue_id.as_deref().unwrap_or("-"),
-                            destination = %format!("{}:{}", w.kind, w.destination.display()),
-                            file = %w.file.display(), bytes = w.bytes, "archived");
-                    }
+                    crate::log_report(queue_id.as_deref(), &report);
                     if let Some(k) = key.clone() {
                         let l = ledger.clone();
                         match tokio::task::spawn_blocking(move || l.record(&k)).await {

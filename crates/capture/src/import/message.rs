@@ -125,7 +125,7 @@ impl Builder {
             return Err(reason);
         }
         if self.fed == 0 {
-            return Err("empty".into());
+            return Err(super::SKIP_EMPTY.into());
         }
         let out = self.out.take().ok_or("cannot spool")?;
         let message = match out

@@ -21,6 +21,20 @@
 //! Nothing here is fatal: a file or message that cannot be read is a
 //! [`Found::Skipped`] with the reason, and the walk goes on.
 
+/// Skip reasons for what is not mail to begin with; every other reason (a
+/// message over the size limit, something unreadable) left mail out.
+pub const SKIP_EMPTY: &str = "empty";
+/// See [`SKIP_EMPTY`].
+pub const SKIP_NOT_MAIL: &str = "not a mail file";
+/// See [`SKIP_EMPTY`].
+pub const SKIP_SEEN_DIR: &str = "directory already read";
+
+/// True when a [`Found::Skipped`] reason means mail was left out of the
+/// archive, which `mailkeep import` reports in its exit status.
+pub fn skip_loses_mail(reason: &str) -> bool {
+    ![SKIP_EMPTY, SKIP_NOT_MAIL, SKIP_SEEN_DIR].contains(&reason)
+}
+
 mod block;
 mod detect;
 mod guess;

@@ -121,8 +121,8 @@ impl Walker {
             Err(e) => return skip(unreadable(&e)),
         };
         match kind {
-            Kind::Empty => skip("empty".into()),
-            Kind::NotMail => skip("not a mail file".into()),
+            Kind::Empty => skip(super::SKIP_EMPTY.into()),
+            Kind::NotMail => skip(super::SKIP_NOT_MAIL.into()),
             Kind::Message => Some(read_message(src, path, &self.opts, mtime)),
             Kind::Mbox => {
                 self.mbox = Some(MboxReader {
@@ -156,7 +156,7 @@ impl Walker {
             Err(e) => return skip(unreadable(&e)),
         };
         if !self.seen_dirs.insert((meta.dev(), meta.ino())) {
-            return skip("directory already read".into());
+            return skip(super::SKIP_SEEN_DIR.into());
         }
         let items = if is_maildir(&dir) {
             self.maildir_items(&dir)

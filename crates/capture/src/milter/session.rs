@@ -25,7 +25,7 @@ use super::Snapshot;
 use crate::policy::{FailureCounters, FailurePolicy};
 use async_trait::async_trait;
 use bytes::BytesMut;
-use mailkeep_destinations::{GroupCommitter, Report};
+use mailkeep_destinations::GroupCommitter;
 use miltr_common::actions::{Action, Continue, Tempfail};
 use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient};
 use miltr_common::encoding::Writable;
@@ -316,7 +316,7 @@ impl Milter for Session {
                     .await
                     {
                         Ok(report) => {
-                            log_report(&queue_id, &report);
+                            crate::log_report(Some(&queue_id), &report);
                             let mut b = ModificationResponse::builder();
                             if let Some(id) = id {
                                 // With SMFIP_HDR_LEADSPC the MTA takes the value
@@ -366,16 +366,6 @@ impl Session {
             }
         }
         Continue.into()
-    }
-}
-
-fn log_report(queue_id: &str, report: &Report) {
-    if report.written.is_empty() {
-        tracing::info!(queue_id, "no rule selected this message; nothing archived");
-    }
-    for w in &report.written {
-        tracing::info!(queue_id, destination = %format!("{}:{}", w.kind, w.destination.display()),
-            file = %w.file.display(), bytes = w.bytes, "archived");
     }
 }
 

@@ -187,7 +187,12 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
             format!("import stopped: {e} (everything reported above as new is stored)"),
         ));
     }
-    Ok(if counts.failed.is_empty() {
+    // A message left out (over the size limit, unreadable) is as much a
+    // failure for a script as one the store refused.
+    let left_out = skipped
+        .keys()
+        .any(|r| mailkeep_capture::import::skip_loses_mail(r));
+    Ok(if counts.failed.is_empty() && !left_out {
         Exit::OK
     } else {
         Exit::DATAERR

@@ -27,6 +27,18 @@ pub fn hit_json(hit: &Hit) -> Value {
     })
 }
 
+/// The envelope sender for people: `<address>`, `<>` for the null sender
+/// of captured mail (bounces), and `-` for an import that had no envelope
+/// (its sender is unknown, not null). JSON says `null` for both; `capture`
+/// tells them apart.
+pub fn sender(r: &mailkeep_store::chain::DeliveryRecord) -> String {
+    match (&r.sender, r.capture.as_str()) {
+        (Some(s), _) => format!("<{s}>"),
+        (None, "import") => "-".into(),
+        (None, _) => "<>".into(),
+    }
+}
+
 /// Capture time as RFC 3339 UTC.
 pub fn received(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)

@@ -1,6 +1,6 @@
 //! `mailkeep search`: deliveries matching a query, newest first.
 
-use super::output::{cell, hit_json, received, table};
+use super::output::{cell, hit_json, received, sender, table};
 use crate::cli::SearchArgs;
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
@@ -27,7 +27,7 @@ pub fn run(settings: &Settings, args: SearchArgs) -> Result<Exit, Failure> {
                     r.id.to_string(),
                     received(r.received),
                     cell(r.login.as_deref().unwrap_or("-"), 16),
-                    cell(r.sender.as_deref().unwrap_or("<>"), 28),
+                    cell(&sender(r), 28),
                     cell(&r.recipients.join(","), 32),
                     cell(&h.subject, 50),
                 ]

@@ -77,20 +77,28 @@ fn raise_fd_limit() {
 /// the filter's dedup ledger and the archive-copy queue. A directory another
 /// user owns or could swap (a symlink, group- or world-writable, under a
 /// world-writable parent without the sticky bit) is refused before anything
-/// is written to or pruned from it. The spool only ever holds unnamed files
-/// (`O_TMPFILE`, or a random name taken with `O_EXCL` and unlinked at once),
-/// so it is only created when missing.
+/// is written to or pruned from it. One that cannot be made (its parent is
+/// missing: `/var/lib/mailkeep` is the administrator's to create, owned by
+/// the service user) is only warned about, as before: without a ledger a
+/// retried message may be archived twice, and the queue's own writes fail
+/// by the failure policy. The spool only ever holds unnamed files
+/// (`O_TMPFILE`, or a random name taken with `O_EXCL` and unlinked at once)
+/// and is created when first needed.
 fn prepare_private_dirs(settings: &Settings) -> Result<(), String> {
     use mailkeep_destinations::private::ensure_private_dir;
-    let io = |e: std::io::Error| e.to_string();
-    if !settings.spool_dir.is_dir() {
-        ensure_private_dir(&settings.spool_dir, "spool.dir").map_err(io)?;
-    }
+    let mut dirs = Vec::new();
     if let Some(f) = &settings.filter {
-        ensure_private_dir(&f.dedup_dir, "filter.dedup_dir").map_err(io)?;
+        dirs.push((f.dedup_dir.as_path(), "filter.dedup_dir"));
     }
     if let Some((f, _)) = &settings.forward {
-        ensure_private_dir(&f.spool, "forward.spool").map_err(io)?;
+        dirs.push((f.spool.as_path(), "forward.spool"));
+    }
+    for (dir, what) in dirs {
+        match ensure_private_dir(dir, what) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => tracing::warn!("{e}"),
+            Err(e) => return Err(e.to_string()),
+        }
     }
     Ok(())
 }

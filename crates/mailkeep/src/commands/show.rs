@@ -1,6 +1,6 @@
 //! `mailkeep show`: one delivery, its envelope, or its exact bytes.
 
-use super::output::{bytes, hit_json, received};
+use super::output::{bytes, hit_json, received, sender};
 use crate::cli::ShowArgs;
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
@@ -21,6 +21,22 @@ fn header_section(raw: &[u8]) -> &[u8] {
     raw
 }
 
+/// Header text for a terminal: strangers' control characters (an escape
+/// sequence in a Subject rewrites the screen) are shown as `\xNN`, bytes
+/// that are not UTF-8 as U+FFFD; tab and line ends stay. `--raw` is the
+/// byte-exact view.
+fn escape_controls(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in String::from_utf8_lossy(raw).chars() {
+        if c.is_control() && !matches!(c, '\t' | '\r' | '\n') {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
     let hit = store.get(args.id).map_err(|e| match e {
@@ -34,7 +50,11 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
             .map_err(|e| Failure::new(Exit::IOERR, format!("writing: {e}")))
     };
     if args.envelope {
-        let text = serde_json::to_string_pretty(&hit.record).unwrap_or_default();
+        let mut record = serde_json::to_value(&hit.record).unwrap_or_default();
+        // The record keeps microseconds since the epoch (that is what the
+        // chain hashes); people read a date.
+        record["received"] = serde_json::Value::String(received(hit.record.received));
+        let text = serde_json::to_string_pretty(&record).unwrap_or_default();
         write(&mut out, format!("{text}\n").as_bytes())?;
         return Ok(Exit::OK);
     }
@@ -50,7 +70,7 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
         return Ok(Exit::OK);
     }
     if args.headers {
-        write(&mut out, header_section(&raw))?;
+        write(&mut out, escape_controls(header_section(&raw)).as_bytes())?;
         return Ok(Exit::OK);
     }
     let r = &hit.record;
@@ -75,10 +95,7 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
             _ => String::new(),
         },
     );
-    field(
-        "Sender:",
-        &format!("<{}>", r.sender.as_deref().unwrap_or("")),
-    );
+    field("Sender:", &sender(r));
     for rcpt in &r.recipients {
         field("Recipient:", rcpt);
     }
@@ -108,7 +125,20 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::header_section;
+    use super::{escape_controls, header_section};
+
+    #[test]
+    fn terminal_escapes_in_headers_are_shown_not_sent() {
+        let raw = b"Subject: \x1b]0;owned\x07\x1b[2J hi \xc2\x9b1m\r\n\tfolded\r\n\r\n";
+        let shown = escape_controls(raw);
+        assert_eq!(
+            shown,
+            "Subject: \\x1b]0;owned\\x07\\x1b[2J hi \\x9b1m\r\n\tfolded\r\n\r\n"
+        );
+        assert!(!shown
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n')));
+    }
 
     #[test]
     fn header_section_ends_at_the_first_empty_line() {

@@ -75,28 +75,33 @@ fn assert_all_there(files: &[PathBuf]) {
 }
 
 /// The classic attack on a predictable name in a world-writable directory:
-/// another user plants `SPOOL/mailkeep-filter-dedup` as a link into the
-/// archive before mailkeep first starts. serve must refuse the ledger and
-/// delete nothing.
+/// another user plants the ledger's directory (here `/tmp`-like, sticky and
+/// world-writable, where the ledger defaulted to before) as a link into the
+/// archive before mailkeep first starts. serve must refuse it and delete
+/// nothing.
 #[test]
-fn serve_refuses_a_planted_link_at_the_dedup_location_and_deletes_nothing() {
+fn serve_refuses_a_planted_link_at_a_shared_dedup_location_and_deletes_nothing() {
     let dir = sandbox();
     let archive = dir.path().join("archive");
     let files = old_archive(&archive);
     let shared = dir.path().join("shared-tmp");
     std::fs::create_dir(&shared).unwrap();
     set_mode(&shared, 0o1777);
-    // Where the ledger goes when `dedup_dir` is not set.
-    std::os::unix::fs::symlink(&archive, shared.join("mailkeep-filter-dedup")).unwrap();
+    let planted = shared.join("mailkeep-filter-dedup");
+    std::os::unix::fs::symlink(&archive, &planted).unwrap();
     let config = filter_config(
         free_port(),
-        &format!("[spool]\ndir = \"{}\"\n", shared.display()),
+        &format!("[spool]\ndir = \"{}/spool\"\n", dir.path().display()),
         &archive,
+    )
+    .replace(
+        "[filter]\n",
+        &format!("[filter]\ndedup_dir = \"{}\"\n", planted.display()),
     );
     let (code, log) = serve_briefly(dir.path(), &config, Duration::from_secs(3));
     assert_all_there(&files);
     assert_eq!(code, Some(78), "serve must refuse the ledger: {log}");
-    assert!(log.contains("symbolic link"), "{log}");
+    assert!(log.contains("dedup_dir"), "{log}");
 }
 
 /// `dedup_dir` set to an explicit path that is a link into the archive.
@@ -109,7 +114,7 @@ fn serve_refuses_a_dedup_dir_that_is_a_link() {
     std::os::unix::fs::symlink(&archive, &link).unwrap();
     let config = filter_config(
         free_port(),
-        &format!("[spool]\ndir = \"{}\"\n", dir.path().display()),
+        &format!("[spool]\ndir = \"{}/spool\"\n", dir.path().display()),
         &archive,
     )
     .replace(
@@ -132,7 +137,7 @@ fn a_dedup_dir_pointed_at_the_archive_deletes_nothing() {
     set_mode(&archive, 0o700);
     let config = filter_config(
         free_port(),
-        &format!("[spool]\ndir = \"{}\"\n", dir.path().display()),
+        &format!("[spool]\ndir = \"{}/spool\"\n", dir.path().display()),
         &archive,
     )
     .replace(
@@ -593,4 +598,190 @@ fn serve_pidfile_names_the_daemon_for_reload_and_stop() {
     let out = std::fs::read_to_string(dir.path().join("serve.out")).unwrap();
     assert!(out.contains("exited 0"), "{out}");
     assert!(!pidfile.exists(), "the pidfile outlived serve");
+}
+
+// ---------------------------------------------------------------------------
+// The smaller findings.
+
+fn store_only_config(dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[spool]\ndir = \"{d}/spool\"\n\n[store]\npath = \"{d}/store\"\n\n\
+             [[rule]]\nname = \"system noise\"\nsender = [\"root@*\"]\nskip = true\n\n\
+             [[rule]]\nname = \"all\"\narchive = [\"store\"]\n",
+            d = dir.display()
+        ),
+    )
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `import` that left a message out (over its size limit) exited 0: scripts
+/// saw success although the summary listed the skip.
+#[test]
+fn import_that_skips_a_message_over_the_limit_exits_65() {
+    let dir = sandbox();
+    let config = store_only_config(dir.path());
+    let mbox = dir.path().join("in.mbox");
+    write_mbox(&mbox, "sized", 2, 3000);
+    let out = mailkeep(&config)
+        .args(["import", "--max-message-size", "1k"])
+        .arg(&mbox)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", stdout_of(&out));
+    assert!(
+        stdout_of(&out).contains("larger than"),
+        "{}",
+        stdout_of(&out)
+    );
+    // Files that are not mail are not a failure.
+    let notes = dir.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("readme.txt"), b"just some notes\n").unwrap();
+    let out = mailkeep(&config)
+        .arg("import")
+        .arg(&notes)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout_of(&out));
+}
+
+/// `show --headers` wrote a Subject's terminal escape sequences raw.
+#[test]
+fn show_headers_escapes_terminal_control_sequences() {
+    let dir = sandbox();
+    let config = store_only_config(dir.path());
+    let message = b"From: a@example.com\r\nSubject: \x1b]0;owned\x07\x1b[2Jhello\r\n\r\nbody\r\n";
+    let mut c = mailkeep(&config);
+    c.args([
+        "pipe",
+        "--sender",
+        "a@example.com",
+        "--recipient",
+        "b@example.org",
+    ]);
+    let out = run_with_input(c, message);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mailkeep(&config)
+        .args(["show", "1", "--headers"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
+        "{:?}",
+        stdout_of(&out)
+    );
+    assert!(
+        stdout_of(&out).contains("Subject: \\x1b]0;owned\\x07\\x1b[2Jhello"),
+        "{}",
+        stdout_of(&out)
+    );
+    let raw = mailkeep(&config)
+        .args(["show", "1", "--raw"])
+        .output()
+        .unwrap();
+    assert_eq!(raw.stdout, message, "--raw stays byte-exact");
+}
+
+/// A skip rule was logged as "no rule selected this message".
+#[test]
+fn a_skip_rule_is_logged_as_a_skip_by_that_rule() {
+    let dir = sandbox();
+    let config = store_only_config(dir.path());
+    let mut c = mailkeep(&config);
+    c.env("MAILKEEP_LOG", "info");
+    c.args([
+        "pipe",
+        "--sender",
+        "root@example.com",
+        "--recipient",
+        "b@example.org",
+    ]);
+    let out = run_with_input(c, b"Subject: cron\r\n\r\nbody\r\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("skipped by rule") && err.contains("system noise"),
+        "{err}"
+    );
+    assert!(!err.contains("no rule"), "{err}");
+}
+
+/// Imports without an envelope showed `<>` (a bounce) in the table while
+/// JSON said null; `show --envelope` gave `received` in epoch microseconds;
+/// `verify` named a BLAKE3 hash where people look deliveries up by id.
+#[test]
+fn sender_received_and_verify_speak_the_users_terms() {
+    let dir = sandbox();
+    let config = store_only_config(dir.path());
+    let mbox = dir.path().join("in.mbox");
+    write_mbox(&mbox, "imported", 1, 200);
+    assert!(mailkeep(&config)
+        .arg("import")
+        .arg(&mbox)
+        .status()
+        .unwrap()
+        .success());
+    let mut c = mailkeep(&config);
+    c.args(["pipe", "--sender", "", "--recipient", "b@example.org"]);
+    let out = run_with_input(c, b"Subject: a bounce\r\n\r\nundeliverable\r\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let table = stdout_of(&mailkeep(&config).args(["search", ""]).output().unwrap());
+    let row = |subject: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(subject))
+            .unwrap_or_else(|| panic!("no {subject} in {table}"))
+            .to_string()
+    };
+    assert!(
+        !row("imported 0").contains("<>"),
+        "an unknown sender shown as a bounce:\n{table}"
+    );
+    assert!(row("a bounce").contains("<>"), "{table}");
+
+    let env = stdout_of(
+        &mailkeep(&config)
+            .args(["show", "1", "--envelope"])
+            .output()
+            .unwrap(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&env).expect("JSON");
+    let received = v["received"]
+        .as_str()
+        .unwrap_or_else(|| panic!("received: {env}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(received).is_ok(),
+        "{received}"
+    );
+
+    // Damage the stored record of the imported message (delivery 1).
+    let seg = std::fs::read_dir(dir.path().join("store/segments"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = 16 + (bytes.len() - 16) / 4;
+    bytes[at] ^= 0xff;
+    std::fs::write(&seg, bytes).unwrap();
+    let out = mailkeep(&config).arg("verify").output().unwrap();
+    let text = stdout_of(&out);
+    assert_eq!(out.status.code(), Some(65), "{text}");
+    assert!(text.contains("delivery 1"), "{text}");
 }

@@ -2,18 +2,19 @@
 //! memory stays bounded, other clients keep being served, limits answer
 //! with the proper codes.
 
-use crate::util::{python, sandbox, Serve};
+use crate::util::{python, sandbox, spool_section, Serve};
 use std::path::Path;
 
 fn start(dir: &Path, extra: &str) -> Serve {
     let md = dir.join("archive/md");
     let dedup = dir.join("dedup");
     let extra = extra.to_string();
+    let spool = spool_section(dir, false);
     Serve::start(
         dir,
         move |port| {
             format!(
-                "[filter]\nlisten = \"127.0.0.1:{port}\"\ndedup_dir = \"{}\"\n\
+                "{spool}[filter]\nlisten = \"127.0.0.1:{port}\"\ndedup_dir = \"{}\"\n\
                  allowed_clients = [\"127.0.0.0/8\"]\n{extra}\n\
                  [[rule]]\nname = \"all\"\narchive = [\"maildir:{}\"]\n",
                 dedup.display(),

@@ -164,6 +164,8 @@ pub trait Catalog: Send {
     /// Messages no delivery points at: deliveries were removed (the newest
     /// ones, if the chain itself is intact).
     fn orphans(&self) -> Result<Vec<[u8; 32]>, CatalogError>;
+    /// The deliveries of the message with these bytes, in id order.
+    fn deliveries_of(&self, hash: &[u8; 32]) -> Result<Vec<i64>, CatalogError>;
     /// The chain entry `id`'s stored hash.
     fn chain_hash(&self, id: i64) -> Result<Option<Vec<u8>>, CatalogError>;
     /// The last chain entry: (id, hash).

@@ -837,6 +837,14 @@ impl Catalog for Sqlite {
         Ok(out)
     }
 
+    fn deliveries_of(&self, hash: &[u8; 32]) -> Result<Vec<i64>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM deliveries WHERE content = ?1 ORDER BY id")?;
+        let ids = stmt.query_map([&hash[..]], |r| r.get(0))?;
+        Ok(ids.collect::<Result<Vec<i64>, _>>()?)
+    }
+
     fn chain_hash(&self, id: i64) -> Result<Option<Vec<u8>>, CatalogError> {
         Ok(self
             .conn
