@@ -15,7 +15,7 @@ mod address;
 mod data;
 mod spool;
 
-pub use address::{split_address, Address};
+pub use address::{client_ip, split_address, Address};
 pub use data::DataEncoder;
 pub use spool::{RawMessage, RawMessageReader, SpoolWriter, DEFAULT_SPOOL_THRESHOLD};
 

@@ -230,21 +230,7 @@ impl ClientMatch {
     }
 }
 
-/// The client address as the store records it, read the way the rules
-/// read it: `192.0.2.1`, `[192.0.2.1]`, `IPv6:2001:db8::1`; an IPv4-mapped
-/// IPv6 address is its IPv4 address. `unknown` and garbage are `None`.
-pub fn client_ip(text: &str) -> Option<IpAddr> {
-    let t = text.trim().trim_start_matches('[').trim_end_matches(']');
-    let t = t
-        .strip_prefix("IPv6:")
-        .or_else(|| t.strip_prefix("ipv6:"))
-        .unwrap_or(t);
-    let ip: IpAddr = t.parse().ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    })
-}
+pub use mailkeep_envelope::client_ip;
 
 /// How [`Term::Size`] compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -319,25 +319,11 @@ impl ClientPattern {
                 .client
                 .address
                 .as_deref()
-                .and_then(parse_client_ip)
+                .and_then(mailkeep_envelope::client_ip)
                 .is_some_and(|ip| net.contains(&ip)),
             ClientPattern::Host(g) => env.client.hostname.as_deref().is_some_and(|h| g.matches(h)),
         }
     }
-}
-
-/// Accepts `192.0.2.1`, `[192.0.2.1]`, `IPv6:2001:db8::1` and IPv4-mapped IPv6.
-fn parse_client_ip(text: &str) -> Option<IpAddr> {
-    let t = text.trim().trim_start_matches('[').trim_end_matches(']');
-    let t = t
-        .strip_prefix("IPv6:")
-        .or_else(|| t.strip_prefix("ipv6:"))
-        .unwrap_or(t);
-    let ip: IpAddr = t.parse().ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    })
 }
 
 #[derive(Debug, Clone)]
@@ -1066,13 +1052,13 @@ archive = "mbox:x.mbox"
     #[test]
     fn client_ip_forms() {
         assert_eq!(
-            parse_client_ip("[10.0.0.1]"),
+            mailkeep_envelope::client_ip("[10.0.0.1]"),
             Some("10.0.0.1".parse().unwrap())
         );
         assert_eq!(
-            parse_client_ip("IPv6:::ffff:10.0.0.1"),
+            mailkeep_envelope::client_ip("IPv6:::ffff:10.0.0.1"),
             Some("10.0.0.1".parse().unwrap())
         );
-        assert_eq!(parse_client_ip("unknown"), None);
+        assert_eq!(mailkeep_envelope::client_ip("unknown"), None);
     }
 }

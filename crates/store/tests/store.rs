@@ -270,7 +270,8 @@ fn verify_catches_flipped_byte_deleted_row_and_reordered_chain() {
         assert!(!report.ok(), "{damage}: not detected");
         let first = &report.problems[0];
         let expect = match damage {
-            "flip" | "truncate" => "message ",
+            // A damaged message is named by the deliveries that have it.
+            "flip" | "truncate" => "delivery ",
             "delete" => "delivery 4",
             "alter" => "delivery 2",
             "reorder" => "delivery 2",
@@ -281,6 +282,9 @@ fn verify_catches_flipped_byte_deleted_row_and_reordered_chain() {
             first.starts_with(expect),
             "{damage}: first problem {first:?}"
         );
+        if matches!(damage, "flip" | "truncate") {
+            assert!(first.contains(": its message "), "{damage}: {first:?}");
+        }
     }
 }
 
@@ -298,7 +302,7 @@ fn catalog_row_without_its_blob_is_an_error_not_a_panic() {
     assert!(err.contains("reading message"), "{err}");
     let report = store.verify(&mut |_, _| {}).unwrap();
     assert!(
-        report.problems[0].starts_with("message "),
+        report.problems[0].starts_with("delivery 1: its message "),
         "{:?}",
         report.problems
     );
