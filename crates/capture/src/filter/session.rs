@@ -57,6 +57,35 @@ struct Transaction {
     sender: Option<String>,
     sender_params: Vec<String>,
     recipients: Vec<String>,
+    /// The relay (or mailkeep) failed inside this transaction: every later
+    /// reply of it is 4xx, never 5xx, until it ends (DATA, RSET or a new
+    /// MAIL), so the MTA defers every recipient instead of bouncing those
+    /// it sends after the failure, or those it already had a 250 for.
+    failed: bool,
+    /// A recipient got a 4xx (from the relay, or the recipient limit): with
+    /// no recipient accepted, DATA is then deferred too, not refused.
+    deferred: bool,
+}
+
+impl Transaction {
+    fn new(sender: Option<String>, sender_params: Vec<String>) -> Transaction {
+        Transaction {
+            sender,
+            sender_params,
+            recipients: Vec::new(),
+            failed: false,
+            deferred: false,
+        }
+    }
+
+    /// What is left of a transaction after a failure: the MTA may still
+    /// send RCPTs and DATA for it (pipelined, or not knowing yet).
+    fn failed() -> Transaction {
+        Transaction {
+            failed: true,
+            ..Transaction::new(None, Vec::new())
+        }
+    }
 }
 
 /// One client connection.
@@ -415,9 +444,10 @@ impl Session {
         if self.helo.is_none() {
             return Reply::local(503, "5.5.1 Send EHLO first");
         }
-        if self.tx.is_some() {
+        if self.tx.as_ref().is_some_and(|t| !t.failed) {
             return Reply::local(503, "5.5.1 Nested MAIL command");
         }
+        self.tx = None;
         let params: Vec<String> = String::from_utf8_lossy(line)
             .trim_end()
             .split_once('>')
@@ -435,43 +465,62 @@ impl Session {
             }
         }
         if self.proxy() {
-            if let Err(reply) = self.ensure_relay().await {
-                return reply;
-            }
-        }
-        if let Some(relay) = &mut self.relay {
-            let reply = match xforward_and_mail(relay, &self.forwarded, line).await {
+            let reply = match self.relay_mail(line).await {
                 Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("relay failed at MAIL: {e}");
-                    self.relay = None;
-                    return unavailable("Relay failed");
+                Err(reply) => {
+                    self.tx = Some(Transaction::failed());
+                    return reply;
                 }
             };
             if !reply.is_positive() {
                 return reply;
             }
             self.relay_open = true;
-            self.tx = Some(Transaction {
-                sender: normalize_address_arg(&address),
-                sender_params: params,
-                recipients: Vec::new(),
-            });
+            self.tx = Some(Transaction::new(normalize_address_arg(&address), params));
             return reply;
         }
-        self.tx = Some(Transaction {
-            sender: normalize_address_arg(&address),
-            sender_params: params,
-            recipients: Vec::new(),
-        });
+        self.tx = Some(Transaction::new(normalize_address_arg(&address), params));
         Reply::local(250, "2.1.0 Ok")
+    }
+
+    /// MAIL (with XFORWARD) to the relay. Nothing is open on the relay
+    /// before MAIL, so a connection it closed while idle (its timeout after
+    /// the last message) or that failed here is replaced once and MAIL sent
+    /// again: the client never hears about a relay that was only idle.
+    async fn relay_mail(&mut self, line: &[u8]) -> Result<Reply, Reply> {
+        let reused = self.relay.is_some();
+        for attempt in 0..2 {
+            self.ensure_relay().await?;
+            let Some(relay) = &mut self.relay else {
+                return Err(unavailable("Relay unavailable"));
+            };
+            match xforward_and_mail(relay, &self.forwarded, line).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) => {
+                    self.relay = None;
+                    if attempt == 0 && reused {
+                        tracing::info!("relay connection lost while idle ({e}); reconnecting");
+                        continue;
+                    }
+                    tracing::error!("relay failed at MAIL: {e}");
+                }
+            }
+            break;
+        }
+        Err(unavailable("Relay failed"))
     }
 
     async fn rcpt(&mut self, address: String, line: &[u8]) -> Reply {
         let Some(count) = self.tx.as_ref().map(|t| t.recipients.len()) else {
             return Reply::local(503, "5.5.1 Need MAIL before RCPT");
         };
+        if self.tx.as_ref().is_some_and(|t| t.failed) {
+            return unavailable("Relay failed earlier in this transaction");
+        }
         if count >= self.snapshot.max_recipients {
+            if let Some(tx) = &mut self.tx {
+                tx.deferred = true;
+            }
             return Reply::local(452, "4.5.3 Too many recipients");
         }
         // `RCPT TO:<>` names nobody: refused here, as Postfix's smtpd does,
@@ -480,7 +529,7 @@ impl Session {
             return Reply::local(501, "5.1.3 Bad recipient address syntax");
         };
         if self.proxy() && self.relay.is_none() {
-            self.tx = None;
+            self.tx = Some(Transaction::failed());
             return unavailable("Relay failed");
         }
         let reply = match &mut self.relay {
@@ -489,15 +538,18 @@ impl Session {
                 Err(e) => {
                     tracing::error!("relay failed at RCPT: {e}");
                     self.relay = None;
-                    self.tx = None;
+                    self.relay_open = false;
+                    self.tx = Some(Transaction::failed());
                     return unavailable("Relay failed");
                 }
             },
             None => Reply::local(250, "2.1.5 Ok"),
         };
-        if reply.is_positive() {
-            if let Some(tx) = &mut self.tx {
+        if let Some(tx) = &mut self.tx {
+            if reply.is_positive() {
                 tx.recipients.push(recipient);
+            } else if reply.code / 100 == 4 {
+                tx.deferred = true;
             }
         }
         reply
@@ -510,10 +562,18 @@ impl Session {
                 .send(&Reply::local(503, "5.5.1 Need MAIL and RCPT before DATA"))
                 .await;
         };
-        if tx.recipients.is_empty() {
+        if tx.failed {
             return self
-                .send(&Reply::local(554, "5.5.1 No valid recipients"))
+                .send(&unavailable("Relay failed earlier in this transaction"))
                 .await;
+        }
+        if tx.recipients.is_empty() {
+            let reply = if tx.deferred {
+                Reply::local(451, "4.5.3 No recipient accepted yet; try again later")
+            } else {
+                Reply::local(554, "5.5.1 No valid recipients")
+            };
+            return self.send(&reply).await;
         }
         if self.proxy() && self.relay.is_none() {
             return self.send(&unavailable("Relay failed")).await;

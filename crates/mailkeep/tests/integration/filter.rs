@@ -261,11 +261,34 @@ impl RelayConn {
     }
 }
 
+/// Where in a transaction the fake relay fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Mail,
+    /// The nth RCPT of the connection, from 1.
+    Rcpt(usize),
+    Data,
+    /// The final dot.
+    Dot,
+}
+
+/// A failure of the fake relay, applied once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Close the connection instead of answering.
+    CloseAt(Stage),
+    /// Stop answering (keep the connection open) there.
+    StallAt(Stage),
+    /// Answer the dot, then close: an idle timeout on a cached connection.
+    CloseAfterDot,
+}
+
 /// A minimal SMTP server on 127.0.0.1 that records what it gets.
 struct FakeRelay {
     port: u16,
     conns: Arc<Mutex<Vec<RelayConn>>>,
     end_reply: Arc<Mutex<String>>,
+    fault: Arc<Mutex<Option<Fault>>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -276,9 +299,11 @@ impl FakeRelay {
         let port = listener.local_addr().expect("addr").port();
         let conns = Arc::new(Mutex::new(Vec::<RelayConn>::new()));
         let end_reply = Arc::new(Mutex::new(RELAY_QUEUED.to_string()));
+        let fault = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
             let (conns, end_reply, stop) = (conns.clone(), end_reply.clone(), stop.clone());
+            let fault = fault.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -290,8 +315,9 @@ impl FakeRelay {
                         g.push(RelayConn::default());
                         g.len() - 1
                     };
-                    let (conns, end_reply) = (conns.clone(), end_reply.clone());
-                    std::thread::spawn(move || relay_session(stream, idx, conns, end_reply));
+                    let (conns, end_reply, fault) =
+                        (conns.clone(), end_reply.clone(), fault.clone());
+                    std::thread::spawn(move || relay_session(stream, idx, conns, end_reply, fault));
                 }
             })
         };
@@ -299,9 +325,15 @@ impl FakeRelay {
             port,
             conns,
             end_reply,
+            fault,
             stop,
             accept: Some(accept),
         }
+    }
+
+    /// Fails once, at the next occasion for `fault`.
+    fn fail_once(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = Some(fault);
     }
 
     /// What to answer to the final dot from now on.
@@ -345,8 +377,24 @@ fn relay_session(
     idx: usize,
     conns: Arc<Mutex<Vec<RelayConn>>>,
     end_reply: Arc<Mutex<String>>,
+    fault: Arc<Mutex<Option<Fault>>>,
 ) {
     let update = |f: &mut dyn FnMut(&mut RelayConn)| f(&mut conns.lock().unwrap()[idx]);
+    // Takes the pending fault when it is for `stage`: Some(true) to close,
+    // Some(false) to stall.
+    let fault_at = |stage: Stage| {
+        let mut f = fault.lock().unwrap();
+        let hit = match *f {
+            Some(Fault::CloseAt(s)) if s == stage => Some(true),
+            Some(Fault::StallAt(s)) if s == stage => Some(false),
+            _ => None,
+        };
+        if hit.is_some() {
+            *f = None;
+        }
+        hit
+    };
+    let mut rcpts = 0;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(mut w) = stream.try_clone() else {
         return;
@@ -369,6 +417,24 @@ fn relay_session(
             .next()
             .unwrap_or("")
             .to_ascii_uppercase();
+        let stage = match verb.as_str() {
+            "MAIL" => Some(Stage::Mail),
+            "RCPT" => {
+                rcpts += 1;
+                Some(Stage::Rcpt(rcpts))
+            }
+            "DATA" => Some(Stage::Data),
+            _ => None,
+        };
+        match stage.and_then(fault_at) {
+            Some(true) => break,
+            Some(false) => {
+                // Hold the connection until the peer gives up on it.
+                let _ = r.read_until(b'\n', &mut Vec::new());
+                break;
+            }
+            None => {}
+        }
         let reply = match verb.as_str() {
             "EHLO" => RELAY_EHLO.to_string(),
             "HELO" => "250 fake-relay.test\r\n".to_string(),
@@ -398,6 +464,26 @@ fn relay_session(
                         break;
                     }
                     update(&mut |c| c.messages.last_mut().unwrap().data.extend_from_slice(&line));
+                }
+                match fault_at(Stage::Dot) {
+                    Some(true) => break 'session,
+                    Some(false) => {
+                        let _ = r.read_until(b'\n', &mut Vec::new());
+                        break 'session;
+                    }
+                    None => {}
+                }
+                let idle_close = {
+                    let mut f = fault.lock().unwrap();
+                    let hit = *f == Some(Fault::CloseAfterDot);
+                    if hit {
+                        *f = None;
+                    }
+                    hit
+                };
+                if idle_close {
+                    let _ = w.write_all(end_reply.lock().unwrap().as_bytes());
+                    break 'session;
                 }
                 end_reply.lock().unwrap().clone()
             }
@@ -1263,4 +1349,156 @@ fn filter_xforward_does_not_carry_over_to_the_next_transaction() {
         .collect();
     qids.sort();
     assert_eq!(qids, vec![None, Some("Q1".to_string())]);
+}
+
+// ---------------------------------------------------------------------------
+// Relay faults: ours and the relay's failures are 4xx, never 5xx
+
+/// Every reply, as codes, of one attempt to deliver `message` for `rcpts`
+/// with queue id `ident`, carried on whatever the server answers (as an MTA
+/// does: it sends DATA only when a recipient was accepted).
+fn attempt(c: &mut Client, ident: &str, rcpts: &[&str], message: &[u8]) -> Vec<(String, u16)> {
+    let mut codes = Vec::new();
+    let mut step = |what: &str, reply: String| {
+        let n = code(&reply);
+        codes.push((what.to_string(), n));
+        n
+    };
+    step("XFORWARD", c.cmd(&format!("XFORWARD IDENT={ident}")));
+    if step("MAIL", c.cmd("MAIL FROM:<a@x>")) / 100 != 2 {
+        return codes;
+    }
+    for r in rcpts {
+        step(&format!("RCPT {r}"), c.cmd(&format!("RCPT TO:<{r}>")));
+    }
+    if step("DATA", c.cmd("DATA")) == 354 {
+        c.send(&with_dot(message));
+        step("end of data", c.reply());
+    }
+    codes
+}
+
+#[track_caller]
+fn assert_no_5xx(codes: &[(String, u16)], what: &str) {
+    assert!(
+        codes.iter().all(|(_, c)| *c / 100 != 5),
+        "{what}: a 5xx for a relay failure: {codes:?}"
+    );
+}
+
+/// Found in a real Postfix: the relay reset at RCPT 2 of 3 got 451 for it,
+/// then `503 Need MAIL before RCPT` for RCPT 3 and `503 Need MAIL and RCPT
+/// before DATA`, so recipient 3 and recipient 1 (already accepted) bounced.
+/// Now the rest of the transaction is 4xx, and the next MAIL, on the same
+/// client connection, reaches the relay again.
+#[test]
+fn filter_relay_reset_at_a_recipient_defers_the_whole_transaction_and_the_next_mail_reconnects() {
+    let dir = sandbox();
+    let relay = FakeRelay::start();
+    let md = dir.path().join("archive/md");
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let message = b"From: a@x\r\nSubject: three recipients\r\n\r\nhello\r\n";
+    let rcpts = ["one@y", "two@y", "three@y"];
+    relay.fail_once(Fault::CloseAt(Stage::Rcpt(2)));
+    let mut c = Client::hello(serve.port, "postfix.test");
+    let first = attempt(&mut c, "QRESET", &rcpts, message);
+    assert_no_5xx(&first, "the faulty attempt");
+    assert_eq!(
+        first.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        [250, 250, 250, 451, 451, 451],
+        "{first:?}"
+    );
+    assert!(archived(&md).is_empty(), "nothing was archived");
+    // Postfix retries on the connection it cached.
+    let retry = attempt(&mut c, "QRESET", &rcpts, message);
+    assert_eq!(
+        retry.last().map(|(_, c)| *c),
+        Some(250),
+        "the retry: {retry:?}"
+    );
+    c.quit();
+    assert_eq!(archived(&md).len(), 1, "archived once");
+    let conns = relay.wait("a second relay connection with the message", |c| {
+        c.len() == 2 && c[1].messages.len() == 1 && c[1].messages[0].dot
+    });
+    assert!(conns[1].commands.iter().any(|l| l == "RCPT TO:<three@y>"));
+    serve.stop();
+}
+
+/// A fault at each step toward the relay: the client never sees a 5xx for
+/// it, and delivering again (the MTA's retry, same queue id) is accepted and
+/// leaves exactly one archived copy.
+#[test]
+fn filter_every_relay_fault_is_a_4xx_and_the_retry_archives_once() {
+    let dir = sandbox();
+    let relay = FakeRelay::start();
+    let md = dir.path().join("archive/md");
+    let filter = format!(
+        "{}command_timeout = 2\ndata_done_timeout = 2\n",
+        proxy(relay.port)
+    );
+    let mut serve = start_filter(dir.path(), &filter, &maildir_rule(&md), false);
+    let faults = [
+        Fault::CloseAt(Stage::Mail),
+        Fault::CloseAt(Stage::Rcpt(1)),
+        Fault::StallAt(Stage::Rcpt(1)),
+        Fault::CloseAt(Stage::Data),
+        Fault::StallAt(Stage::Data),
+        Fault::CloseAt(Stage::Dot),
+        Fault::StallAt(Stage::Dot),
+    ];
+    for (n, fault) in faults.iter().enumerate() {
+        let ident = format!("QF{n}");
+        let message = format!("From: a@x\r\nSubject: fault {n}\r\n\r\n{fault:?}\r\n");
+        relay.fail_once(*fault);
+        let mut c = Client::hello(serve.port, "postfix.test");
+        let first = attempt(&mut c, &ident, &["b@y", "c@y"], message.as_bytes());
+        assert_no_5xx(&first, &format!("{fault:?}"));
+        c.quit();
+        let mut c = Client::hello(serve.port, "postfix.test");
+        let retry = attempt(&mut c, &ident, &["b@y", "c@y"], message.as_bytes());
+        c.quit();
+        assert_eq!(
+            retry.last().map(|(_, c)| *c),
+            Some(250),
+            "{fault:?}: the retry: {retry:?} (first attempt {first:?})"
+        );
+        let copies = archived(&md)
+            .iter()
+            .filter(|m| String::from_utf8_lossy(m).contains(&format!("Subject: fault {n}\r\n")))
+            .count();
+        assert_eq!(
+            copies, 1,
+            "{fault:?}: copies archived (first attempt {first:?})"
+        );
+    }
+    serve.stop();
+}
+
+/// Found: after the relay closed an idle cached connection (250 to the dot,
+/// then close), the next MAIL on Postfix's reused connection got 451
+/// instead of a reconnect.
+#[test]
+fn filter_reconnects_when_the_relay_closed_an_idle_connection() {
+    let dir = sandbox();
+    let relay = FakeRelay::start();
+    let md = dir.path().join("archive/md");
+    let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
+    let mut c = Client::hello(serve.port, "postfix.test");
+    for n in 0..4 {
+        relay.fail_once(Fault::CloseAfterDot);
+        let message = format!("From: a@x\r\nSubject: cached {n}\r\n\r\nhello\r\n");
+        let codes = attempt(&mut c, &format!("QI{n}"), &["b@y"], message.as_bytes());
+        assert_eq!(
+            codes.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+            [250, 250, 250, 354, 250],
+            "message {n}: {codes:?}"
+        );
+        relay.wait("the relay to close", |conns| {
+            conns.len() == n + 1 && conns[n].closed
+        });
+    }
+    c.quit();
+    assert_eq!(archived(&md).len(), 4);
+    serve.stop();
 }
