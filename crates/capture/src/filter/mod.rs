@@ -103,7 +103,7 @@ pub async fn run(
         max,
         DRAIN_TIMEOUT,
         shutdown,
-        move |stream, _draining| {
+        move |stream, draining| {
             let snapshot = service.settings.borrow().clone();
             let committer = service.committer.clone();
             let counters = service.counters.clone();
@@ -113,6 +113,7 @@ pub async fn run(
                     return;
                 };
                 if let Err(e) = session::Session::new(snapshot, committer, counters, tcp)
+                    .with_draining(draining)
                     .run()
                     .await
                 {

@@ -26,6 +26,7 @@ use mailkeep_destinations::GroupCommitter;
 use mailkeep_envelope::{normalize_address_arg, CapturePath, Envelope, SpoolWriter};
 use smtp_proto::{Request, EXT_8BIT_MIME, EXT_DSN, EXT_SMTP_UTF8};
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -107,6 +108,16 @@ pub struct Session {
     /// answered): RSET must go to it; otherwise RSET is answered here,
     /// saving a round trip per message on cached connections.
     relay_open: bool,
+    /// Set when the server shuts down: an idle session is told 421 and
+    /// closed, a new MAIL gets 421, a transaction in progress finishes.
+    draining: Arc<AtomicBool>,
+}
+
+/// Returns once `flag` is set (checked every 100 ms, as the milter does).
+async fn wait_until_set(flag: &AtomicBool) {
+    while !flag.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn unavailable(what: &str) -> Reply {
@@ -139,7 +150,26 @@ impl Session {
             forwarded: Forwarded::default(),
             tx: None,
             relay_open: false,
+            draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The session follows `draining` (see [`crate::listen::serve`]).
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Session {
+        self.draining = draining;
+        self
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// RFC 5321 4.3.2: 421 when the service is shutting down; the MTA
+    /// retries the message later, on another connection.
+    async fn shutting_down(&mut self) -> io::Result<()> {
+        self.send(&Reply::local(421, "4.3.2 Shutting down; try again later"))
+            .await?;
+        self.flush().await
     }
 
     /// Serves the connection to its end.
@@ -163,7 +193,23 @@ impl Session {
         let greeting = format!("220 {} ESMTP mailkeep", self.snapshot.hostname);
         self.send(&Reply::local(220, &greeting[4..])).await?;
         loop {
-            let Some(line) = self.read_line().await? else {
+            let idle = self.tx.is_none() && !self.inbuf.contains(&b'\n');
+            if idle && self.is_draining() {
+                self.shutting_down().await?;
+                break;
+            }
+            let line = if idle {
+                // Between transactions: waiting for the client must not
+                // hold up a shutdown until the drain deadline.
+                let draining = self.draining.clone();
+                tokio::select! {
+                    line = self.read_line() => line?,
+                    () = wait_until_set(&draining) => continue,
+                }
+            } else {
+                self.read_line().await?
+            };
+            let Some(line) = line else {
                 break;
             };
             let quit = self.command(&line).await?;
@@ -329,6 +375,10 @@ impl Session {
                     },
                     None => Reply::local(250, "2.0.0 Ok"),
                 }
+            }
+            Ok(Request::Mail { .. }) if self.is_draining() => {
+                self.shutting_down().await?;
+                return Ok(true);
             }
             Ok(Request::Mail { from }) => self.mail(from.address.to_string(), &with_crlf).await,
             Ok(Request::Rcpt { to }) => self.rcpt(to.address.to_string(), &with_crlf).await,

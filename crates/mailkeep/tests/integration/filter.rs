@@ -1502,3 +1502,43 @@ fn filter_reconnects_when_the_relay_closed_an_idle_connection() {
     assert_eq!(archived(&md).len(), 4);
     serve.stop();
 }
+
+/// Found: on SIGTERM, idle SMTP sessions were held until the 30 s drain
+/// deadline and then dropped without a reply, and a new transaction started
+/// on an open session after SIGTERM was accepted. Now an idle session hears
+/// 421 at once, the transaction in progress finishes, and a MAIL after it
+/// is 421; serve then exits well within the drain deadline.
+#[test]
+fn filter_sigterm_says_421_to_idle_sessions_and_finishes_the_transaction_in_progress() {
+    let dir = sandbox();
+    let md = dir.path().join("archive/md");
+    let mut serve = start_filter(dir.path(), &receiver(""), &maildir_rule(&md), false);
+    let mut idle = Client::hello(serve.port, "idle.test");
+    let mut busy = Client::hello(serve.port, "busy.test");
+    expect(&busy.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
+    expect(&busy.cmd("RCPT TO:<b@y>"), 250, "RCPT");
+    expect(&busy.cmd("DATA"), 354, "DATA");
+    let wire = with_dot(SIMPLE);
+    let (head, tail) = wire.split_at(20);
+    busy.send(head);
+    assert!(Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let said = idle.try_reply();
+    assert!(
+        said.as_deref().is_some_and(|r| r.starts_with("421 ")),
+        "the idle session: {said:?}"
+    );
+    assert_eq!(idle.try_reply(), None, "closed after the 421");
+    busy.send(tail);
+    expect(&busy.reply(), 250, "the message in progress");
+    let after = busy.cmd("MAIL FROM:<a@x>");
+    expect(&after, 421, "a new transaction after SIGTERM");
+    assert_eq!(busy.try_reply(), None, "closed after the 421");
+    assert_eq!(archived(&md).len(), 1);
+    // stop() fails when serve is not gone within 20 s; holding the idle
+    // session to the 30 s drain deadline was the bug.
+    serve.stop();
+}
