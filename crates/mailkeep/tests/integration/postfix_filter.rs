@@ -240,6 +240,133 @@ fn postfix_filter_relay_refusal_then_retry_is_archived_once() {
     );
 }
 
+/// Found with this layout: the relay reset the connection at RCPT 2 of 3;
+/// mailkeep answered 451 for it, then 503 for RCPT 3 and for DATA, so
+/// Postfix bounced recipient 3 and recipient 1 (already accepted with 250)
+/// and sent the sender a non-delivery report. Now every recipient is
+/// deferred, nothing bounces, and the retry delivers and archives all three
+/// once.
+#[test]
+fn postfix_filter_relay_reset_at_a_recipient_defers_all_and_bounces_nothing() {
+    let Some(tools) = Tools::find_or_skip(
+        "postfix_filter::postfix_filter_relay_reset_at_a_recipient_defers_all_and_bounces_nothing",
+        true,
+    ) else {
+        return;
+    };
+    let pf = PrivatePostfix::start(tools, filter_setup(None));
+    let proxy = ResetProxy::start(pf.ports.reinject, 2);
+    let _mk = start_mailkeep_relaying_to(&pf, proxy.port);
+    let mail = TestMail::new("filter-rcpt-reset");
+    let qid = accepted(&pf.swaks(&mail.submission()));
+    let deferred = pf.wait_for(&format!("Postfix to defer {qid} at the reset"), |pf| {
+        let mine = filter_deliveries(pf, |d| d.qid == qid);
+        if let Some(d) = mine.iter().find(|d| d.status != "deferred") {
+            return Err(format!("the relay reset, yet Postfix logged: {}", d.line));
+        }
+        Ok((rcpt_set(&mine) == rcpts()).then_some(mine))
+    });
+    eprintln!("postfix_filter: Postfix logged: {deferred:#?}");
+    assert!(
+        proxy.resets() == 1,
+        "the proxy reset the relay connection once"
+    );
+    thread::sleep(QUIET_PERIOD);
+    let log = pf.maillog();
+    assert!(
+        !log.contains("status=bounced") && !log.contains("sender non-delivery notification"),
+        "something bounced:\n{log}"
+    );
+    assert!(
+        pf.sink_transactions().is_empty(),
+        "the sink got something (a bounce, or half the recipients)"
+    );
+    // Not archived: the relay never took it.
+    Archive::read(&pf).assert_holds(&[], "after the reset");
+
+    pf.postqueue("-f");
+    let reinjected = wait_through_filter(&pf, &qid);
+    assert_passed_once(&pf, &qid, &reinjected);
+    Archive::read(&pf).assert_holds(&[&mail], "after the retry");
+    let tx = pf.sink_transactions();
+    assert_eq!(tx.len(), 1, "one transaction at the sink: {tx:#?}");
+    assert_onward(&tx[0], &mail, &qid, &reinjected);
+}
+
+/// A TCP proxy in front of `upstream` that closes both sides instead of
+/// passing on the `at`-th RCPT it sees (once); otherwise it passes bytes
+/// both ways unchanged.
+struct ResetProxy {
+    port: u16,
+    resets: Arc<Mutex<usize>>,
+}
+
+impl ResetProxy {
+    fn start(upstream: u16, at: usize) -> ResetProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let resets = Arc::new(Mutex::new(0usize));
+        let armed = Arc::new(AtomicBool::new(true));
+        {
+            let resets = resets.clone();
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    let Ok(client) = client else { continue };
+                    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
+                    let (resets, armed) = (resets.clone(), armed.clone());
+                    thread::spawn(move || proxy_connection(client, server, at, armed, resets));
+                }
+            });
+        }
+        ResetProxy { port, resets }
+    }
+
+    fn resets(&self) -> usize {
+        *self.resets.lock().unwrap()
+    }
+}
+
+fn proxy_connection(
+    client: std::net::TcpStream,
+    server: std::net::TcpStream,
+    at: usize,
+    armed: Arc<AtomicBool>,
+    resets: Arc<Mutex<usize>>,
+) {
+    let (Ok(mut from_server), Ok(mut to_client)) = (server.try_clone(), client.try_clone()) else {
+        return;
+    };
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+    });
+    let mut to_server = server;
+    let mut lines = BufReader::new(client.try_clone().expect("clone"));
+    let mut rcpts = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"RCPT") {
+            rcpts += 1;
+            if rcpts == at && armed.swap(false, Ordering::SeqCst) {
+                *resets.lock().unwrap() += 1;
+                break;
+            }
+        }
+        if to_server.write_all(&line).is_err() {
+            break;
+        }
+    }
+    let _ = to_server.shutdown(std::net::Shutdown::Both);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+}
+
 // ---------------------------------------------------------------------------
 // Set-up
 
@@ -258,6 +385,12 @@ fn rcpts() -> BTreeSet<String> {
 
 /// Writes this suite's configuration and starts `mailkeep serve`.
 fn start_mailkeep(pf: &PrivatePostfix) -> Mailkeep {
+    start_mailkeep_relaying_to(pf, pf.ports.reinject)
+}
+
+/// [`start_mailkeep`] with the filter's relay at `relay` (a proxy in front
+/// of the reinjection smtpd).
+fn start_mailkeep_relaying_to(pf: &PrivatePostfix, relay: u16) -> Mailkeep {
     let root = pf.root().display();
     for dir in ["spool", "dedup"] {
         let _ = fs::create_dir(pf.path(dir));
@@ -283,12 +416,12 @@ fn start_mailkeep(pf: &PrivatePostfix) -> Mailkeep {
                  name = \"everything\"\n\
                  archive = \"maildir:{root}/archive/md\"\n",
             filter = pf.ports.filter,
-            reinject = pf.ports.reinject,
+            reinject = relay,
         ),
     );
     let ready = format!(
-        "SMTP filter listening on inet:127.0.0.1:{}, relaying to 127.0.0.1:{}",
-        pf.ports.filter, pf.ports.reinject
+        "SMTP filter listening on inet:127.0.0.1:{}, relaying to 127.0.0.1:{relay}",
+        pf.ports.filter
     );
     Mailkeep::start(pf, &config, &ready)
 }
