@@ -31,12 +31,6 @@ pub fn ensure_private_dir(dir: &Path, what: &str) -> io::Result<()> {
     check(dir, what, true)
 }
 
-/// The checks of [`ensure_private_dir`], changing nothing: a mode that is
-/// too open is an error too.
-pub fn check_private_dir(dir: &Path, what: &str) -> io::Result<()> {
-    check(dir, what, false)
-}
-
 fn check(dir: &Path, what: &str, tighten: bool) -> io::Result<()> {
     let unsafe_dir = |reason: String| {
         io::Error::new(
@@ -138,7 +132,7 @@ mod tests {
         let dir = top.path().join("d");
         ensure_private_dir(&dir, "test").unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let e = check_private_dir(&dir, "test").unwrap_err();
+        let e = check(&dir, "test", false).unwrap_err();
         assert!(e.to_string().contains("mode 0755"), "{e}");
         ensure_private_dir(&dir, "test").unwrap();
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();

@@ -320,13 +320,12 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         owner::create_store_dir(&config.path, config.group)
             .map_err(io_err(format!("creating {}", config.path.display())))?;
-        Self::open_existing(config, true)
+        Self::open_writer(config)
     }
 
-    /// Opens an existing store for writing; an error when there is none at
-    /// the path (and `create` is false).
-    pub fn open_existing(config: StoreConfig, create: bool) -> Result<Store, StoreError> {
-        let catalog_path = Self::catalog_path(&config, create)?;
+    /// Opens (creating what is missing) the store for writing.
+    fn open_writer(config: StoreConfig) -> Result<Store, StoreError> {
+        let catalog_path = config.path.join("catalog.sqlite");
         let keys = Self::keyring(&config)?;
         let own = owner::Ownership::for_store(&config.path, config.group).map_err(io_err(
             format!("opening the store at {}", config.path.display()),
@@ -347,7 +346,7 @@ impl Store {
             .map_err(io_err(format!("owner of {}", lock_path.display())))?;
         let blobs = SegmentDir::open(&config.path.join("segments"), own)
             .map_err(io_err("opening the segments directory"))?;
-        if create {
+        {
             // SQLite creates its file (and the -wal and -shm files after
             // it) with the database file's mode (and, run as root, owner);
             // make that right first.
@@ -372,12 +371,9 @@ impl Store {
                     .map_err(io_err("giving the catalog its group"))?;
             }
         }
-        let catalog = Sqlite::open(&catalog_path, create)?;
+        let catalog = Sqlite::open(&catalog_path, true)?;
         let reader = Sqlite::open(&catalog_path, false)?;
-        if create {
-            fsync_dir(&config.path)
-                .map_err(io_err(format!("syncing {}", config.path.display())))?;
-        }
+        fsync_dir(&config.path).map_err(io_err(format!("syncing {}", config.path.display())))?;
         Ok(Store {
             keys,
             blobs: Box::new(blobs),
@@ -392,7 +388,7 @@ impl Store {
     /// locked or changed, so it works on a read-only mount, a backup copy
     /// or with group read access alone.
     pub fn open_read_only(config: StoreConfig) -> Result<Store, StoreError> {
-        let catalog_path = Self::catalog_path(&config, false)?;
+        let catalog_path = Self::existing_catalog(&config)?;
         let keys = Self::keyring(&config)?;
         let blobs = SegmentDir::existing(&config.path.join("segments"));
         let catalog = Sqlite::open_read_only(&catalog_path)?;
@@ -407,22 +403,20 @@ impl Store {
         })
     }
 
-    /// The catalog's path, checking that it exists unless it is to be
-    /// created; "no store here" and "not allowed to look" are told apart.
-    fn catalog_path(config: &StoreConfig, create: bool) -> Result<PathBuf, StoreError> {
+    /// The catalog of an existing store; "no store here" and "not allowed
+    /// to look" are told apart.
+    fn existing_catalog(config: &StoreConfig) -> Result<PathBuf, StoreError> {
         let catalog_path = config.path.join("catalog.sqlite");
-        if !create {
-            if let Err(e) = std::fs::metadata(&catalog_path) {
-                let source = if e.kind() == io::ErrorKind::NotFound {
-                    io::Error::new(io::ErrorKind::NotFound, "no catalog.sqlite there")
-                } else {
-                    e
-                };
-                return Err(io_err(format!(
-                    "opening the store at {}",
-                    config.path.display()
-                ))(source));
-            }
+        if let Err(e) = std::fs::metadata(&catalog_path) {
+            let source = if e.kind() == io::ErrorKind::NotFound {
+                io::Error::new(io::ErrorKind::NotFound, "no catalog.sqlite there")
+            } else {
+                e
+            };
+            return Err(io_err(format!(
+                "opening the store at {}",
+                config.path.display()
+            ))(source));
         }
         Ok(catalog_path)
     }
