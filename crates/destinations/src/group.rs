@@ -1,6 +1,7 @@
-//! Group commit: one thread makes batches of whatever archive requests are
-//! waiting and writes each batch with shared fsyncs (see [`crate::Batch`]).
+//! Group commit, with waiting for mbox locks kept off the commit path.
 //!
+//! One committer thread makes batches of whatever archive requests are
+//! waiting and writes each batch with shared fsyncs (see [`crate::Batch`]).
 //! Concurrent milter or SMTP sessions submit their message and wait for
 //! the reply; while a batch is being written, new requests queue up and
 //! form the next batch. Under light load a batch is one message and costs
@@ -8,15 +9,57 @@
 //! fall with the batch size, so throughput is not capped at one fsync (or
 //! three) per message. Every request still gets its own all-or-nothing
 //! result, and nobody hears "durable" before the fsyncs of its batch.
+//!
+//! The committer never waits for a lock: a wait belongs to the destination
+//! that waits. Forming a batch, it tries each message's mbox locks without
+//! blocking ([`crate::Batch::try_lock`]). A message whose mbox is held by
+//! another program (mutt, procmail, a dovecot reader) goes to the *lock
+//! waiter* and the batch goes on without it. The waiter keeps such messages
+//! in lanes, one per set of mboxes, retries each lane's locks (never
+//! blocking: 2 ms apart at first, growing to 100 ms) and, once it has them,
+//! sends the lane's messages back to the committer *with their locks*; the
+//! committer stages them in its next batch like any other, so they still
+//! share fsyncs, stay all-or-nothing across their destinations (a message
+//! for an mbox and a Maildir publishes neither before both are durable) and
+//! hear "durable" only after their batch's fsyncs.
+//!
+//! Each waiting message has its own deadline: `lock_timeout` from the
+//! moment the committer found its lock held. When it passes (after one last
+//! try) the waiter answers that message alone with
+//! [`ArchiveError::Locked`], naming the holder. So messages
+//! for one held mbox wait side by side (three of them fail together after
+//! one timeout, not after one, two and three), and messages that do not
+//! need it are not delayed at all. One waiter thread serves every held
+//! mbox: its attempts do not block, so no lane delays another.
+//!
+//! Lock order: nobody here holds one mbox while waiting for another. A
+//! message's mboxes are taken in sorted path order all at once or not at
+//! all (see [`crate::mbox`]), a batch that holds some of them simply makes
+//! the waiter retry until the batch ends, and within the process the
+//! dotlock keeps the committer and the waiter apart. Messages for a held
+//! mbox may be overtaken by later ones for it that arrive just as it is
+//! freed; mbox order between concurrent sessions was never promised.
+//!
+//! The threads end when the last handle is dropped, once every queued and
+//! waiting request has been answered (written, or failed at its deadline).
 
+use crate::mbox::{self, Held, LockTimeout};
 use crate::{ArchiveError, Archiver, Batch, Report};
 use mailkeep_envelope::Envelope;
+use mailkeep_rules::{DestKind, Plan};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// How many waiting messages one batch takes at most.
 pub const DEFAULT_MAX_BATCH: usize = 64;
+
+/// The lock waiter's first pause between attempts on a lane (the
+/// committer has just tried); pauses double up to [`mbox::MAX_PAUSE`].
+const FIRST_RETRY: Duration = Duration::from_millis(2);
 
 /// Called with the outcome of one request.
 pub type Reply = Box<dyn FnOnce(Result<Report, ArchiveError>) + Send>;
@@ -27,11 +70,43 @@ struct Job {
     reply: Reply,
 }
 
+/// A request after the rules ran.
+struct Planned {
+    archiver: Arc<Archiver>,
+    env: Envelope,
+    plan: Plan,
+    reply: Reply,
+}
+
+/// What the committer receives.
+enum Msg {
+    /// A new request from a capture path.
+    Submit(Box<Job>),
+    /// Messages whose mboxes the waiter locked, with those locks.
+    Ready {
+        jobs: Vec<Planned>,
+        locks: Vec<mbox::Locked>,
+    },
+    /// The last handle was dropped.
+    Closed,
+}
+
+/// A message handed to the waiter.
+struct Parked {
+    job: Planned,
+    /// Every mbox it needs, sorted: its lane.
+    mboxes: Vec<PathBuf>,
+    held: Held,
+    since: Instant,
+    deadline: Instant,
+}
+
 /// Batch statistics, for logs and benchmarks.
 #[derive(Debug, Default)]
 pub struct GroupStats {
     batches: AtomicU64,
     messages: AtomicU64,
+    waited: AtomicU64,
 }
 
 impl GroupStats {
@@ -44,39 +119,63 @@ impl GroupStats {
     pub fn messages(&self) -> u64 {
         self.messages.load(Ordering::Relaxed)
     }
+
+    /// Messages that found an mbox lock held and went to the lock waiter.
+    pub fn waited(&self) -> u64 {
+        self.waited.load(Ordering::Relaxed)
+    }
 }
 
-/// The handle capture paths submit to. Cloning is cheap; the writer thread
-/// ends when the last handle is dropped, after finishing queued requests.
+/// Tells the committer when the last handle goes (the waiter holds a
+/// sender too, so the channel alone would never close).
+struct Handle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Closed);
+    }
+}
+
+/// The handle capture paths submit to. Cloning is cheap; the threads end
+/// when the last handle is dropped, after finishing queued requests.
 #[derive(Clone)]
 pub struct GroupCommitter {
-    tx: mpsc::Sender<Job>,
+    handle: Arc<Handle>,
     stats: Arc<GroupStats>,
 }
 
 impl GroupCommitter {
-    /// Starts the writer thread.
+    /// Starts the committer and the lock waiter.
     pub fn start(max_batch: usize) -> std::io::Result<GroupCommitter> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let (park_tx, park_rx) = mpsc::channel::<Parked>();
         let stats = Arc::new(GroupStats::default());
         let thread_stats = stats.clone();
+        let to_committer = tx.clone();
+        std::thread::Builder::new()
+            .name("mailkeep-lockwait".into())
+            .spawn(move || wait_for_locks(park_rx, to_committer))?;
         std::thread::Builder::new()
             .name("mailkeep-commit".into())
-            .spawn(move || run(rx, max_batch.max(1), &thread_stats))?;
-        Ok(GroupCommitter { tx, stats })
+            .spawn(move || run(rx, park_tx, max_batch.max(1), &thread_stats))?;
+        Ok(GroupCommitter {
+            handle: Arc::new(Handle { tx }),
+            stats,
+        })
     }
 
     /// Queues one message; `reply` is called once it is durable or failed.
-    /// If the writer thread is gone, `reply` gets an error at once.
+    /// If the committer is gone, `reply` gets an error at once.
     pub fn submit(&self, archiver: Arc<Archiver>, env: Envelope, reply: Reply) {
-        if let Err(mpsc::SendError(job)) = self.tx.send(Job {
+        let job = Box::new(Job {
             archiver,
             env,
             reply,
-        }) {
-            (job.reply)(Err(ArchiveError::Read(std::io::Error::other(
-                "the archive writer has stopped",
-            ))));
+        });
+        if let Err(mpsc::SendError(Msg::Submit(job))) = self.handle.tx.send(Msg::Submit(job)) {
+            (job.reply)(Err(stopped()));
         }
     }
 
@@ -86,31 +185,93 @@ impl GroupCommitter {
     }
 }
 
-fn run(rx: mpsc::Receiver<Job>, max_batch: usize, stats: &GroupStats) {
+fn stopped() -> ArchiveError {
+    ArchiveError::Read(std::io::Error::other("the archive writer has stopped"))
+}
+
+/// How many messages a received item brings into a batch.
+fn weight(m: &Msg) -> usize {
+    match m {
+        Msg::Submit(_) => 1,
+        Msg::Ready { jobs, .. } => jobs.len(),
+        Msg::Closed => 0,
+    }
+}
+
+fn run(
+    rx: mpsc::Receiver<Msg>,
+    park_tx: mpsc::Sender<Parked>,
+    max_batch: usize,
+    stats: &GroupStats,
+) {
+    let mut park = Some(park_tx);
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < max_batch {
+        let mut n = weight(&first);
+        let mut msgs = vec![first];
+        while n < max_batch {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(m) => {
+                    n += weight(&m);
+                    msgs.push(m);
+                }
                 Err(_) => break,
             }
         }
         let mut batch = Batch::default();
-        let mut staged = Vec::with_capacity(jobs.len());
-        let mut waiting = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let planned = job.archiver.plan(&job.env).and_then(|plan| {
-                batch
-                    .stage(&plan.deliveries, &job.env, job.archiver.options())
-                    .map(|s| (plan, s))
-            });
-            match planned {
-                Ok((plan, s)) => {
-                    staged.push(s);
-                    waiting.push((plan, job.reply));
+        let mut todo = Vec::with_capacity(n);
+        let mut closed = false;
+        // The waiter's locks first, so that its messages find them held.
+        let mut fresh = Vec::new();
+        for m in msgs {
+            match m {
+                Msg::Ready { jobs, locks } => {
+                    batch.adopt(locks);
+                    todo.extend(jobs);
                 }
+                Msg::Submit(job) => fresh.push(job),
+                Msg::Closed => closed = true,
+            }
+        }
+        for job in fresh {
+            match job.archiver.plan(&job.env) {
+                Ok(plan) => todo.push(Planned {
+                    archiver: job.archiver,
+                    env: job.env,
+                    plan,
+                    reply: job.reply,
+                }),
                 Err(e) => (job.reply)(Err(e)),
             }
+        }
+        let mut staged = Vec::with_capacity(todo.len());
+        let mut waiting = Vec::with_capacity(todo.len());
+        for p in todo {
+            match batch.try_lock(&p.plan.deliveries) {
+                Ok(None) => {}
+                Ok(Some(held)) => {
+                    stats.waited.fetch_add(1, Ordering::Relaxed);
+                    to_waiter(park.as_ref(), p, held);
+                    continue;
+                }
+                Err(e) => {
+                    (p.reply)(Err(e));
+                    continue;
+                }
+            }
+            match batch.stage(&p.plan.deliveries, &p.env, p.archiver.options()) {
+                Ok(s) => {
+                    staged.push(s);
+                    waiting.push((p.plan, p.reply));
+                }
+                Err(e) => (p.reply)(Err(e)),
+            }
+        }
+        if closed {
+            // The waiter finishes its lanes and then lets the channel close.
+            park = None;
+        }
+        if staged.is_empty() {
+            continue;
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -123,41 +284,225 @@ fn run(rx: mpsc::Receiver<Job>, max_batch: usize, stats: &GroupStats) {
     }
 }
 
+/// Hands a message whose lock is held to the waiter (or, once the waiter
+/// is stopping, fails it as a lock timeout that did not wait).
+fn to_waiter(park: Option<&mpsc::Sender<Parked>>, job: Planned, held: Held) {
+    tracing::debug!("waiting off the commit path: {held}");
+    let since = Instant::now();
+    let parked = Parked {
+        mboxes: crate::mboxes_of(&job.plan.deliveries),
+        deadline: since + job.archiver.options().lock_timeout,
+        job,
+        held,
+        since,
+    };
+    let refused = match park {
+        Some(tx) => tx.send(parked).err().map(|e| e.0),
+        None => Some(parked),
+    };
+    if let Some(p) = refused {
+        give_up(p.job, p.held, p.since);
+    }
+}
+
+/// Answers one message whose lock stayed held. The error names the
+/// holder; the capture path logs it with its verdict (one line per
+/// message, from the place that applies the failure policy).
+fn give_up(job: Planned, held: Held, since: Instant) {
+    let timeout = LockTimeout {
+        held,
+        waited: since.elapsed(),
+    };
+    (job.reply)(Err(ArchiveError::Locked(timeout)));
+}
+
+/// The messages waiting for one set of mboxes.
+struct Lane {
+    waiting: Vec<Parked>,
+    /// The lock that kept them out last time.
+    held: Held,
+    pause: Duration,
+    next_try: Instant,
+}
+
+impl Lane {
+    fn wake(&self) -> Instant {
+        self.waiting
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .map_or(self.next_try, |d| d.min(self.next_try))
+    }
+}
+
+/// The lock waiter: retries each lane's locks until they are had (and
+/// the messages go back to the committer) or each message's deadline
+/// passes. Sleeping here delays no one: this thread holds no locks between
+/// attempts and commits nothing.
+fn wait_for_locks(rx: mpsc::Receiver<Parked>, committer: mpsc::Sender<Msg>) {
+    let mut lanes: BTreeMap<Vec<PathBuf>, Lane> = BTreeMap::new();
+    let mut open = true;
+    loop {
+        let wake = lanes.values().map(Lane::wake).min();
+        let got = match (open, wake) {
+            (true, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            (true, Some(w)) => rx.recv_timeout(w.saturating_duration_since(Instant::now())),
+            (false, None) => return,
+            (false, Some(w)) => {
+                std::thread::sleep(w.saturating_duration_since(Instant::now()));
+                Err(RecvTimeoutError::Timeout)
+            }
+        };
+        match got {
+            Ok(p) => {
+                let lane = lanes.entry(p.mboxes.clone()).or_insert_with(|| Lane {
+                    waiting: Vec::new(),
+                    held: p.held.clone(),
+                    pause: FIRST_RETRY,
+                    next_try: p.since + FIRST_RETRY,
+                });
+                lane.waiting.push(p);
+            }
+            Err(RecvTimeoutError::Disconnected) => open = false,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        lanes.retain(|mboxes, lane| {
+            if lane.wake() > now {
+                return true;
+            }
+            match mbox::try_lock_all(mboxes.iter().map(PathBuf::as_path)) {
+                Ok(mbox::Attempt::Locked(locks)) => {
+                    let jobs: Vec<Planned> = lane.waiting.drain(..).map(|p| p.job).collect();
+                    if let Err(mpsc::SendError(Msg::Ready { jobs, .. })) =
+                        committer.send(Msg::Ready { jobs, locks })
+                    {
+                        for job in jobs {
+                            (job.reply)(Err(stopped()));
+                        }
+                    }
+                    return false;
+                }
+                Ok(mbox::Attempt::Held(held)) => {
+                    lane.held = held;
+                    lane.pause = (lane.pause * 2).min(mbox::MAX_PAUSE);
+                    lane.next_try = now + lane.pause;
+                }
+                Err(e) => {
+                    let (path, text, kind) = match &e {
+                        mbox::LockError::Io { path, source } => {
+                            (path.clone(), e.to_string(), source.kind())
+                        }
+                        mbox::LockError::TimedOut(t) => (
+                            t.held.mbox.clone(),
+                            e.to_string(),
+                            std::io::ErrorKind::TimedOut,
+                        ),
+                    };
+                    for p in lane.waiting.drain(..) {
+                        (p.job.reply)(Err(ArchiveError::Write {
+                            kind: DestKind::Mbox,
+                            path: path.clone(),
+                            source: std::io::Error::new(kind, text.clone()),
+                        }));
+                    }
+                    return false;
+                }
+            }
+            let (expired, kept): (Vec<Parked>, Vec<Parked>) =
+                lane.waiting.drain(..).partition(|p| p.deadline <= now);
+            lane.waiting = kept;
+            for p in expired {
+                give_up(p.job, lane.held.clone(), p.since);
+            }
+            !lane.waiting.is_empty()
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ArchiveOptions;
     use mailkeep_envelope::{CapturePath, RawMessage};
     use mailkeep_rules::{RawRule, RuleSet};
-    use std::sync::mpsc::channel;
+    use std::path::Path;
+    use std::sync::mpsc::{channel, Receiver};
+
+    /// Long enough that nothing below depends on the machine's speed.
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn archiver(archive: &[String], lock_timeout: Duration) -> Arc<Archiver> {
+        let rule = RawRule {
+            archive: mailkeep_rules::OneOrMany::Many(archive.to_vec()),
+            ..RawRule::default()
+        };
+        Arc::new(Archiver::new(
+            RuleSet::compile(vec![rule], true).unwrap(),
+            ArchiveOptions {
+                lock_timeout,
+                ..ArchiveOptions::default()
+            },
+        ))
+    }
+
+    fn envelope(subject: &str) -> Envelope {
+        let mut env = Envelope::new(
+            CapturePath::Milter,
+            RawMessage::from_bytes(format!("Subject: {subject}\n\nbody\n").into_bytes()),
+        );
+        env.recipients = vec!["r@x".into()];
+        env
+    }
+
+    type Outcome = Result<Report, ArchiveError>;
+
+    fn submit(c: &GroupCommitter, a: &Arc<Archiver>, subject: &str) -> Receiver<Outcome> {
+        let (tx, rx) = channel();
+        c.submit(
+            a.clone(),
+            envelope(subject),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx
+    }
+
+    fn hold_dotlock(mbox: &Path) -> PathBuf {
+        let lock = PathBuf::from(format!("{}.lock", mbox.display()));
+        std::fs::write(&lock, b"4242\n").unwrap();
+        lock
+    }
+
+    fn mbox_messages(mbox: &Path) -> usize {
+        std::fs::read_to_string(mbox)
+            .map(|t| t.matches("Subject: ").count())
+            .unwrap_or(0)
+    }
+
+    fn maildir_messages(md: &Path) -> usize {
+        std::fs::read_dir(md.join("new")).map_or(0, |d| d.count())
+    }
 
     #[test]
     fn concurrent_requests_share_batches_and_all_land() {
         let dir = tempfile::tempdir().unwrap();
-        let rule = RawRule {
-            archive: mailkeep_rules::OneOrMany::Many(vec![
+        let archiver = archiver(
+            &[
                 format!("mbox:{}/all.mbox", dir.path().display()),
                 format!("maildir:{}/md", dir.path().display()),
-            ]),
-            ..RawRule::default()
-        };
-        let archiver = Arc::new(Archiver::new(
-            RuleSet::compile(vec![rule], true).unwrap(),
-            ArchiveOptions::default(),
-        ));
+            ],
+            crate::DEFAULT_LOCK_TIMEOUT,
+        );
         let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
         let (tx, rx) = channel();
         let n = 200;
         for i in 0..n {
-            let mut env = Envelope::new(
-                CapturePath::Milter,
-                RawMessage::from_bytes(format!("Subject: {i}\n\nbody {i}\n").into_bytes()),
-            );
-            env.recipients = vec![format!("r{i}@x")];
             let tx = tx.clone();
             committer.submit(
                 archiver.clone(),
-                env,
+                envelope(&i.to_string()),
                 Box::new(move |r| tx.send(r.map(|rep| rep.written.len())).unwrap()),
             );
         }
@@ -166,13 +511,127 @@ mod tests {
         }
         let mbox = std::fs::read_to_string(dir.path().join("all.mbox")).unwrap();
         assert_eq!(mbox.matches("\nFrom ").count() + 1, n);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("md/new"))
-                .unwrap()
-                .count(),
-            n
-        );
+        assert_eq!(maildir_messages(&dir.path().join("md")), n);
         assert_eq!(committer.stats().messages(), n as u64);
         assert!(committer.stats().batches() <= n as u64);
+        assert_eq!(committer.stats().waited(), 0);
+    }
+
+    #[test]
+    fn a_held_mbox_delays_only_its_own_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mbox, beside, md) = (
+            dir.path().join("held.mbox"),
+            dir.path().join("beside"),
+            dir.path().join("md"),
+        );
+        let lock = hold_dotlock(&mbox);
+        let held = archiver(
+            &[
+                format!("mbox:{}", mbox.display()),
+                format!("maildir:{}", beside.display()),
+            ],
+            Duration::from_secs(600),
+        );
+        let free = archiver(&[format!("maildir:{}", md.display())], WAIT);
+        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+
+        let waiting = submit(&committer, &held, "for the mbox");
+        let other = submit(&committer, &free, "for the maildir");
+        let report = other.recv_timeout(WAIT).expect("answered").unwrap();
+        assert_eq!(report.written.len(), 1);
+        assert!(
+            waiting.try_recv().is_err(),
+            "answered while its lock is held"
+        );
+        assert_eq!(
+            maildir_messages(&beside),
+            0,
+            "its Maildir copy was published before its mbox copy was durable"
+        );
+        assert_eq!(committer.stats().waited(), 1);
+
+        std::fs::remove_file(&lock).unwrap();
+        let report = waiting.recv_timeout(WAIT).expect("answered").unwrap();
+        assert_eq!(report.written.len(), 2);
+        assert_eq!(mbox_messages(&mbox), 1);
+        assert_eq!(maildir_messages(&beside), 1);
+        assert!(!lock.exists(), "our dotlock is gone after the batch");
+    }
+
+    #[test]
+    fn messages_for_a_held_mbox_fail_side_by_side_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("held.mbox");
+        let md = dir.path().join("md");
+        hold_dotlock(&mbox);
+        let held = archiver(
+            &[format!("mbox:{}", mbox.display())],
+            Duration::from_secs(2),
+        );
+        let free = archiver(&[format!("maildir:{}", md.display())], WAIT);
+        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let waiting: Vec<_> = (0..3)
+            .map(|i| submit(&committer, &held, &format!("held {i}")))
+            .collect();
+        // The committer is not stuck behind them.
+        let other = submit(&committer, &free, "free");
+        other.recv_timeout(WAIT).expect("answered").unwrap();
+        assert!(waiting.iter().all(|w| w.try_recv().is_err()));
+        for w in &waiting {
+            match w.recv_timeout(WAIT).expect("answered") {
+                Err(ArchiveError::Locked(t)) => {
+                    assert_eq!(t.held.mbox, mbox);
+                    assert_eq!(t.held.kind, mbox::LockKind::Dotlock);
+                    assert_eq!(t.held.pid, Some(4242), "the pid in the dotlock");
+                    assert!(t.to_string().contains("held by pid 4242"), "{t}");
+                }
+                other => panic!("not a lock timeout: {other:?}"),
+            }
+        }
+        assert_eq!(mbox_messages(&mbox), 0);
+        assert_eq!(committer.stats().waited(), 3);
+    }
+
+    #[test]
+    fn a_message_waiting_for_one_mbox_does_not_hold_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.mbox"), dir.path().join("b.mbox"));
+        let lock = hold_dotlock(&b);
+        let both = archiver(
+            &[
+                format!("mbox:{}", a.display()),
+                format!("mbox:{}", b.display()),
+            ],
+            Duration::from_secs(600),
+        );
+        let only_a = archiver(&[format!("mbox:{}", a.display())], WAIT);
+        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let waiting = submit(&committer, &both, "a and b");
+        let other = submit(&committer, &only_a, "a only");
+        other.recv_timeout(WAIT).expect("answered").unwrap();
+        assert!(waiting.try_recv().is_err());
+        assert_eq!(mbox_messages(&a), 1, "only the message for a alone");
+        std::fs::remove_file(&lock).unwrap();
+        waiting.recv_timeout(WAIT).expect("answered").unwrap();
+        assert_eq!((mbox_messages(&a), mbox_messages(&b)), (2, 1));
+    }
+
+    #[test]
+    fn waiting_messages_are_answered_after_the_last_handle_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("held.mbox");
+        hold_dotlock(&mbox);
+        let held = archiver(
+            &[format!("mbox:{}", mbox.display())],
+            Duration::from_millis(200),
+        );
+        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let waiting = submit(&committer, &held, "held");
+        drop(committer);
+        match waiting.recv_timeout(WAIT) {
+            Ok(Err(ArchiveError::Locked(_))) => {}
+            other => panic!("not a lock timeout: {other:?}"),
+        }
     }
 }

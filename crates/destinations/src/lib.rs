@@ -1,10 +1,15 @@
 //! Where archived copies go, and the one call every capture path makes:
 //! [`Archiver::archive`] — "archive this envelope, return when it is durable".
 //!
-//! Writing goes through a [`Batch`], in four steps:
+//! Writing goes through a [`Batch`], in these steps:
+//! 0. *lock*: the message's mboxes are locked, all or none, before anything
+//!    is written: without waiting in the group committer
+//!    ([`Batch::try_lock`]; a message whose lock is held waits elsewhere, see
+//!    [`GroupCommitter`]), with waiting in a one-message archive
+//!    ([`Batch::lock`], `mailkeep pipe`). The batch holds them until it ends.
 //! 1. *stage*: each destination of each message writes its copy without
 //!    publishing it (Maildir `tmp/`, a hidden `.eml` temporary, an mbox
-//!    append under the mbox's locks, which the batch holds until it ends).
+//!    append under the mbox's locks).
 //!    A message whose staging fails anywhere is taken back at once (its
 //!    temporaries removed, its mbox appends truncated away), so a message
 //!    is all-or-nothing.
@@ -23,10 +28,10 @@
 //! A batch of one is a plain synchronous archive; [`GroupCommitter`] makes
 //! batches of whatever concurrent captures are waiting, so they share the
 //! fsyncs (group commit) instead of paying for them one message at a time.
-//! mbox locks are taken in sorted path order within a message, and a batch
-//! holds each mbox once, so two batches never wait on each other in
-//! opposite orders... except across processes, where the lock timeout ends
-//! any wait.
+//! A batch holds each mbox once, and nobody holds one mbox lock while
+//! waiting for another (a message's locks are taken in sorted path order,
+//! all or none; see [`mbox`]), so no wait, in this process or across
+//! processes, can deadlock.
 //!
 //! A publish step failing after other copies of the same message were
 //! published (a link or directory fsync error, rare) fails the capture; the
@@ -54,7 +59,6 @@ pub use headers::{envelope_headers, header_value, header_value_is_cut, line_endi
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{Delivery, DestKind, HeaderInfo, Plan, RuleSet, TemplateError};
 use mailkeep_store::{Prepared as StorePrepared, Store, StoreError};
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
@@ -112,6 +116,9 @@ pub enum ArchiveError {
     /// The native store could not take the message.
     #[error("store: {0}")]
     Store(String),
+    /// An mbox stayed locked by another program past `lock_timeout`.
+    #[error("mbox: {0}")]
+    Locked(mbox::LockTimeout),
     /// A destination could not be written.
     #[error("{kind}:{path}: {source}")]
     Write {
@@ -123,6 +130,19 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<mbox::LockError> for ArchiveError {
+    fn from(e: mbox::LockError) -> ArchiveError {
+        match e {
+            mbox::LockError::TimedOut(t) => ArchiveError::Locked(t),
+            mbox::LockError::Io { path, source } => ArchiveError::Write {
+                kind: DestKind::Mbox,
+                path,
+                source,
+            },
+        }
+    }
 }
 
 /// One copy that is now on disk.
@@ -221,6 +241,7 @@ pub fn write_all(
     opts: &ArchiveOptions,
 ) -> Result<Vec<Written>, ArchiveError> {
     let mut batch = Batch::default();
+    batch.lock(deliveries, opts.lock_timeout)?;
     let staged = batch.stage(deliveries, env, opts)?;
     let mut results = batch.finish(vec![staged]);
     results.pop().unwrap_or_else(|| Ok(Vec::new()))
@@ -259,9 +280,68 @@ pub struct Batch {
     mboxes: BTreeMap<PathBuf, mbox::Locked>,
 }
 
+/// The mboxes among `deliveries`, sorted and without duplicates: the
+/// order in which they are locked.
+pub fn mboxes_of(deliveries: &[Delivery]) -> Vec<PathBuf> {
+    let set: BTreeSet<&PathBuf> = deliveries
+        .iter()
+        .filter(|d| d.kind == DestKind::Mbox)
+        .map(|d| &d.path)
+        .collect();
+    set.into_iter().cloned().collect()
+}
+
 impl Batch {
-    /// Stages every delivery of one message; on failure nothing of this
-    /// message remains and the other messages of the batch are untouched.
+    /// Tries once, without waiting, to lock the mboxes of `deliveries` that
+    /// the batch does not hold yet, all or none. `Ok(Some(held))` says which
+    /// lock someone else holds; the batch is then as it was.
+    pub fn try_lock(
+        &mut self,
+        deliveries: &[Delivery],
+    ) -> Result<Option<mbox::Held>, ArchiveError> {
+        let missing: Vec<PathBuf> = mboxes_of(deliveries)
+            .into_iter()
+            .filter(|p| !self.mboxes.contains_key(p))
+            .collect();
+        match mbox::try_lock_all(missing.iter().map(PathBuf::as_path))? {
+            mbox::Attempt::Locked(locked) => {
+                self.adopt(locked);
+                Ok(None)
+            }
+            mbox::Attempt::Held(held) => Ok(Some(held)),
+        }
+    }
+
+    /// Locks the mboxes of `deliveries` that the batch does not hold yet,
+    /// waiting up to `lock_timeout` ([`mbox::lock_all`]: it sleeps, so only
+    /// for a batch of one message with nothing else to do).
+    pub fn lock(
+        &mut self,
+        deliveries: &[Delivery],
+        lock_timeout: Duration,
+    ) -> Result<(), ArchiveError> {
+        let missing: Vec<PathBuf> = mboxes_of(deliveries)
+            .into_iter()
+            .filter(|p| !self.mboxes.contains_key(p))
+            .collect();
+        let paths: Vec<&std::path::Path> = missing.iter().map(PathBuf::as_path).collect();
+        let locked = mbox::lock_all(&paths, lock_timeout)?;
+        self.adopt(locked);
+        Ok(())
+    }
+
+    /// Takes mboxes locked elsewhere (by the group committer's lock waiter)
+    /// into the batch, which releases them when it ends.
+    pub fn adopt(&mut self, locked: Vec<mbox::Locked>) {
+        for l in locked {
+            self.mboxes.insert(l.path().to_path_buf(), l);
+        }
+    }
+
+    /// Stages every delivery of one message, whose mboxes the batch must
+    /// hold already ([`Batch::try_lock`], [`Batch::lock`]); on failure
+    /// nothing of this message remains and the other messages of the batch
+    /// are untouched.
     pub fn stage(
         &mut self,
         deliveries: &[Delivery],
@@ -322,10 +402,9 @@ impl Batch {
         let size = headers.len() as u64 + env.message.len();
         Ok(match d.kind {
             DestKind::Mbox => {
-                let locked = match self.mboxes.entry(d.path.clone()) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(mbox::lock(&d.path, opts.lock_timeout)?),
-                };
+                let locked = self.mboxes.get_mut(&d.path).ok_or_else(|| {
+                    io::Error::other("staged before its mbox was locked (a mailkeep bug)")
+                })?;
                 let append =
                     locked.append(env.received, env.sender.as_deref(), &headers, &env.message)?;
                 let bytes = append.end - append.start;

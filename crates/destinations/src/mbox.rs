@@ -8,25 +8,43 @@
 //!
 //! Locking, in this order (dovecot's default `mbox_write_locks = dotlock
 //! fcntl`, and procmail's):
-//! 1. a dotlock `PATH.lock` created with `O_EXCL`; one older than 500 s is
-//!    stale and removed;
+//! 1. a dotlock `PATH.lock` created with `O_EXCL`, holding our pid as text;
+//!    one older than 500 s is stale and removed;
 //! 2. an fcntl write lock on the whole file (`l_start = 0, l_len = 0`).
 //!    The issue that introduced this asked for a lock on the appended range;
 //!    a lock from offset 0 covers that range and every reader's whole-file
 //!    lock too, and it cannot race with a concurrent append between
 //!    `fstat` and `fcntl`.
 //!
-//! Both are polled with a deadline so a stuck lock holder yields a temporary
-//! failure, not a hung mail server. A failed append is truncated back to
-//! the old length while the locks are still held, so readers never see a
-//! partial message.
+//! fcntl locks belong to the process, not the thread or the descriptor:
+//! two threads of `serve` would both get one, and closing *any* descriptor
+//! of the file drops it. So within the process the dotlock, taken first,
+//! is what excludes: the file is opened only by whoever holds the dotlock.
+//!
+//! [`try_lock_all`] never waits: it takes both locks of every mbox a message
+//! needs, in the (sorted) order given, or, if any is held, releases the ones
+//! it took and says who holds the other ([`Held`]: the pid from `F_GETLK`
+//! or from the dotlock's text, the program from `/proc/PID/comm`). Nobody in
+//! mailkeep holds one lock while waiting for another, so a message needing
+//! several mboxes cannot deadlock with another message, nor with a program
+//! that takes the two locks in the other order; the price is that a waiter
+//! retries instead of queueing. The group committer uses it and hands a
+//! message whose lock is held to its lock waiter (see `group.rs`), so a held
+//! mbox delays only its own messages; [`lock_all`] retries it with pauses
+//! until `lock_timeout`, for callers with nothing else to do (`mailkeep
+//! pipe`, one process per message). Either way a holder that keeps the lock
+//! past the limit yields a temporary failure ([`LockTimeout`]), not a hung
+//! mail server. A failed append is truncated back to the old length while
+//! the locks are still held, so readers never see a partial message.
 
 use crate::durable::{create_dir_all_durable, fsync_dir};
 use chrono::{DateTime, Local, Utc};
 use mailkeep_envelope::RawMessage;
 use rustix::fs::FlockOperation;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -35,44 +53,115 @@ use std::time::{Duration, Instant, SystemTime};
 /// (the figure mutt and procmail use).
 const STALE_DOTLOCK: Duration = Duration::from_secs(500);
 
+/// Pauses of [`lock_all`] between attempts grow from this...
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
+/// ...to this: short waits stay short, long ones do not spin.
+pub const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// Which of an mbox's two locks another program holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// `PATH.lock`.
+    Dotlock,
+    /// The fcntl write lock on the file.
+    Fcntl,
+}
+
+/// An mbox lock that someone else holds, and who, when that can be known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The mbox.
+    pub mbox: PathBuf,
+    /// Which lock.
+    pub kind: LockKind,
+    /// The holder's process id: from `F_GETLK` for fcntl (none for an open
+    /// file description lock, or a holder on another NFS client), from the
+    /// dotlock's text (procmail, liblockfile and mailkeep write it there).
+    pub pid: Option<u32>,
+    /// Its program name, from `/proc/PID/comm`, when readable.
+    pub program: Option<String>,
+}
+
+impl Held {
+    fn new(mbox: &Path, kind: LockKind, pid: Option<u32>) -> Held {
+        let program = pid.and_then(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            Some(comm.trim_end().to_string()).filter(|c| !c.is_empty())
+        });
+        Held {
+            mbox: mbox.to_path_buf(),
+            kind,
+            pid,
+            program,
+        }
+    }
+}
+
+impl fmt::Display for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            LockKind::Dotlock => write!(f, "the dotlock {}.lock", self.mbox.display())?,
+            LockKind::Fcntl => write!(f, "the fcntl lock on {}", self.mbox.display())?,
+        }
+        match (self.pid, &self.program) {
+            (Some(pid), Some(program)) => write!(f, " is held by pid {pid} ({program})"),
+            (Some(pid), None) => write!(f, " is held by pid {pid}"),
+            (None, _) => write!(f, " is held (holder unknown)"),
+        }
+    }
+}
+
+/// A lock still held by someone else when the wait for it ended.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{held}, still after {:.1} s (lock_timeout)", waited.as_secs_f64())]
+pub struct LockTimeout {
+    /// The lock and its holder, as last seen.
+    pub held: Held,
+    /// How long the message waited.
+    pub waited: Duration,
+}
+
+/// Why mbox locks could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Someone else held a lock for longer than the limit.
+    #[error(transparent)]
+    TimedOut(#[from] LockTimeout),
+    /// The mbox (or its directory, or its dotlock) could not be created,
+    /// opened or locked.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The mbox.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The outcome of one [`try_lock_all`].
+#[derive(Debug)]
+pub enum Attempt {
+    /// Every mbox asked for, locked, in the order asked.
+    Locked(Vec<Locked>),
+    /// One was held; nothing is locked.
+    Held(Held),
+}
+
 /// A held dotlock; removed on drop.
 #[derive(Debug)]
 struct DotLock {
     path: PathBuf,
 }
 
-/// Retries `attempt` until it yields a value or the deadline passes.
-/// `attempt` returns `Ok(None)` for "held by someone else, try again".
-/// Pauses grow from 2 ms to 100 ms: short waits stay short, long ones do
-/// not spin.
-fn poll<T>(
-    deadline: Instant,
-    what: impl Fn() -> String,
-    mut attempt: impl FnMut() -> io::Result<Option<T>>,
-) -> io::Result<T> {
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Some(v) = attempt()? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("timed out waiting for {}", what()),
-            ));
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
 impl DotLock {
-    fn acquire(mbox: &Path, deadline: Instant) -> io::Result<DotLock> {
+    /// Creates `MBOX.lock`, or says who holds it. A stale one is removed
+    /// and the creation tried once more.
+    fn try_acquire(mbox: &Path) -> io::Result<Result<DotLock, Held>> {
         let mut name = mbox.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        let what = || format!("dotlock {}", path.display());
-        let created = poll(deadline, what, || {
+        for _ in 0..2 {
             match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -80,9 +169,9 @@ impl DotLock {
                 .open(&path)
             {
                 Ok(mut f) => {
-                    // The pid helps an administrator find the holder.
+                    // The pid tells an administrator (and other waiters) who holds it.
                     let _ = writeln!(f, "{}", std::process::id());
-                    Ok(Some(()))
+                    return Ok(Ok(DotLock { path }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let stale = fs::metadata(&path)
@@ -90,19 +179,21 @@ impl DotLock {
                         .ok()
                         .and_then(|t| SystemTime::now().duration_since(t).ok())
                         .is_some_and(|age| age > STALE_DOTLOCK);
-                    if stale {
-                        tracing::warn!(lock = %path.display(), "removing stale dotlock");
-                        let _ = fs::remove_file(&path);
+                    if !stale {
+                        return Ok(Err(Held::new(mbox, LockKind::Dotlock, dotlock_pid(&path))));
                     }
-                    Ok(None)
+                    tracing::warn!(lock = %path.display(), "removing stale dotlock");
+                    let _ = fs::remove_file(&path);
                 }
-                Err(e) => Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot create dotlock {}: {e}", path.display()),
-                )),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot create dotlock {}: {e}", path.display()),
+                    ))
+                }
             }
-        });
-        created.map(|()| DotLock { path: path.clone() })
+        }
+        Ok(Err(Held::new(mbox, LockKind::Dotlock, dotlock_pid(&path))))
     }
 }
 
@@ -112,16 +203,133 @@ impl Drop for DotLock {
     }
 }
 
-fn fcntl_lock(file: &File, path: &Path, deadline: Instant) -> io::Result<()> {
-    poll(
-        deadline,
-        || format!("the fcntl lock on {}", path.display()),
-        || match rustix::fs::fcntl_lock(file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(Some(())),
-            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => Ok(None),
-            Err(e) => Err(e.into()),
-        },
-    )
+/// The pid a dotlock holds as text, if it does (some programs leave it
+/// empty or write it in binary).
+fn dotlock_pid(path: &Path) -> Option<u32> {
+    let mut text = [0u8; 32];
+    let n = File::open(path).and_then(|mut f| f.read(&mut text)).ok()?;
+    std::str::from_utf8(&text[..n])
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 0)
+}
+
+/// Who holds the fcntl lock that kept us out, by `F_GETLK` (the pid, in
+/// our pid namespace; none for an open file description lock).
+fn fcntl_holder(file: &File) -> Option<u32> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::libc;
+    let mut probe = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(file.as_raw_fd(), FcntlArg::F_GETLK(&mut probe)).ok()?;
+    if probe.l_type == libc::F_UNLCK as libc::c_short {
+        return None;
+    }
+    u32::try_from(probe.l_pid).ok().filter(|pid| *pid > 0)
+}
+
+/// Tries once, without waiting, to lock the mbox at `path` (creating it
+/// and its directories, durably, when missing).
+pub fn try_lock(path: &Path) -> Result<Result<Locked, Held>, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new(""));
+    create_dir_all_durable(dir).map_err(io)?;
+    let dotlock = match DotLock::try_acquire(path).map_err(io)? {
+        Ok(d) => d,
+        Err(held) => return Ok(Err(held)),
+    };
+    let (file, created) = match OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(io)?,
+            false,
+        ),
+        Err(e) => return Err(io(e)),
+    };
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(io(io::Error::other("not a regular file")));
+    }
+    match rustix::fs::fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
+            // Closing `file` here drops no lock of ours: we hold the
+            // dotlock, so no other thread of ours has the file locked.
+            let held = Held::new(path, LockKind::Fcntl, fcntl_holder(&file));
+            return Ok(Err(held));
+        }
+        Err(e) => return Err(io(e.into())),
+    }
+    if created {
+        fsync_dir(dir).map_err(io)?;
+    }
+    let len = file.metadata().map_err(io)?.len();
+    Ok(Ok(Locked {
+        file,
+        path: path.to_path_buf(),
+        len,
+        _dotlock: dotlock,
+    }))
+}
+
+/// Tries once, without waiting, to lock every mbox in `paths`, in that
+/// order (callers pass them sorted and without duplicates). If one is held,
+/// the ones already taken are released again.
+pub fn try_lock_all<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<Attempt, LockError> {
+    let mut locked = Vec::new();
+    for path in paths {
+        match try_lock(path)? {
+            Ok(l) => locked.push(l),
+            Err(held) => return Ok(Attempt::Held(held)),
+        }
+    }
+    Ok(Attempt::Locked(locked))
+}
+
+/// Retries [`try_lock_all`] with growing pauses until it succeeds or
+/// `lock_timeout` has passed. This sleeps: it is for callers with nothing
+/// else to do meanwhile (`mailkeep pipe`), never for the group committer.
+pub fn lock_all(paths: &[&Path], lock_timeout: Duration) -> Result<Vec<Locked>, LockError> {
+    let start = Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match try_lock_all(paths.iter().copied())? {
+            Attempt::Locked(locked) => return Ok(locked),
+            Attempt::Held(held) => {
+                let waited = start.elapsed();
+                if waited >= lock_timeout {
+                    return Err(LockTimeout { held, waited }.into());
+                }
+                std::thread::sleep(pause.min(lock_timeout - waited));
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+        }
+    }
+}
+
+/// [`lock_all`] for one mbox.
+pub fn lock(path: &Path, lock_timeout: Duration) -> Result<Locked, LockError> {
+    let mut locked = lock_all(&[path], lock_timeout)?;
+    Ok(locked.remove(0))
 }
 
 /// An mbox held under both locks. Appends go to the end; the caller makes
@@ -143,46 +351,6 @@ pub struct Append {
     pub start: u64,
     /// File length after it.
     pub end: u64,
-}
-
-/// Locks the mbox at `path`, creating it (and its directories, durably)
-/// when missing.
-pub fn lock(path: &Path, lock_timeout: Duration) -> io::Result<Locked> {
-    let dir = path.parent().unwrap_or(Path::new(""));
-    create_dir_all_durable(dir)?;
-    let deadline = Instant::now() + lock_timeout;
-    let dotlock = DotLock::acquire(path, deadline)?;
-    let (file, created) = match OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => (f, true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-            OpenOptions::new().read(true).append(true).open(path)?,
-            false,
-        ),
-        Err(e) => return Err(e),
-    };
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    fcntl_lock(&file, path, deadline)?;
-    if created {
-        fsync_dir(dir)?;
-    }
-    let len = file.metadata()?.len();
-    Ok(Locked {
-        file,
-        path: path.to_path_buf(),
-        len,
-        _dotlock: dotlock,
-    })
 }
 
 impl Locked {
@@ -456,7 +624,90 @@ mod tests {
         let path = dir.path().join("x.mbox");
         fs::write(dir.path().join("x.mbox.lock"), b"1\n").unwrap();
         let err = lock(&path, Duration::from_millis(50)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let LockError::TimedOut(t) = err else {
+            panic!("not a timeout: {err}");
+        };
+        assert_eq!(t.held.kind, LockKind::Dotlock);
+        assert_eq!(t.held.pid, Some(1), "the pid the dotlock holds");
+        assert_eq!(t.held.program, comm(1));
+        assert!(t.to_string().contains("held by pid 1"), "{t}");
+    }
+
+    fn comm(pid: u32) -> Option<String> {
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|c| c.trim_end().to_string())
+    }
+
+    /// Another process holding the fcntl lock on `path` (as mutt does)
+    /// until its stdin closes.
+    fn fcntl_holder_process(path: &Path) -> std::process::Child {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import fcntl,sys\nf=open(sys.argv[1],'a')\nfcntl.lockf(f,fcntl.LOCK_EX)\n\
+                 print('locked',flush=True)\nsys.stdin.read()\n",
+            )
+            .arg(path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed by the tests");
+        let mut line = String::new();
+        io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        child
+    }
+
+    #[test]
+    fn a_held_fcntl_lock_names_its_holder_and_leaves_no_dotlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.mbox");
+        let mut holder = fcntl_holder_process(&path);
+        let held = match try_lock(&path).unwrap() {
+            Ok(_) => panic!("locked an mbox another process holds"),
+            Err(held) => held,
+        };
+        assert_eq!(held.kind, LockKind::Fcntl);
+        assert_eq!(held.pid, Some(holder.id()), "F_GETLK names the holder");
+        assert_eq!(held.program, comm(holder.id()));
+        assert!(held.program.is_some(), "/proc/PID/comm is readable here");
+        assert!(
+            !dir.path().join("x.mbox.lock").exists(),
+            "a failed attempt keeps no dotlock"
+        );
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        assert!(
+            try_lock(&path).unwrap().is_ok(),
+            "free once the holder exits"
+        );
+    }
+
+    #[test]
+    fn locking_several_mboxes_takes_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.mbox");
+        let b = dir.path().join("b.mbox");
+        fs::write(dir.path().join("b.mbox.lock"), b"4242\n").unwrap();
+        match try_lock_all([a.as_path(), b.as_path()]).unwrap() {
+            Attempt::Locked(_) => panic!("b is held"),
+            Attempt::Held(held) => {
+                assert_eq!(held.mbox, b);
+                assert_eq!(held.pid, Some(4242));
+            }
+        }
+        // Nothing of a is kept while b is held: no hold-and-wait.
+        assert!(!dir.path().join("a.mbox.lock").exists());
+        assert!(try_lock(&a).unwrap().is_ok());
+        fs::remove_file(dir.path().join("b.mbox.lock")).unwrap();
+        match try_lock_all([a.as_path(), b.as_path()]).unwrap() {
+            Attempt::Locked(l) => assert_eq!(l.len(), 2),
+            Attempt::Held(held) => panic!("{held}"),
+        }
     }
 
     #[test]

@@ -79,8 +79,9 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
     let out = &args.out;
     match args.format {
         ExportFormat::Mbox => {
-            let mut locked =
-                mbox::lock(out, std::time::Duration::from_secs(10)).map_err(io_fail(out))?;
+            // The error names the mbox (and a lock's holder).
+            let mut locked = mbox::lock(out, std::time::Duration::from_secs(10))
+                .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
             for hit in &hits {
                 let bytes = raw(hit)?;
                 let eol = line_ending(&bytes);

@@ -11,6 +11,7 @@ mod filter;
 mod filter_tls;
 mod flood;
 mod forward;
+mod isolation;
 mod milter;
 mod pipe;
 mod postfix;
