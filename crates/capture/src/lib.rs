@@ -54,24 +54,42 @@ pub fn log_report(queue_id: Option<&str>, report: &mailkeep_destinations::Report
     }
 }
 
-/// Hands an envelope to the group-commit writer and waits until it is
-/// durable (or failed): the one "archive this" call of the servers.
+/// Archives an envelope through the group-commit writer and waits until
+/// it is durable (or failed): the one "archive this" call of the servers.
+/// The CPU work ([`mailkeep_destinations::Archiver::ready`]: the plan, the
+/// store's parse, hash, index and compression) runs here on the blocking
+/// pool, in parallel across sessions, under the committer's byte budget,
+/// so the committer only writes, fsyncs and commits.
 pub async fn archive_durably(
     committer: &mailkeep_destinations::GroupCommitter,
     archiver: std::sync::Arc<mailkeep_destinations::Archiver>,
     env: mailkeep_envelope::Envelope,
 ) -> Result<mailkeep_destinations::Report, mailkeep_destinations::ArchiveError> {
+    use mailkeep_destinations::ArchiveError;
+    let budget = committer.budget().clone();
+    let prep = archiver.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let share = budget.take(env.message.len());
+        let ready = prep.ready(&env);
+        (share, ready, env)
+    })
+    .await
+    .map_err(|e| ArchiveError::Read(std::io::Error::other(format!("preparing: {e}"))))?;
+    let (share, ready, env) = prepared;
+    let ready = ready?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    committer.submit(
+    committer.submit_ready(
         archiver,
         env,
+        Some(ready),
         Box::new(move |r| {
+            drop(share);
             let _ = tx.send(r);
         }),
     );
     rx.await.unwrap_or_else(|_| {
-        Err(mailkeep_destinations::ArchiveError::Read(
-            std::io::Error::other("the archive writer dropped the request"),
-        ))
+        Err(ArchiveError::Read(std::io::Error::other(
+            "the archive writer dropped the request",
+        )))
     })
 }

@@ -43,10 +43,12 @@
 //! The threads end when the last handle is dropped, once every queued and
 //! waiting request has been answered (written, or failed at its deadline).
 
+use crate::budget::{ByteBudget, DEFAULT_BUDGET};
 use crate::mbox::{self, Held, LockTimeout};
-use crate::{ArchiveError, Archiver, Batch, Report};
+use crate::{ArchiveError, Archiver, Batch, Ready, Report};
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{DestKind, Plan};
+use mailkeep_store::Prepared as StorePrepared;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +69,8 @@ pub type Reply = Box<dyn FnOnce(Result<Report, ArchiveError>) + Send>;
 struct Job {
     archiver: Arc<Archiver>,
     env: Envelope,
+    /// Prepared by the caller ([`Archiver::ready`]), or `None` to do it here.
+    ready: Option<Ready>,
     reply: Reply,
 }
 
@@ -75,6 +79,7 @@ struct Planned {
     archiver: Arc<Archiver>,
     env: Envelope,
     plan: Plan,
+    store: Option<StorePrepared>,
     reply: Reply,
 }
 
@@ -144,6 +149,7 @@ impl Drop for Handle {
 pub struct GroupCommitter {
     handle: Arc<Handle>,
     stats: Arc<GroupStats>,
+    budget: Arc<ByteBudget>,
 }
 
 impl GroupCommitter {
@@ -163,20 +169,41 @@ impl GroupCommitter {
         Ok(GroupCommitter {
             handle: Arc::new(Handle { tx }),
             stats,
+            budget: ByteBudget::new(DEFAULT_BUDGET),
         })
     }
 
     /// Queues one message; `reply` is called once it is durable or failed.
     /// If the committer is gone, `reply` gets an error at once.
     pub fn submit(&self, archiver: Arc<Archiver>, env: Envelope, reply: Reply) {
+        self.submit_ready(archiver, env, None, reply)
+    }
+
+    /// [`GroupCommitter::submit`] for a message the caller made ready
+    /// ([`Archiver::ready`]): the committer then only writes and commits it.
+    pub fn submit_ready(
+        &self,
+        archiver: Arc<Archiver>,
+        env: Envelope,
+        ready: Option<Ready>,
+        reply: Reply,
+    ) {
         let job = Box::new(Job {
             archiver,
             env,
+            ready,
             reply,
         });
         if let Err(mpsc::SendError(Msg::Submit(job))) = self.handle.tx.send(Msg::Submit(job)) {
             (job.reply)(Err(stopped()));
         }
+    }
+
+    /// The bytes that may be between preparation and commit at once
+    /// ([`crate::budget`]): callers take a share before [`Archiver::ready`]
+    /// and keep it until the reply.
+    pub fn budget(&self) -> &Arc<ByteBudget> {
+        &self.budget
     }
 
     /// Batch statistics.
@@ -233,11 +260,19 @@ fn run(
             }
         }
         for job in fresh {
-            match job.archiver.plan(&job.env) {
-                Ok(plan) => todo.push(Planned {
+            let ready = match job.ready {
+                Some(r) => Ok(r),
+                None => job
+                    .archiver
+                    .plan(&job.env)
+                    .map(|plan| Ready { plan, store: None }),
+            };
+            match ready {
+                Ok(Ready { plan, store }) => todo.push(Planned {
                     archiver: job.archiver,
                     env: job.env,
                     plan,
+                    store,
                     reply: job.reply,
                 }),
                 Err(e) => (job.reply)(Err(e)),
@@ -258,7 +293,7 @@ fn run(
                     continue;
                 }
             }
-            match batch.stage(&p.plan.deliveries, &p.env, p.archiver.options()) {
+            match batch.stage_ready(&p.plan.deliveries, &p.env, p.archiver.options(), p.store) {
                 Ok(s) => {
                     staged.push(s);
                     waiting.push((p.plan, p.reply));

@@ -42,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod durable;
 pub mod eml;
 pub mod filer;
@@ -226,12 +227,43 @@ impl Archiver {
         Ok(self.rules.plan(env, &HeaderInfo::parse(&head))?)
     }
 
+    /// The CPU work of archiving `env` that needs no lock and no order: the
+    /// rules' plan and, when the plan writes the store, the store's
+    /// preparation (parse, hash, index text, compress, seal). Capture paths
+    /// run it on their own threads, in parallel, before the committer, so the
+    /// committer only writes, fsyncs and commits.
+    pub fn ready(&self, env: &Envelope) -> Result<Ready, ArchiveError> {
+        let plan = self.plan(env)?;
+        let store = match (
+            plan.deliveries.iter().find(|d| d.kind == DestKind::Store),
+            &self.options.store,
+        ) {
+            (Some(d), Some(store)) => {
+                Some(store.prepare(env).map_err(|e| ArchiveError::Write {
+                    kind: DestKind::Store,
+                    path: d.path.clone(),
+                    source: store_io(e),
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Ready { plan, store })
+    }
+
     /// Archives one envelope and returns once every copy is durable.
     pub fn archive(&self, env: &Envelope) -> Result<Report, ArchiveError> {
         let plan = self.plan(env)?;
         let written = write_all(&plan.deliveries, env, &self.options)?;
         Ok(Report { plan, written })
     }
+}
+
+/// A message's plan and store record, made by [`Archiver::ready`].
+pub struct Ready {
+    /// The rules' decisions.
+    pub plan: Plan,
+    /// The store's record of the message, when the plan writes the store.
+    pub store: Option<StorePrepared>,
 }
 
 /// Writes every delivery durably, all or nothing (a batch of one).
@@ -348,6 +380,18 @@ impl Batch {
         env: &Envelope,
         opts: &ArchiveOptions,
     ) -> Result<Staged, ArchiveError> {
+        self.stage_ready(deliveries, env, opts, None)
+    }
+
+    /// [`Batch::stage`] with the store's record already prepared
+    /// ([`Archiver::ready`]); without one it is prepared here.
+    pub fn stage_ready(
+        &mut self,
+        deliveries: &[Delivery],
+        env: &Envelope,
+        opts: &ArchiveOptions,
+        mut prepared: Option<StorePrepared>,
+    ) -> Result<Staged, ArchiveError> {
         let store = deliveries
             .iter()
             .any(|d| d.kind == DestKind::Store)
@@ -372,7 +416,7 @@ impl Batch {
         });
         for i in order {
             let d = &deliveries[i];
-            match self.stage_one(d, env, &head, opts) {
+            match self.stage_one(d, env, &head, opts, &mut prepared) {
                 Ok((copy, bytes)) => staged.copies.push((i, copy, bytes)),
                 Err(source) => {
                     self.unstage(staged);
@@ -393,6 +437,7 @@ impl Batch {
         env: &Envelope,
         head: &[u8],
         opts: &ArchiveOptions,
+        prepared: &mut Option<StorePrepared>,
     ) -> io::Result<(Copy, u64)> {
         let headers = if d.envelope_headers {
             envelope_headers(env, &opts.hostname, line_ending(head))
@@ -475,7 +520,10 @@ impl Batch {
                     io::Error::other("archive = [\"store\"] but no [store] is configured")
                 })?;
                 // The store keeps the envelope in its catalog, not in the bytes.
-                let prepared = store.prepare(env).map_err(store_io)?;
+                let prepared = match prepared.take() {
+                    Some(p) => p,
+                    None => store.prepare(env).map_err(store_io)?,
+                };
                 (Copy::Store(Some(Box::new(prepared))), env.message.len())
             }
         })
