@@ -3,9 +3,10 @@
 //! `smtp-sink` for a 30 MB message), and receiver mode on its own. Archives
 //! are read back with Python's `mailbox` module.
 
+use crate::smtp::*;
 use crate::util::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,108 +106,6 @@ fn header_value(env: &[String], name: &str) -> Option<String> {
     env.iter()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .map(str::to_string)
-}
-
-// ---------------------------------------------------------------------------
-// An SMTP client
-
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to serve");
-        stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        stream.set_write_timeout(Some(WAIT)).expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// One complete (possibly multi-line) reply, CRLFs included; `None` when
-    /// the server closed the connection first.
-    fn try_reply(&mut self) -> Option<String> {
-        loop {
-            let mut start = 0;
-            while let Some(off) = self.buf[start..].iter().position(|b| *b == b'\n') {
-                let line = &self.buf[start..start + off];
-                start += off + 1;
-                if line.get(3) != Some(&b'-') {
-                    let raw: Vec<u8> = self.buf.drain(..start).collect();
-                    return Some(String::from_utf8(raw).expect("utf-8 reply"));
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!(
-                    "no reply from serve ({e}); partial: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
-            }
-        }
-    }
-
-    #[track_caller]
-    fn reply(&mut self) -> String {
-        self.try_reply()
-            .expect("serve closed the connection instead of replying")
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to serve");
-    }
-
-    #[track_caller]
-    fn cmd(&mut self, line: &str) -> String {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    /// Greeting and EHLO, both positive.
-    #[track_caller]
-    fn hello(port: u16, helo: &str) -> Client {
-        let mut c = Client::connect(port);
-        expect(&c.reply(), 220, "greeting");
-        expect(&c.cmd(&format!("EHLO {helo}")), 250, "EHLO");
-        c
-    }
-
-    /// MAIL, RCPTs (all expected to be accepted), DATA, then `wire` (the
-    /// stuffed message with its terminating dot); returns the final reply.
-    #[track_caller]
-    fn transaction(&mut self, from: &str, to: &[&str], wire: &[u8]) -> String {
-        expect(&self.cmd(&format!("MAIL FROM:<{from}>")), 250, "MAIL");
-        for r in to {
-            expect(&self.cmd(&format!("RCPT TO:<{r}>")), 250, "RCPT");
-        }
-        expect(&self.cmd("DATA"), 354, "DATA");
-        self.send(wire);
-        self.reply()
-    }
-
-    fn quit(mut self) {
-        let _ = self.stream.write_all(b"QUIT\r\n");
-        let _ = self.try_reply();
-    }
-}
-
-fn code(reply: &str) -> u16 {
-    reply
-        .get(..3)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an SMTP reply: {reply:?}"))
-}
-
-#[track_caller]
-fn expect(reply: &str, want: u16, what: &str) {
-    assert_eq!(code(reply), want, "{what}: got {reply:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -522,7 +421,7 @@ fn filter_pipelined_transaction_is_archived_and_relayed() {
             serve.port, relay.port
         )
     );
-    let mut c = Client::connect(serve.port);
+    let mut c = SmtpClient::connect(serve.port);
     expect(&c.reply(), 220, "greeting");
     let ehlo = c.cmd("EHLO client.test");
     expect(&ehlo, 250, "EHLO");
@@ -571,7 +470,7 @@ fn filter_passes_a_relay_rejection_through_and_archives_only_accepted_recipients
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
     expect(&c.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
     expect(&c.cmd("RCPT TO:<b@y>"), 250, "RCPT b");
     assert_eq!(
@@ -603,7 +502,7 @@ fn filter_unstuffs_dots_keeps_bare_lf_in_the_archive_and_restuffs_for_the_relay(
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
 
     // CRLF, dot-stuffed, sent in 3-byte pieces.
     let crlf_meant = b"Subject: dots\r\n\r\n.leading\r\n..\r\n. x\r\nmid.dle\r\nlast\r\n";
@@ -721,13 +620,8 @@ fn filter_streams_30_megabytes_to_smtp_sink_in_little_memory() {
 
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &proxy(sink_port), &maildir_rule(&md), false);
-    let mut c = Client::hello(serve.port, "client.test");
-    c.stream
-        .set_read_timeout(Some(Duration::from_secs(40)))
-        .unwrap();
-    c.stream
-        .set_write_timeout(Some(Duration::from_secs(40)))
-        .unwrap();
+    let mut c = SmtpClient::hello(serve.port, "client.test");
+    c.set_timeout(Duration::from_secs(40));
     let end = c.transaction("big@x", &["r@y"], &wire);
     expect(&end, 250, "end of data");
     c.quit();
@@ -773,7 +667,7 @@ fn filter_tempfails_and_archives_nothing_when_the_relay_is_down() {
         &maildir_rule(&archive.join("md")),
         false,
     );
-    let mut c = Client::connect(serve.port);
+    let mut c = SmtpClient::connect(serve.port);
     // 421 at once, or 4xx later in the transaction: never 250 at the end.
     let greeting = c.reply();
     let mut tempfailed = greeting.starts_with('4');
@@ -820,7 +714,7 @@ fn filter_read_only_archive_tempfails_and_the_relay_never_gets_the_dot() {
         &maildir_rule(&archive.join("md")),
         true,
     );
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
     let end = c.transaction("a@x", &["b@y"], &with_dot(SIMPLE));
     expect(&end, 451, "end of data with an unwritable archive");
     let conns = relay.wait("the relay connection to close", |c| {
@@ -860,7 +754,7 @@ fn filter_oversized_message_gets_552_and_no_dot_and_the_next_one_is_relayed() {
     let filter = proxy(relay.port).replace("\"30M\"", "\"1k\"");
     assert!(filter.contains("max_message_size = \"1k\""));
     let mut serve = start_filter(dir.path(), &filter, &maildir_rule(&md), false);
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
     let mut big = b"Subject: big\r\n\r\n".to_vec();
     while big.len() < 2000 {
         big.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
@@ -906,13 +800,12 @@ fn filter_client_disconnecting_mid_data_archives_nothing_and_serve_goes_on() {
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
 
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
     expect(&c.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
     expect(&c.cmd("RCPT TO:<b@y>"), 250, "RCPT");
     expect(&c.cmd("DATA"), 354, "DATA");
     c.send(b"Subject: partial\r\n\r\nthe first half of the body\r\n");
-    let _ = c.stream.shutdown(Shutdown::Both);
-    drop(c);
+    c.abort();
     let conns = relay.wait("the relay connection to close", |c| {
         c.len() == 1 && c[0].closed
     });
@@ -920,7 +813,7 @@ fn filter_client_disconnecting_mid_data_archives_nothing_and_serve_goes_on() {
     assert!(!conns[0].messages[0].dot, "the relay got the final dot");
 
     // The next client is served.
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
     let second = b"Subject: second\r\n\r\ncomplete\r\n";
     assert_eq!(
         c.transaction("a@x", &["b@y"], &with_dot(second)),
@@ -944,7 +837,7 @@ fn filter_relay_tempfail_after_archiving_is_passed_on_and_the_retry_is_not_archi
     let message = b"From: a@x\r\nSubject: retried\r\nMessage-ID: <r1@x>\r\n\r\nretry me\r\n";
 
     let deliver = |ident: &str, msg: &[u8]| -> String {
-        let mut c = Client::hello(serve.port, "postfix.test");
+        let mut c = SmtpClient::hello(serve.port, "postfix.test");
         expect(
             &c.cmd(
                 "XFORWARD NAME=spike.example ADDR=192.0.2.7 PORT=4321 PROTO=ESMTP HELO=spike-helo",
@@ -1041,7 +934,7 @@ fn filter_takes_the_login_from_postfixs_received_header() {
     let authenticated = b"Received: from c (c [192.0.2.1])\r\n\t(Authenticated sender: bob)\r\n\tby mx (Postfix) with ESMTPSA id Q1\r\n\tfor <b@y>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\nFrom: bob@x\r\nSubject: sent by bob\r\n\r\nhi\r\n";
     // Only the first Received field (Postfix's own) counts.
     let forged = b"Received: from d (d [192.0.2.2])\r\n\tby mx (Postfix) with ESMTP id Q2\r\nReceived: from e (Authenticated sender: mallory)\r\nSubject: not authenticated\r\n\r\nhi\r\n";
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
     assert_eq!(
         c.transaction("bob@x", &["b@y"], &with_dot(authenticated)),
         RELAY_QUEUED
@@ -1093,7 +986,7 @@ fn receiver_archives_and_names_the_copy_in_its_reply() {
             serve.port
         )
     );
-    let mut c = Client::hello(serve.port, "sender.test");
+    let mut c = SmtpClient::hello(serve.port, "sender.test");
     let reply = c.transaction("a@x", &["b@y", "c@z"], &with_dot(SIMPLE));
     expect(&reply, 250, "end of data");
     let id = reply
@@ -1133,7 +1026,7 @@ fn receiver_refuses_an_empty_recipient() {
     let dir = sandbox();
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &receiver(""), &maildir_rule(&md), false);
-    let mut c = Client::hello(serve.port, "sender.test");
+    let mut c = SmtpClient::hello(serve.port, "sender.test");
     expect(&c.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
     let empty = c.cmd("RCPT TO:<>");
     expect(&empty, 501, "RCPT TO:<>");
@@ -1161,7 +1054,7 @@ fn receiver_with_no_archive_accepts_and_archives_nothing() {
         &maildir_rule(&md),
         false,
     );
-    let mut c = Client::hello(serve.port, "sender.test");
+    let mut c = SmtpClient::hello(serve.port, "sender.test");
     let reply = c.transaction("a@x", &["b@y"], &with_dot(SIMPLE));
     expect(&reply, 250, "end of data");
     c.quit();
@@ -1179,7 +1072,7 @@ fn receiver_refuses_clients_outside_allowed_clients() {
         &maildir_rule(&archive.join("md")),
         false,
     );
-    let mut c = Client::connect(serve.port);
+    let mut c = SmtpClient::connect(serve.port);
     expect(&c.reply(), 554, "greeting for a client not allowed");
     // Nothing more is served on that connection.
     c.send(b"EHLO client.test\r\nMAIL FROM:<a@x>\r\n");
@@ -1199,7 +1092,7 @@ fn receiver_limits_recipients_and_message_size() {
         &maildir_rule(&md),
         false,
     );
-    let mut c = Client::connect(serve.port);
+    let mut c = SmtpClient::connect(serve.port);
     expect(&c.reply(), 220, "greeting");
     let ehlo = c.cmd("EHLO client.test");
     expect(&ehlo, 250, "EHLO");
@@ -1238,7 +1131,7 @@ fn receiver_rejects_bad_commands_and_stays_in_step() {
     let dir = sandbox();
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &receiver(""), &maildir_rule(&md), false);
-    let mut c = Client::hello(serve.port, "client.test");
+    let mut c = SmtpClient::hello(serve.port, "client.test");
 
     expect(&c.cmd("FROBNICATE now"), 500, "unknown command");
     // A long line within the limit is fine; one over it gets one 500 and
@@ -1294,7 +1187,7 @@ fn filter_split_deliveries_of_one_queue_id_are_each_archived() {
     let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     let message = b"From: a@x\r\nSubject: split\r\n\r\nsame content\r\n";
     for rcpt in ["b@y", "later@z", "b@y"] {
-        let mut c = Client::hello(serve.port, "postfix.test");
+        let mut c = SmtpClient::hello(serve.port, "postfix.test");
         expect(&c.cmd("XFORWARD IDENT=Q7 SOURCE=REMOTE"), 250, "XFORWARD");
         let r = c.transaction("a@x", &[rcpt], &with_dot(message));
         expect(&r, 250, "delivery");
@@ -1323,7 +1216,7 @@ fn filter_xforward_does_not_carry_over_to_the_next_transaction() {
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
     let message = b"From: a@x\r\nSubject: carry\r\n\r\nsame content\r\n";
-    let mut c = Client::hello(serve.port, "postfix.test");
+    let mut c = SmtpClient::hello(serve.port, "postfix.test");
     expect(
         &c.cmd("XFORWARD NAME=spike.example ADDR=192.0.2.7 IDENT=Q1"),
         250,
@@ -1357,7 +1250,7 @@ fn filter_xforward_does_not_carry_over_to_the_next_transaction() {
 /// Every reply, as codes, of one attempt to deliver `message` for `rcpts`
 /// with queue id `ident`, carried on whatever the server answers (as an MTA
 /// does: it sends DATA only when a recipient was accepted).
-fn attempt(c: &mut Client, ident: &str, rcpts: &[&str], message: &[u8]) -> Vec<(String, u16)> {
+fn attempt(c: &mut SmtpClient, ident: &str, rcpts: &[&str], message: &[u8]) -> Vec<(String, u16)> {
     let mut codes = Vec::new();
     let mut step = |what: &str, reply: String| {
         let n = code(&reply);
@@ -1400,7 +1293,7 @@ fn filter_relay_reset_at_a_recipient_defers_the_whole_transaction_and_the_next_m
     let message = b"From: a@x\r\nSubject: three recipients\r\n\r\nhello\r\n";
     let rcpts = ["one@y", "two@y", "three@y"];
     relay.fail_once(Fault::CloseAt(Stage::Rcpt(2)));
-    let mut c = Client::hello(serve.port, "postfix.test");
+    let mut c = SmtpClient::hello(serve.port, "postfix.test");
     let first = attempt(&mut c, "QRESET", &rcpts, message);
     assert_no_5xx(&first, "the faulty attempt");
     assert_eq!(
@@ -1451,11 +1344,11 @@ fn filter_every_relay_fault_is_a_4xx_and_the_retry_archives_once() {
         let ident = format!("QF{n}");
         let message = format!("From: a@x\r\nSubject: fault {n}\r\n\r\n{fault:?}\r\n");
         relay.fail_once(*fault);
-        let mut c = Client::hello(serve.port, "postfix.test");
+        let mut c = SmtpClient::hello(serve.port, "postfix.test");
         let first = attempt(&mut c, &ident, &["b@y", "c@y"], message.as_bytes());
         assert_no_5xx(&first, &format!("{fault:?}"));
         c.quit();
-        let mut c = Client::hello(serve.port, "postfix.test");
+        let mut c = SmtpClient::hello(serve.port, "postfix.test");
         let retry = attempt(&mut c, &ident, &["b@y", "c@y"], message.as_bytes());
         c.quit();
         assert_eq!(
@@ -1484,7 +1377,7 @@ fn filter_reconnects_when_the_relay_closed_an_idle_connection() {
     let relay = FakeRelay::start();
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &proxy(relay.port), &maildir_rule(&md), false);
-    let mut c = Client::hello(serve.port, "postfix.test");
+    let mut c = SmtpClient::hello(serve.port, "postfix.test");
     for n in 0..4 {
         relay.fail_once(Fault::CloseAfterDot);
         let message = format!("From: a@x\r\nSubject: cached {n}\r\n\r\nhello\r\n");
@@ -1513,8 +1406,8 @@ fn filter_sigterm_says_421_to_idle_sessions_and_finishes_the_transaction_in_prog
     let dir = sandbox();
     let md = dir.path().join("archive/md");
     let mut serve = start_filter(dir.path(), &receiver(""), &maildir_rule(&md), false);
-    let mut idle = Client::hello(serve.port, "idle.test");
-    let mut busy = Client::hello(serve.port, "busy.test");
+    let mut idle = SmtpClient::hello(serve.port, "idle.test");
+    let mut busy = SmtpClient::hello(serve.port, "busy.test");
     expect(&busy.cmd("MAIL FROM:<a@x>"), 250, "MAIL");
     expect(&busy.cmd("RCPT TO:<b@y>"), 250, "RCPT");
     expect(&busy.cmd("DATA"), 354, "DATA");

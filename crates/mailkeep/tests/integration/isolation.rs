@@ -11,23 +11,31 @@
 //! one coarse bound where ordering cannot tell "side by side" from "one
 //! after another" (see `messages_for_a_held_mbox_time_out_side_by_side`).
 
+use crate::smtp::*;
 use crate::util::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long any single wait may take: well below the `lock_timeout` of
-/// the tests where a reply must come while the lock is held, so the old
-/// single writer (which answered the Maildir message only after the mbox
-/// message's full lock timeout) fails by ordering, not by a stopwatch.
-const WAIT: Duration = Duration::from_secs(20);
+// Every reply is awaited at most `SMTP_WAIT` (20 s): well below the
+// `lock_timeout` of the tests where a reply must come while the lock is
+// held, so the old single writer (which answered the Maildir message only
+// after the mbox message's full lock timeout) fails by ordering, not by a
+// stopwatch.
 
 /// The recipient whose mail goes to the held mbox (and a second Maildir).
 const TO_MBOX: &str = "held@example.com";
 /// The recipient whose mail goes to a Maildir and the store.
 const TO_MAILDIR: &str = "free@example.com";
+
+/// A message to `to`, stuffed and with its final dot.
+fn message(to: &str, subject: &str) -> Vec<u8> {
+    format!(
+        "From: sender@example.org\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n.\r\n"
+    )
+    .into_bytes()
+}
 
 /// Which lock the other program holds.
 #[derive(Clone, Copy, Debug)]
@@ -123,119 +131,6 @@ impl Drop for Holder {
     }
 }
 
-/// A raw SMTP client that can leave a transaction's final reply unread.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    /// Connected, greeted and EHLO'd.
-    fn hello(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to serve");
-        stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        let mut c = Client {
-            stream,
-            buf: Vec::new(),
-        };
-        expect(&c.reply(), 220, "greeting");
-        expect(&c.cmd("EHLO client.test"), 250, "EHLO");
-        c
-    }
-
-    /// One complete reply; panics after [`WAIT`] or when serve closes.
-    #[track_caller]
-    fn reply(&mut self) -> String {
-        loop {
-            if let Some(r) = self.take_reply() {
-                return r;
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("serve closed the connection instead of replying"),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!(
-                    "no reply from serve within {WAIT:?} ({e}); partial: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ),
-            }
-        }
-    }
-
-    /// A complete reply already in the buffer.
-    fn take_reply(&mut self) -> Option<String> {
-        let mut start = 0;
-        while let Some(off) = self.buf[start..].iter().position(|b| *b == b'\n') {
-            let line = &self.buf[start..start + off];
-            start += off + 1;
-            if line.get(3) != Some(&b'-') {
-                let raw: Vec<u8> = self.buf.drain(..start).collect();
-                return Some(String::from_utf8(raw).expect("utf-8 reply"));
-            }
-        }
-        None
-    }
-
-    /// True when serve has sent anything not read yet (without waiting).
-    fn answered(&mut self) -> bool {
-        self.stream.set_nonblocking(true).expect("nonblocking");
-        let mut chunk = [0u8; 4096];
-        let got = match self.stream.read(&mut chunk) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(e) => panic!("reading from serve: {e}"),
-        };
-        self.stream.set_nonblocking(false).expect("blocking");
-        got || !self.buf.is_empty()
-    }
-
-    #[track_caller]
-    fn cmd(&mut self, line: &str) -> String {
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .expect("write to serve");
-        self.reply()
-    }
-
-    /// MAIL, RCPT, DATA and the message with its dot; the final reply is
-    /// left to [`Client::reply`].
-    #[track_caller]
-    /// QUIT, so that serve's shutdown does not wait for this session.
-    fn quit(mut self) {
-        let _ = self.stream.write_all(b"QUIT\r\n");
-        let _ = self.reply();
-    }
-
-    #[track_caller]
-    fn send_message(&mut self, to: &str, subject: &str) {
-        expect(&self.cmd("MAIL FROM:<sender@example.org>"), 250, "MAIL");
-        expect(&self.cmd(&format!("RCPT TO:<{to}>")), 250, "RCPT");
-        expect(&self.cmd("DATA"), 354, "DATA");
-        let msg = format!(
-            "From: sender@example.org\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody of {subject}\r\n.\r\n"
-        );
-        self.stream
-            .write_all(msg.as_bytes())
-            .expect("write to serve");
-    }
-}
-
-fn code(reply: &str) -> u16 {
-    reply
-        .get(..3)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an SMTP reply: {reply:?}"))
-}
-
-#[track_caller]
-fn expect(reply: &str, want: u16, what: &str) {
-    assert_eq!(code(reply), want, "{what}: got {reply:?}");
-}
-
 /// Where the archive goes.
 struct Paths {
     mbox: PathBuf,
@@ -314,16 +209,24 @@ fn let_it_arrive() {
 fn held_mbox_delays_only_its_own_messages(lock: Lock) {
     let dir = sandbox();
     let p = Paths::new(dir.path());
-    // Far above WAIT: any reply while the lock is held is isolation's doing.
+    // Far above SMTP_WAIT: any reply while the lock is held is isolation's doing.
     let mut serve = start(dir.path(), &p, 60);
     let holder = Holder::hold(&p.mbox, lock);
 
-    let mut waiting = Client::hello(serve.port);
-    waiting.send_message(TO_MBOX, "for the held mbox");
+    let mut waiting = SmtpClient::hello(serve.port, "client.test");
+    waiting.start_transaction(
+        "sender@example.org",
+        &[TO_MBOX],
+        &message(TO_MBOX, "for the held mbox"),
+    );
     let_it_arrive();
 
-    let mut free = Client::hello(serve.port);
-    free.send_message(TO_MAILDIR, "for the maildir");
+    let mut free = SmtpClient::hello(serve.port, "client.test");
+    free.start_transaction(
+        "sender@example.org",
+        &[TO_MAILDIR],
+        &message(TO_MAILDIR, "for the maildir"),
+    );
     let reply = free.reply();
     expect(&reply, 250, "the Maildir message while the mbox is held");
     assert!(
@@ -396,13 +299,21 @@ fn held_mbox_messages_time_out_side_by_side(lock: Lock) {
     // Maildir that must be answered while all the mbox messages so far are
     // still waiting: the three waits overlap.
     let first_sent = Instant::now();
-    let mut waiting: Vec<Client> = Vec::new();
+    let mut waiting: Vec<SmtpClient> = Vec::new();
     for i in 1..=3 {
-        let mut c = Client::hello(serve.port);
-        c.send_message(TO_MBOX, &format!("held {i}"));
+        let mut c = SmtpClient::hello(serve.port, "client.test");
+        c.start_transaction(
+            "sender@example.org",
+            &[TO_MBOX],
+            &message(TO_MBOX, &format!("held {i}")),
+        );
         waiting.push(c);
-        let mut probe = Client::hello(serve.port);
-        probe.send_message(TO_MAILDIR, &format!("probe {i}"));
+        let mut probe = SmtpClient::hello(serve.port, "client.test");
+        probe.start_transaction(
+            "sender@example.org",
+            &[TO_MAILDIR],
+            &message(TO_MAILDIR, &format!("probe {i}")),
+        );
         expect(
             &probe.reply(),
             250,

@@ -2,6 +2,7 @@
 //! executable, and reads what it wrote with independent readers (Python's
 //! `mailbox` and `email` modules, a real Postfix).
 
+mod smtp;
 mod util;
 
 mod admin;
