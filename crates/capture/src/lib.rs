@@ -58,19 +58,23 @@ pub fn log_report(queue_id: Option<&str>, report: &mailkeep_destinations::Report
 /// it is durable (or failed): the one "archive this" call of the servers.
 /// The CPU work ([`mailkeep_destinations::Archiver::ready`]: the plan, the
 /// store's parse, hash, index and compression) runs here on the blocking
-/// pool, in parallel across sessions, under the committer's byte budget,
-/// so the committer only writes, fsyncs and commits.
+/// pool, in parallel across sessions, under the committer's byte budget
+/// (what the preparation needs while it runs, then what its record holds
+/// until the commit), so the committer only writes, fsyncs and commits.
 pub async fn archive_durably(
     committer: &mailkeep_destinations::GroupCommitter,
     archiver: std::sync::Arc<mailkeep_destinations::Archiver>,
     env: mailkeep_envelope::Envelope,
 ) -> Result<mailkeep_destinations::Report, mailkeep_destinations::ArchiveError> {
-    use mailkeep_destinations::ArchiveError;
+    use mailkeep_destinations::{ArchiveError, Ready};
     let budget = committer.budget().clone();
     let prep = archiver.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        let share = budget.take(env.message.len());
+        let mut share = budget.take(prep.preparation_memory(&env));
         let ready = prep.ready(&env);
+        // Kept until the commit: what the prepared record still holds (a
+        // streamed one is staged on disk).
+        share.shrink(ready.as_ref().map_or(0, Ready::memory));
         (share, ready, env)
     })
     .await

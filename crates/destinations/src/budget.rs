@@ -1,12 +1,14 @@
 //! How many message bytes may be between "read from the client" and "durable"
 //! at once.
 //!
-//! The store's preparation holds a message in memory (its bytes, then its
-//! compressed and sealed record) until its batch is committed. Without a
-//! bound, 100 sessions finishing 25 MB messages together held 2.5 GB.
-//! Each message takes its size from the budget (at most the whole budget,
-//! so one message larger than it still goes, alone) before it is prepared,
-//! and gives it back once it is answered. Waiters are served in arrival
+//! The store's preparation reads a message (up to the index's limit) and
+//! parses it; a message held in memory keeps its encoded record there
+//! until its batch is committed. Without a bound, 100 sessions finishing
+//! 25 MB messages together held 2.5 GB. Each message takes what its
+//! preparation needs from the budget (at most the whole budget, so one
+//! message larger than it still goes, alone) before it is prepared, keeps
+//! what its prepared record still holds ([`Share::shrink`]) and gives that
+//! back once it is answered. Waiters are served in arrival
 //! order, so a large message is not starved by a stream of small ones.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -82,6 +84,28 @@ impl ByteBudget {
     }
 }
 
+impl Share {
+    /// Gives back all but `bytes` of the share (what is still held after a
+    /// step that needed more).
+    pub fn shrink(&mut self, bytes: u64) {
+        let keep = bytes.min(self.bytes);
+        let back = self.bytes - keep;
+        if back == 0 {
+            return;
+        }
+        self.bytes = keep;
+        let mut s = self.budget.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.available += back;
+        drop(s);
+        self.budget.turn.notify_all();
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 impl Drop for Share {
     fn drop(&mut self) {
         let mut s = self.budget.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,6 +147,30 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(5))
             .expect("served once freed");
         t.join().unwrap();
+        assert_eq!(b.available(), 100);
+    }
+
+    #[test]
+    fn a_shrunk_share_lets_a_waiter_in_and_gives_back_the_rest_when_dropped() {
+        let b = ByteBudget::new(100);
+        let mut a = b.take(90);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            let s = b2.take(50);
+            tx.send(()).unwrap();
+            drop(s);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        a.shrink(10);
+        assert_eq!(a.bytes(), 10);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("served once the share shrank");
+        t.join().unwrap();
+        a.shrink(50);
+        assert_eq!(a.bytes(), 10, "a share never grows");
+        assert_eq!(b.available(), 90);
+        drop(a);
         assert_eq!(b.available(), 100);
     }
 }

@@ -250,6 +250,15 @@ impl Archiver {
         Ok(Ready { plan, store })
     }
 
+    /// About how much memory [`Archiver::ready`] takes for `env` at its
+    /// peak (the store's preparation; the plan reads only the header).
+    pub fn preparation_memory(&self, env: &Envelope) -> u64 {
+        match &self.options.store {
+            Some(store) => store.preparation_memory(env),
+            None => 0,
+        }
+    }
+
     /// Archives one envelope and returns once every copy is durable.
     pub fn archive(&self, env: &Envelope) -> Result<Report, ArchiveError> {
         let plan = self.plan(env)?;
@@ -264,6 +273,13 @@ pub struct Ready {
     pub plan: Plan,
     /// The store's record of the message, when the plan writes the store.
     pub store: Option<StorePrepared>,
+}
+
+impl Ready {
+    /// Bytes of memory this holds until it is committed.
+    pub fn memory(&self) -> u64 {
+        self.store.as_ref().map_or(0, |p| p.memory() as u64)
+    }
 }
 
 /// Writes every delivery durably, all or nothing (a batch of one).

@@ -182,6 +182,17 @@ fn parser() -> MessageParser {
         .default_header_ignore()
 }
 
+/// [`extract`] for a message of `total` bytes too large to read whole
+/// (over `limits.max_input`), from its header section `head`: the header
+/// fields only, and why.
+pub fn extract_headers_only(head: &[u8], total: u64, limits: &Limits) -> Extracted {
+    let reason = format!(
+        "message is {total} bytes, over the {} byte limit: headers only",
+        limits.max_input
+    );
+    headers_only(&parser(), head, reason)
+}
+
 fn headers_only(parser: &MessageParser, raw: &[u8], reason: String) -> Extracted {
     let prefix = &raw[..raw.len().min(HEADERS_ONLY_PREFIX)];
     let mut out = Extracted {

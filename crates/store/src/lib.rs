@@ -48,6 +48,11 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
 /// (docs/decisions.md).
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
+/// What preparing a message too large for the index to read whole holds
+/// in memory: its header section and the compressor's and sealer's
+/// buffers.
+const STREAM_MEMORY: u64 = 4 << 20;
+
 /// Settings of a store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -188,7 +193,31 @@ pub struct Prepared {
     record: DeliveryRecord,
     /// The encoded record and search fields; `None` when the bytes were
     /// already stored when this was prepared.
-    body: Option<(Vec<u8>, mailkeep_index::Extracted)>,
+    body: Option<Body>,
+}
+
+/// A new message's record and search fields.
+#[derive(Debug)]
+struct Body {
+    record: Encoded,
+    fields: mailkeep_index::Extracted,
+}
+
+/// An encoded record: in memory, or staged in an unnamed file (a message
+/// too large to hold).
+#[derive(Debug)]
+enum Encoded {
+    Memory(Vec<u8>),
+    File { file: File, len: u64 },
+}
+
+impl Encoded {
+    fn len(&self) -> u64 {
+        match self {
+            Encoded::Memory(b) => b.len() as u64,
+            Encoded::File { len, .. } => *len,
+        }
+    }
 }
 
 impl Prepared {
@@ -201,8 +230,21 @@ impl Prepared {
     pub fn weight(&self) -> usize {
         self.body
             .as_ref()
-            .map(|(b, f)| b.len() + f.text.len())
+            .map(|b| b.record.len() as usize + b.fields.text.len())
             .unwrap_or(0)
+    }
+
+    /// Bytes this holds in memory until its commit: a staged record is on
+    /// disk, and only its search fields count.
+    pub fn memory(&self) -> usize {
+        match &self.body {
+            Some(Body {
+                record: Encoded::Memory(b),
+                fields,
+            }) => b.len() + fields.text.len(),
+            Some(Body { fields, .. }) => fields.text.len(),
+            None => 0,
+        }
     }
 }
 
@@ -449,17 +491,31 @@ impl Store {
     }
 
     /// Does the CPU work for one delivery of `env` (no locks held except a
-    /// short catalog lookup, so several threads can prepare at once).
+    /// short catalog lookup, so several threads can prepare at once). A
+    /// message held in memory is encoded in memory; a spooled one is read
+    /// from its spool file twice (hash, then compression into a staged,
+    /// unnamed record file beside the segments) and never held whole,
+    /// except up to the index's `max_input` for text extraction.
     pub fn prepare(&self, env: &Envelope) -> Result<Prepared, StoreError> {
         match env.message.as_bytes() {
             Some(bytes) => self.prepare_bytes(env, bytes),
-            None => {
-                let bytes = env
-                    .message
-                    .to_vec()
-                    .map_err(io_err("reading the message"))?;
-                self.prepare_bytes(env, &bytes)
-            }
+            None => self.prepare_streamed(env),
+        }
+    }
+
+    /// About how many bytes of memory [`Store::prepare`] takes for `env`
+    /// at its peak, for a caller that bounds the memory of several
+    /// preparations at once: a message in memory is encoded in memory; a
+    /// spooled one is read whole and parsed (decoded parts beside it) only
+    /// up to the index's `max_input`, and otherwise streamed in chunks.
+    pub fn preparation_memory(&self, env: &Envelope) -> u64 {
+        let len = env.message.len();
+        if env.message.as_bytes().is_some() {
+            len
+        } else if len <= self.config.index.max_input as u64 {
+            2 * len
+        } else {
+            STREAM_MEMORY
         }
     }
 
@@ -480,7 +536,10 @@ impl Store {
                 self.config.compression_level,
                 self.keys.current(),
             );
-            Some((encoded, fields))
+            Some(Body {
+                record: Encoded::Memory(encoded),
+                fields,
+            })
         };
         Ok(Prepared {
             key,
@@ -489,6 +548,70 @@ impl Store {
             record,
             body,
         })
+    }
+
+    /// [`Store::prepare`] for a spooled message.
+    fn prepare_streamed(&self, env: &Envelope) -> Result<Prepared, StoreError> {
+        let size = env.message.len();
+        let mut hasher = blake3::Hasher::new();
+        let hashed = io::copy(&mut env.message.reader(), &mut hasher)
+            .map_err(io_err("reading the message"))?;
+        if hashed != size {
+            return Err(io_err("reading the message")(io::Error::other(
+                "the spool file changed size",
+            )));
+        }
+        let hash = hasher.finalize();
+        let record = record_of(env, &hash, size);
+        let key = delivery_key(&hash, &record);
+        if self.reader().message(hash.as_bytes())?.is_some() {
+            return Ok(Prepared {
+                key,
+                hash,
+                size,
+                record,
+                body: None,
+            });
+        }
+        let fields = if size <= self.config.index.max_input as u64 {
+            let bytes = env
+                .message
+                .to_vec()
+                .map_err(io_err("reading the message"))?;
+            mailkeep_index::extract(&bytes, &self.config.index)
+        } else {
+            let head = env.message.head().map_err(io_err("reading the message"))?;
+            mailkeep_index::extract_headers_only(&head, size, &self.config.index)
+        };
+        let staged = tempfile::tempfile_in(self.staging_dir())
+            .map_err(io_err("staging a record beside the segments"))?;
+        let mut writer = record::RecordWriter::new(
+            staged,
+            size,
+            &hash,
+            self.config.compression_level,
+            self.keys.current(),
+        )
+        .map_err(io_err("staging a record"))?;
+        io::copy(&mut env.message.reader(), &mut writer)
+            .map_err(io_err("compressing the message"))?;
+        let (file, len) = writer.finish().map_err(io_err("staging a record"))?;
+        Ok(Prepared {
+            key,
+            hash,
+            size,
+            record,
+            body: Some(Body {
+                record: Encoded::File { file, len },
+                fields,
+            }),
+        })
+    }
+
+    /// Where streamed records are staged until their commit: beside the
+    /// segments, so the copy into a segment stays on one file system.
+    fn staging_dir(&self) -> PathBuf {
+        self.config.path.join("segments")
     }
 
     /// Makes a batch durable: one segment append and fsync, one catalog
@@ -507,11 +630,13 @@ impl Store {
             .map(|k| k.id())
             .unwrap_or(blobs::crypto::KeyId::NONE);
         let (segment, at) = catalog.active_segment(key_id, self.config.segment_size)?;
-        // Offsets are `at + buffer.len()`: a new segment's buffer starts
-        // with the file magic at offset 0.
-        let mut buffer = Vec::new();
+        // Offsets are `at + appended`: a new segment starts with the file
+        // magic at offset 0.
+        let mut parts: Vec<blobs::Part> = Vec::new();
+        let mut appended = 0u64;
         if at == 0 {
-            buffer.extend_from_slice(SEGMENT_MAGIC);
+            parts.push(blobs::Part::Bytes(SEGMENT_MAGIC.to_vec()));
+            appended = SEGMENT_MAGIC.len() as u64;
         }
         let mut batch = CommitBatch::default();
         let mut results: Vec<Option<Stored>> = vec![None; items.len()];
@@ -540,19 +665,27 @@ impl Store {
                 batch_hashes.contains_key(&hash) || catalog.message(&hash)?.is_some();
             let new_message = !stored_before;
             if new_message {
-                let Some((encoded, fields)) = item.body else {
+                let Some(Body { record, fields }) = item.body else {
                     return Err(StoreError::Inconsistent(format!(
                         "message {hash_hex} disappeared from the catalog while being archived; retry"
                     )));
                 };
-                let offset = at + buffer.len() as u64;
-                buffer.extend_from_slice(&encoded);
+                let offset = at + appended;
+                let len = record.len();
+                appended += len;
+                match record {
+                    Encoded::Memory(bytes) => match parts.last_mut() {
+                        Some(blobs::Part::Bytes(b)) => b.extend_from_slice(&bytes),
+                        _ => parts.push(blobs::Part::Bytes(bytes)),
+                    },
+                    Encoded::File { file, len } => parts.push(blobs::Part::File { file, len }),
+                }
                 batch.messages.push(NewMessage {
                     hash,
                     location: Location {
                         segment,
                         offset,
-                        len: encoded.len() as u64,
+                        len,
                     },
                     size: item.size,
                     key: key_id,
@@ -574,11 +707,9 @@ impl Store {
         }
         if !batch.messages.is_empty() {
             self.blobs
-                .put(segment, at, &buffer)
+                .put(segment, at, &parts)
                 .map_err(io_err(format!("writing segment {segment}")))?;
-            batch
-                .segments
-                .push((segment, key_id, at + buffer.len() as u64));
+            batch.segments.push((segment, key_id, at + appended));
         }
         let ids = if batch.deliveries.is_empty() {
             Vec::new()

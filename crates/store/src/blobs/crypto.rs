@@ -116,15 +116,26 @@ impl Key {
     /// Encrypts `plain`, binding `aad`; returns the fresh random nonce and
     /// the ciphertext with its tag.
     pub fn seal(&self, plain: &[u8], aad: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
+        let nonce = Key::fresh_nonce();
+        // Encryption fails only for inputs beyond 256 GiB, far above any
+        // message size limit.
+        let sealed = self.seal_with(&nonce, plain, aad);
+        (nonce, sealed)
+    }
+
+    /// A fresh random nonce.
+    pub fn fresh_nonce() -> [u8; NONCE_LEN] {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let sealed = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
-            // Encryption fails only for inputs beyond 256 GiB, far above
-            // any message size limit.
-            .expect("XChaCha20-Poly1305 encryption of a bounded message");
-        (nonce, sealed)
+        nonce
+    }
+
+    /// Encrypts `plain` under a nonce the caller guarantees is used once
+    /// with this key (a chunk of a streamed record: see `record`).
+    pub fn seal_with(&self, nonce: &[u8; NONCE_LEN], plain: &[u8], aad: &[u8]) -> Vec<u8> {
+        self.cipher
+            .encrypt(XNonce::from_slice(nonce), Payload { msg: plain, aad })
+            .expect("XChaCha20-Poly1305 encryption of a bounded chunk")
     }
 
     /// Decrypts and authenticates; `None` when the bytes or the additional

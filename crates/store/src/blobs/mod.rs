@@ -18,7 +18,7 @@ pub mod record;
 use crate::owner::Ownership;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -38,11 +38,26 @@ pub struct Location {
     pub len: u64,
 }
 
+/// A piece of an append: bytes in memory, or the first `len` bytes of a
+/// staged file (a record too large to hold in memory).
+#[derive(Debug)]
+pub enum Part {
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// A staged file, read from its start.
+    File {
+        /// The file.
+        file: File,
+        /// How many of its bytes.
+        len: u64,
+    },
+}
+
 /// Storage for segments.
 pub trait BlobBackend: Send + Sync {
-    /// Makes `bytes` durable at `at` in segment `segment`, dropping
-    /// whatever followed `at` (a crashed append).
-    fn put(&self, segment: u32, at: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Makes `parts`, one after another, durable at `at` in segment
+    /// `segment`, dropping whatever followed `at` (a crashed append).
+    fn put(&self, segment: u32, at: u64, parts: &[Part]) -> io::Result<()>;
     /// Reads one record's bytes.
     fn get(&self, loc: Location) -> io::Result<Vec<u8>>;
     /// The current physical length of a segment (0 when it does not exist).
@@ -108,7 +123,7 @@ impl SegmentDir {
 }
 
 impl BlobBackend for SegmentDir {
-    fn put(&self, segment: u32, at: u64, bytes: &[u8]) -> io::Result<()> {
+    fn put(&self, segment: u32, at: u64, parts: &[Part]) -> io::Result<()> {
         let path = self.path(segment);
         let created = !path.exists();
         let mut f = OpenOptions::new()
@@ -123,7 +138,30 @@ impl BlobBackend for SegmentDir {
         if f.metadata()?.len() != at {
             f.set_len(at)?;
         }
-        f.write_all_at(bytes, at)?;
+        let mut pos = at;
+        for part in parts {
+            match part {
+                Part::Bytes(bytes) => {
+                    f.write_all_at(bytes, pos)?;
+                    pos += bytes.len() as u64;
+                }
+                Part::File { file, len } => {
+                    // Copied file to file (copy_file_range on Linux: the
+                    // bytes need not pass through this process).
+                    f.seek(SeekFrom::Start(pos))?;
+                    let mut from = file;
+                    from.seek(SeekFrom::Start(0))?;
+                    let copied = io::copy(&mut from.take(*len), &mut f)?;
+                    if copied != *len {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("staged record: {copied} of {len} bytes"),
+                        ));
+                    }
+                    pos += len;
+                }
+            }
+        }
         f.flush()?;
         // fdatasync is enough for the bytes; the length change is metadata
         // that fdatasync also covers (it changes what a read returns).
