@@ -170,6 +170,11 @@ pub struct ImportArgs {
     /// Larger messages are skipped (and listed).
     #[arg(long, value_name = "SIZE", default_value = "256M")]
     pub max_message_size: String,
+    /// File each message by the configuration's [[rule]]s (mbox, Maildir,
+    /// eml, store, forward), as `serve` and `pipe` would, instead of only
+    /// into the store.
+    #[arg(long)]
+    pub rules: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -6,12 +6,18 @@
 //! worker threads hash, index and compress, one committer makes batches
 //! durable. Channels are bounded, so memory stays bounded whatever the
 //! input size.
+//!
+//! With `--rules`, each message goes through the same `Archiver` as
+//! `serve` and `pipe` (the rules' plan, then every destination written
+//! durably, all or nothing), one message at a time: the store still
+//! recognises a delivery it already holds, but an mbox, Maildir or eml
+//! destination gets a second copy when the same input is imported again.
 
 use crate::cli::{ImportArgs, MboxFlavour};
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
 use indicatif::{ProgressBar, ProgressStyle};
-use mailkeep_capture::import::{walk, Found, ImportOptions, MboxFormat};
+use mailkeep_capture::import::{walk, Found, ImportOptions, MboxFormat, Walker};
 use mailkeep_envelope::Envelope;
 use mailkeep_store::{Prepared, Store};
 use serde_json::json;
@@ -36,7 +42,10 @@ struct Counts {
     failed: Vec<(String, String)>,
 }
 
-pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
+pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
+    if args.rules {
+        return run_rules(settings, args);
+    }
     let cfg = settings.store.clone().ok_or_else(|| {
         Failure::new(
             Exit::CONFIG,
@@ -46,33 +55,11 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
             ),
         )
     })?;
-    let max = mailkeep_rules::parse_size(&args.max_message_size).ok_or_else(|| {
-        Failure::new(
-            Exit::USAGE,
-            format!(
-                "--max-message-size: {:?} is not a size like 256M",
-                args.max_message_size
-            ),
-        )
-    })?;
+    let opts = import_options(settings, &args)?;
     let store = Arc::new(Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?);
-    let opts = ImportOptions {
-        spool_dir: settings.spool_dir.clone(),
-        max_message_size: max,
-        spool_threshold: settings.spool_threshold,
-        mbox_format: match args.mbox_format {
-            MboxFlavour::Mboxrd => MboxFormat::Rd,
-            MboxFlavour::Mboxo => MboxFormat::O,
-        },
-    };
     let started = Instant::now();
     let mut walker = walk(args.paths.clone(), opts);
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -114,11 +101,7 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
                 skipped.entry(reason).or_default().push(origin);
             }
         }
-        if seen.is_multiple_of(64) {
-            bar.set_length(walker.bytes_total());
-            bar.set_position(walker.bytes_read());
-            bar.set_message(format!("{seen} messages"));
-        }
+        show_progress(&bar, &walker, seen);
     }
     drop(env_tx);
     for h in handles {
@@ -137,10 +120,6 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
     let rate = seen as f64 / elapsed.max(1e-9);
     let skipped_total: usize = skipped.values().map(Vec::len).sum();
     if args.json {
-        let reasons: serde_json::Map<String, serde_json::Value> = skipped
-            .iter()
-            .map(|(r, o)| (r.clone(), json!({"count": o.len(), "first": o.first()})))
-            .collect();
         println!(
             "{}",
             json!({
@@ -150,7 +129,7 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
                 "new_messages": counts.new_messages,
                 "failed": counts.failed.len(),
                 "skipped": skipped_total,
-                "skipped_reasons": reasons,
+                "skipped_reasons": skipped_json(&skipped),
                 "bytes": bytes,
                 "seconds": elapsed,
                 "messages_per_second": rate,
@@ -167,16 +146,7 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
             "  new deliveries: {}, already archived: {}, new message bodies: {}",
             counts.new, counts.duplicate, counts.new_messages
         );
-        if skipped_total > 0 {
-            println!("  skipped: {skipped_total}");
-            for (reason, origins) in &skipped {
-                println!(
-                    "    {reason}: {} (first: {})",
-                    origins.len(),
-                    origins.first().map(String::as_str).unwrap_or("")
-                );
-            }
-        }
+        print_skipped(&skipped);
         for (origin, e) in counts.failed.iter().take(20) {
             println!("  failed: {origin}: {e}");
         }
@@ -196,6 +166,156 @@ pub fn run(settings: &Settings, args: ImportArgs) -> Result<Exit, Failure> {
         Exit::OK
     } else {
         Exit::DATAERR
+    })
+}
+
+fn import_options(settings: &Settings, args: &ImportArgs) -> Result<ImportOptions, Failure> {
+    let max = mailkeep_rules::parse_size(&args.max_message_size).ok_or_else(|| {
+        Failure::new(
+            Exit::USAGE,
+            format!(
+                "--max-message-size: {:?} is not a size like 256M",
+                args.max_message_size
+            ),
+        )
+    })?;
+    Ok(ImportOptions {
+        spool_dir: settings.spool_dir.clone(),
+        max_message_size: max,
+        spool_threshold: settings.spool_threshold,
+        mbox_format: match args.mbox_format {
+            MboxFlavour::Mboxrd => MboxFormat::Rd,
+            MboxFlavour::Mboxo => MboxFormat::O,
+        },
+    })
+}
+
+/// What was skipped, by reason: counts and the first of each.
+type Skipped = BTreeMap<String, Vec<String>>;
+
+fn skipped_json(skipped: &Skipped) -> serde_json::Map<String, serde_json::Value> {
+    skipped
+        .iter()
+        .map(|(r, o)| (r.clone(), json!({"count": o.len(), "first": o.first()})))
+        .collect()
+}
+
+fn print_skipped(skipped: &Skipped) {
+    let total: usize = skipped.values().map(Vec::len).sum();
+    if total == 0 {
+        return;
+    }
+    println!("  skipped: {total}");
+    for (reason, origins) in skipped {
+        println!(
+            "    {reason}: {} (first: {})",
+            origins.len(),
+            origins.first().map(String::as_str).unwrap_or("")
+        );
+    }
+}
+
+/// Updates the progress bar every 64 messages.
+fn show_progress(bar: &ProgressBar, walker: &Walker, seen: u64) {
+    if seen.is_multiple_of(64) {
+        bar.set_length(walker.bytes_total());
+        bar.set_position(walker.bytes_read());
+        bar.set_message(format!("{seen} messages"));
+    }
+}
+
+fn progress_bar() -> ProgressBar {
+    ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
+}
+
+/// `import --rules`: every message through the configured rules and the
+/// one `Archiver`. A message no rule files is counted, not an error (the
+/// rules said so); a destination that fails is, and the run exits 75 so
+/// a script retries it.
+fn run_rules(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
+    let opts = import_options(settings, &args)?;
+    settings
+        .attach_store()
+        .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
+    let started = Instant::now();
+    let mut walker = walk(args.paths.clone(), opts);
+    let bar = progress_bar();
+    let mut seen = 0u64;
+    let mut filed = 0u64;
+    let mut unfiled = 0u64;
+    let mut copies: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut skipped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    while let Some(found) = walker.next() {
+        match found {
+            Found::Message { origin, envelope } => {
+                seen += 1;
+                match settings.archiver.archive(&envelope) {
+                    Ok(report) if report.written.is_empty() => unfiled += 1,
+                    Ok(report) => {
+                        filed += 1;
+                        for w in &report.written {
+                            *copies
+                                .entry(format!("{}:{}", w.kind, w.destination.display()))
+                                .or_default() += 1;
+                        }
+                    }
+                    Err(e) => failed.push((origin, mailkeep_capture::error_chain(&e))),
+                }
+            }
+            Found::Skipped { origin, reason } => {
+                skipped.entry(reason).or_default().push(origin);
+            }
+        }
+        show_progress(&bar, &walker, seen);
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let skipped_total: usize = skipped.values().map(Vec::len).sum();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "messages": seen,
+                "filed": filed,
+                "no_rule_filed": unfiled,
+                "copies": copies,
+                "failed": failed.len(),
+                "failures": failed.iter().take(20).map(|(o, e)| json!({"origin": o, "error": e})).collect::<Vec<_>>(),
+                "skipped": skipped_total,
+                "skipped_reasons": skipped_json(&skipped),
+                "bytes": walker.bytes_read(),
+                "seconds": elapsed,
+            })
+        );
+    } else {
+        println!(
+            "read {seen} message(s), {:.1} MB, in {elapsed:.2} s; filed by the rules: {filed}, \
+             filed nowhere (no rule or skip): {unfiled}",
+            walker.bytes_read() as f64 / 1e6
+        );
+        for (dest, n) in &copies {
+            println!("  {dest}: {n}");
+        }
+        print_skipped(&skipped);
+        for (origin, e) in failed.iter().take(20) {
+            println!("  failed: {origin}: {e}");
+        }
+    }
+    let left_out = skipped
+        .keys()
+        .any(|r| mailkeep_capture::import::skip_loses_mail(r));
+    Ok(if !failed.is_empty() {
+        Exit::TEMPFAIL
+    } else if left_out {
+        Exit::DATAERR
+    } else {
+        Exit::OK
     })
 }
 

@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Search(args) => search::run(&load(cfg)?, args),
         Command::Show(args) => show::run(&load(cfg)?, args),
         Command::Export(args) => export::run(&load(cfg)?, args),
-        Command::Import(args) => import::run(&load(cfg)?, args),
+        Command::Import(args) => import::run(&mut load(cfg)?, args),
         Command::Stats(args) => stats::run(&load(cfg)?, args),
         Command::Verify(args) => verify::run(&load(cfg)?, args),
         Command::Checkpoint(args) => checkpoint::run(&load(cfg)?, args),

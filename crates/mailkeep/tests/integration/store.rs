@@ -201,24 +201,7 @@ fn import_of_mbox_maildir_and_eml_twice_adds_nothing_the_second_time() {
     let eml_path = s.path("in/loose.eml");
     std::fs::create_dir_all(s.path("in")).expect("mkdir");
     std::fs::write(&eml_path, &eml).expect("write eml");
-    let mut args = vec![
-        mbox.to_str().expect("utf-8").to_string(),
-        maildir.to_str().expect("utf-8").to_string(),
-        mbox_msgs.len().to_string(),
-    ];
-    args.extend(mbox_msgs.iter().chain(&maildir_msgs).map(|m| hex_arg(m)));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    python(
-        "import mailbox,sys\n\
-         n = int(sys.argv[3])\n\
-         msgs = [bytes.fromhex(h) for h in sys.argv[4:]]\n\
-         mb = mailbox.mbox(sys.argv[1])\n\
-         for m in msgs[:n]: mb.add(m)\n\
-         mb.close()\n\
-         md = mailbox.Maildir(sys.argv[2], create=True)\n\
-         for m in msgs[n:]: md.add(m)\n",
-        &args,
-    );
+    python_mailboxes(&mbox, &maildir, &mbox_msgs, &maildir_msgs);
     // Python quoted the body's `From ` line: the file really exercises it.
     let mbox_bytes = std::fs::read(&mbox).expect("read mbox");
     assert!(mbox_bytes
@@ -917,4 +900,137 @@ fn encrypted_store_keeps_the_body_out_of_segments_but_shows_and_finds_it() {
         .expect("run");
     assert_ne!(code(&out), 0);
     assert!(!contains(&out.stdout));
+}
+
+/// Issue 13, "one way through": `import --rules` files each message by the
+/// configuration's rules through the same Archiver as `serve`, here into
+/// two mbox files (by the From header) and, for one of them, the store.
+/// Python's `mailbox` reads back exactly the right messages, byte-exact
+/// after the envelope block; the store copies are searchable; a second
+/// import adds nothing to the store and, as documented, appends to an mbox
+/// again. Before, `--rules` was a usage error and import wrote the store
+/// only.
+#[test]
+fn import_with_rules_files_into_mbox_and_the_store_by_the_rules() {
+    let dir = sandbox();
+    let alice_mbox = dir.path().join("archive/alice.mbox");
+    let bob_mbox = dir.path().join("archive/bob.mbox");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}[store]\npath = \"{}\"\n\
+             [[rule]]\nname = \"alice\"\nfrom = \"*@alice.example\"\n\
+             archive = [\"mbox:{}\", \"store\"]\n\
+             [[rule]]\nname = \"bob\"\nfrom = \"*@bob.example\"\narchive = [\"mbox:{}\"]\n",
+            spool_section(dir.path(), false),
+            dir.path().join("store").display(),
+            alice_mbox.display(),
+            bob_mbox.display()
+        ),
+    );
+    let msg = |who: &str, n: u32, body: &str| -> Vec<u8> {
+        format!(
+            "From: {who} <{who}@{who}.example>\nTo: team@example.org\n\
+             Subject: {who} {n}\nMessage-ID: <{who}{n}@example.com>\n\
+             Date: Sat, 21 Nov 2026 10:00:00 +0000\n\n{body}\n"
+        )
+        .into_bytes()
+    };
+    let in_mbox = [
+        msg("alice", 1, "first\nFrom the desk of Alice\nlast"),
+        msg("bob", 1, "bob's first"),
+        msg("alice", 2, "alice again"),
+        msg("carol", 1, "no rule files carol"),
+    ];
+    let in_maildir = [
+        msg("alice", 3, "from a Maildir"),
+        msg("bob", 2, "bob's second"),
+    ];
+    let mbox = dir.path().join("in/box.mbox");
+    let maildir = dir.path().join("in/Maildir");
+    std::fs::create_dir_all(dir.path().join("in")).expect("mkdir");
+    python_mailboxes(&mbox, &maildir, &in_mbox, &in_maildir);
+    let import = || {
+        let out = mailkeep(&cfg)
+            .args(["import", "--rules", "--json"])
+            .arg(&mbox)
+            .arg(&maildir)
+            .output()
+            .expect("run import");
+        assert_eq!(code(&out), 0, "import --rules: {}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).expect("import --json")
+    };
+    let first = import();
+    assert_eq!(first["messages"], 6, "{first}");
+    assert_eq!(first["filed"], 5, "{first}");
+    assert_eq!(first["no_rule_filed"], 1, "{first}");
+    assert_eq!(first["failed"], 0, "{first}");
+    let originals = |path: &Path| -> BTreeSet<Vec<u8>> {
+        read_mbox(path)
+            .iter()
+            .map(|copy| {
+                let (env, original) = split_envelope(copy);
+                assert!(env.contains("via import"), "{env}");
+                original
+            })
+            .collect()
+    };
+    let alice: BTreeSet<Vec<u8>> = [&in_mbox[0], &in_mbox[2], &in_maildir[0]]
+        .into_iter()
+        .cloned()
+        .collect();
+    let bob: BTreeSet<Vec<u8>> = [&in_mbox[1], &in_maildir[1]].into_iter().cloned().collect();
+    assert_eq!(originals(&alice_mbox), alice);
+    assert_eq!(originals(&bob_mbox), bob);
+    assert_eq!(read_mbox(&alice_mbox).len(), 3);
+    let search = mailkeep(&cfg)
+        .args(["search", "", "--json"])
+        .output()
+        .expect("search");
+    assert_eq!(code(&search), 0, "{}", text(&search.stderr));
+    let stored: BTreeSet<String> = text(&search.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json line");
+            v["blake3"].as_str().expect("blake3").to_string()
+        })
+        .collect();
+    assert_eq!(stored, alice.iter().map(|m| blake3_hex(m)).collect());
+
+    let second = import();
+    assert_eq!(second["filed"], 5, "{second}");
+    assert_eq!(
+        read_mbox(&alice_mbox).len(),
+        6,
+        "an mbox gets the copies again"
+    );
+    let search = mailkeep(&cfg)
+        .args(["stats", "--json"])
+        .output()
+        .expect("stats");
+    let stats: Value = serde_json::from_slice(&search.stdout).expect("stats json");
+    assert_eq!(stats["deliveries"], 3, "the store recognises what it holds");
+}
+
+/// Writes `in_mbox` into a new mbox and `in_maildir` into a new Maildir
+/// with Python's `mailbox` (which From-quotes the mbox).
+fn python_mailboxes(mbox: &Path, maildir: &Path, in_mbox: &[Vec<u8>], in_maildir: &[Vec<u8>]) {
+    let mut args = vec![
+        mbox.to_str().expect("utf-8").to_string(),
+        maildir.to_str().expect("utf-8").to_string(),
+        in_mbox.len().to_string(),
+    ];
+    args.extend(in_mbox.iter().chain(in_maildir).map(|m| hex_arg(m)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    python(
+        "import mailbox,sys\n\
+         n = int(sys.argv[3])\n\
+         msgs = [bytes.fromhex(h) for h in sys.argv[4:]]\n\
+         mb = mailbox.mbox(sys.argv[1])\n\
+         for m in msgs[:n]: mb.add(m)\n\
+         mb.close()\n\
+         md = mailbox.Maildir(sys.argv[2], create=True)\n\
+         for m in msgs[n:]: md.add(m)\n",
+        &args,
+    );
 }
