@@ -30,7 +30,11 @@ if [ ! -f "$CORPUS/.done" ]; then
 fi
 WORK=$(mktemp -d "$CACHE/run.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/spool"
 cat > "$WORK/mailkeep.toml" <<TOML
+[spool]
+dir = "$WORK/spool"
+
 [store]
 path = "$WORK/store"
 TOML
