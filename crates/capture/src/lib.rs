@@ -66,21 +66,17 @@ pub async fn archive_durably(
     archiver: std::sync::Arc<mailkeep_destinations::Archiver>,
     env: mailkeep_envelope::Envelope,
 ) -> Result<mailkeep_destinations::Report, mailkeep_destinations::ArchiveError> {
-    use mailkeep_destinations::{ArchiveError, Ready};
+    use mailkeep_destinations::ArchiveError;
     let budget = committer.budget().clone();
     let prep = archiver.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        let mut share = budget.take(prep.preparation_memory(&env));
-        let ready = prep.ready(&env);
-        // Kept until the commit: what the prepared record still holds (a
-        // streamed one is staged on disk).
-        share.shrink(ready.as_ref().map_or(0, Ready::memory));
-        (share, ready, env)
+        let ready = prep.ready(&env, &budget);
+        (ready, env)
     })
     .await
     .map_err(|e| ArchiveError::Read(std::io::Error::other(format!("preparing: {e}"))))?;
-    let (share, ready, env) = prepared;
-    let ready = ready?;
+    let (ready, env) = prepared;
+    let (ready, share) = ready?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     committer.submit_ready(
         archiver,

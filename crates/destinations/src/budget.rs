@@ -75,6 +75,14 @@ impl ByteBudget {
         }
     }
 
+    /// Returns bytes a share held and wakes the waiters.
+    fn give_back(&self, bytes: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.available += bytes;
+        drop(s);
+        self.turn.notify_all();
+    }
+
     /// Bytes not taken now.
     pub fn available(&self) -> u64 {
         self.state
@@ -94,10 +102,7 @@ impl Share {
             return;
         }
         self.bytes = keep;
-        let mut s = self.budget.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.available += back;
-        drop(s);
-        self.budget.turn.notify_all();
+        self.budget.give_back(back);
     }
 
     /// Bytes held.
@@ -108,10 +113,7 @@ impl Share {
 
 impl Drop for Share {
     fn drop(&mut self) {
-        let mut s = self.budget.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.available += self.bytes;
-        drop(s);
-        self.budget.turn.notify_all();
+        self.budget.give_back(self.bytes);
     }
 }
 

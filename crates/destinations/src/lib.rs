@@ -57,6 +57,7 @@ mod unique;
 pub use group::{GroupCommitter, GroupStats, Reply, DEFAULT_MAX_BATCH};
 pub use headers::{envelope_headers, header_value, header_value_is_cut, line_ending};
 
+use crate::budget::{ByteBudget, Share};
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{Delivery, DestKind, HeaderInfo, Plan, RuleSet, TemplateError};
 use mailkeep_store::{Prepared as StorePrepared, Store, StoreError};
@@ -232,31 +233,38 @@ impl Archiver {
     /// preparation (parse, hash, index text, compress, seal). Capture paths
     /// run it on their own threads, in parallel, before the committer, so the
     /// committer only writes, fsyncs and commits.
-    pub fn ready(&self, env: &Envelope) -> Result<Ready, ArchiveError> {
+    ///
+    /// The store's preparation first takes what it needs from `budget`
+    /// ([`Store::preparation_memory`]); the share returned is shrunk to
+    /// what the prepared record still holds until its commit, and is to be
+    /// dropped once the message is answered. A plan without the store takes
+    /// nothing (the plan reads only the header).
+    pub fn ready(
+        &self,
+        env: &Envelope,
+        budget: &Arc<ByteBudget>,
+    ) -> Result<(Ready, Option<Share>), ArchiveError> {
         let plan = self.plan(env)?;
-        let store = match (
+        let (Some(d), Some(store)) = (
             plan.deliveries.iter().find(|d| d.kind == DestKind::Store),
             &self.options.store,
-        ) {
-            (Some(d), Some(store)) => {
-                Some(store.prepare(env).map_err(|e| ArchiveError::Write {
-                    kind: DestKind::Store,
-                    path: d.path.clone(),
-                    source: store_io(e),
-                })?)
-            }
-            _ => None,
+        ) else {
+            return Ok((Ready { plan, store: None }, None));
         };
-        Ok(Ready { plan, store })
-    }
-
-    /// About how much memory [`Archiver::ready`] takes for `env` at its
-    /// peak (the store's preparation; the plan reads only the header).
-    pub fn preparation_memory(&self, env: &Envelope) -> u64 {
-        match &self.options.store {
-            Some(store) => store.preparation_memory(env),
-            None => 0,
-        }
+        let mut share = budget.take(store.preparation_memory(env));
+        let prepared = store.prepare(env).map_err(|e| ArchiveError::Write {
+            kind: DestKind::Store,
+            path: d.path.clone(),
+            source: store_io(e),
+        })?;
+        share.shrink(prepared.memory() as u64);
+        Ok((
+            Ready {
+                plan,
+                store: Some(prepared),
+            },
+            Some(share),
+        ))
     }
 
     /// Archives one envelope and returns once every copy is durable.
@@ -273,13 +281,6 @@ pub struct Ready {
     pub plan: Plan,
     /// The store's record of the message, when the plan writes the store.
     pub store: Option<StorePrepared>,
-}
-
-impl Ready {
-    /// Bytes of memory this holds until it is committed.
-    pub fn memory(&self) -> u64 {
-        self.store.as_ref().map_or(0, |p| p.memory() as u64)
-    }
 }
 
 /// Writes every delivery durably, all or nothing (a batch of one).

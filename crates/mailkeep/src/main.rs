@@ -63,7 +63,7 @@ fn main() {
 /// which large blocks come from per-thread arenas that keep them: 100
 /// sessions finishing 25 MB messages into the store then peaked at 451 MB
 /// of RSS though at most one message was being read and parsed at a time;
-/// with the threshold fixed, 56 MB (bench/memory.sh, docs/decisions.md).
+/// with the threshold fixed, 57 MB (bench/memory.sh, docs/decisions.md).
 /// Messages up to the spool threshold (1 MiB) never reach it.
 fn return_large_allocations() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -27,7 +27,7 @@ pub mod verify;
 
 use blobs::crypto::{Key, KeyError, Keyring};
 use blobs::record::{self, RecordError};
-use blobs::{BlobBackend, Location, SegmentDir, SEGMENT_MAGIC};
+use blobs::{BlobBackend, Location, Part, SegmentDir, SEGMENT_MAGIC};
 use catalog::sqlite::Sqlite;
 use catalog::{Catalog, CatalogError, CommitBatch, Hit, NewDelivery, NewMessage, Totals};
 use chain::DeliveryRecord;
@@ -196,28 +196,12 @@ pub struct Prepared {
     body: Option<Body>,
 }
 
-/// A new message's record and search fields.
+/// A new message's record (in memory, or staged in an unnamed file for a
+/// spooled message) and search fields.
 #[derive(Debug)]
 struct Body {
-    record: Encoded,
+    record: Part,
     fields: mailkeep_index::Extracted,
-}
-
-/// An encoded record: in memory, or staged in an unnamed file (a message
-/// too large to hold).
-#[derive(Debug)]
-enum Encoded {
-    Memory(Vec<u8>),
-    File { file: File, len: u64 },
-}
-
-impl Encoded {
-    fn len(&self) -> u64 {
-        match self {
-            Encoded::Memory(b) => b.len() as u64,
-            Encoded::File { len, .. } => *len,
-        }
-    }
 }
 
 impl Prepared {
@@ -239,7 +223,7 @@ impl Prepared {
     pub fn memory(&self) -> usize {
         match &self.body {
             Some(Body {
-                record: Encoded::Memory(b),
+                record: Part::Bytes(b),
                 fields,
             }) => b.len() + fields.text.len(),
             Some(Body { fields, .. }) => fields.text.len(),
@@ -492,10 +476,10 @@ impl Store {
 
     /// Does the CPU work for one delivery of `env` (no locks held except a
     /// short catalog lookup, so several threads can prepare at once). A
-    /// message held in memory is encoded in memory; a spooled one is read
-    /// from its spool file twice (hash, then compression into a staged,
-    /// unnamed record file beside the segments) and never held whole,
-    /// except up to the index's `max_input` for text extraction.
+    /// message held in memory is encoded in memory; a spooled one is
+    /// compressed into a staged, unnamed record file beside the segments,
+    /// so its record is never held (its bytes only up to the index's
+    /// `max_input`, for text extraction).
     pub fn prepare(&self, env: &Envelope) -> Result<Prepared, StoreError> {
         match env.message.as_bytes() {
             Some(bytes) => self.prepare_bytes(env, bytes),
@@ -537,7 +521,7 @@ impl Store {
                 self.keys.current(),
             );
             Some(Body {
-                record: Encoded::Memory(encoded),
+                record: Part::Bytes(encoded),
                 fields,
             })
         };
@@ -550,18 +534,26 @@ impl Store {
         })
     }
 
-    /// [`Store::prepare`] for a spooled message.
+    /// [`Store::prepare`] for a spooled message. One the index reads whole
+    /// (up to `max_input`) is read from the spool file once; a larger one
+    /// twice, to hash it and then to compress it, and never held.
     fn prepare_streamed(&self, env: &Envelope) -> Result<Prepared, StoreError> {
         let size = env.message.len();
-        let mut hasher = blake3::Hasher::new();
-        let hashed = io::copy(&mut env.message.reader(), &mut hasher)
-            .map_err(io_err("reading the message"))?;
-        if hashed != size {
-            return Err(io_err("reading the message")(io::Error::other(
-                "the spool file changed size",
-            )));
-        }
-        let hash = hasher.finalize();
+        let read = io_err("reading the message");
+        let whole = if size <= self.config.index.max_input as u64 {
+            Some(env.message.to_vec().map_err(read)?)
+        } else {
+            None
+        };
+        let hash = match &whole {
+            Some(bytes) => blake3::hash(bytes),
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                io::copy(&mut env.message.reader(), &mut hasher)
+                    .map_err(io_err("reading the message"))?;
+                hasher.finalize()
+            }
+        };
         let record = record_of(env, &hash, size);
         let key = delivery_key(&hash, &record);
         if self.reader().message(hash.as_bytes())?.is_some() {
@@ -573,15 +565,12 @@ impl Store {
                 body: None,
             });
         }
-        let fields = if size <= self.config.index.max_input as u64 {
-            let bytes = env
-                .message
-                .to_vec()
-                .map_err(io_err("reading the message"))?;
-            mailkeep_index::extract(&bytes, &self.config.index)
-        } else {
-            let head = env.message.head().map_err(io_err("reading the message"))?;
-            mailkeep_index::extract_headers_only(&head, size, &self.config.index)
+        let fields = match &whole {
+            Some(bytes) => mailkeep_index::extract(bytes, &self.config.index),
+            None => {
+                let head = env.message.head().map_err(io_err("reading the message"))?;
+                mailkeep_index::extract_headers_only(&head, size, &self.config.index)
+            }
         };
         let staged = tempfile::tempfile_in(self.staging_dir())
             .map_err(io_err("staging a record beside the segments"))?;
@@ -593,8 +582,13 @@ impl Store {
             self.keys.current(),
         )
         .map_err(io_err("staging a record"))?;
-        io::copy(&mut env.message.reader(), &mut writer)
-            .map_err(io_err("compressing the message"))?;
+        match &whole {
+            Some(bytes) => io::Write::write_all(&mut writer, bytes),
+            None => io::copy(&mut env.message.reader(), &mut writer).map(drop),
+        }
+        .map_err(io_err("compressing the message"))?;
+        // The writer checks that it got the `size` bytes the hash is of
+        // (a spool file that changed in between fails here).
         let (file, len) = writer.finish().map_err(io_err("staging a record"))?;
         Ok(Prepared {
             key,
@@ -602,7 +596,7 @@ impl Store {
             size,
             record,
             body: Some(Body {
-                record: Encoded::File { file, len },
+                record: Part::File { file, len },
                 fields,
             }),
         })
@@ -632,10 +626,10 @@ impl Store {
         let (segment, at) = catalog.active_segment(key_id, self.config.segment_size)?;
         // Offsets are `at + appended`: a new segment starts with the file
         // magic at offset 0.
-        let mut parts: Vec<blobs::Part> = Vec::new();
+        let mut parts: Vec<Part> = Vec::new();
         let mut appended = 0u64;
         if at == 0 {
-            parts.push(blobs::Part::Bytes(SEGMENT_MAGIC.to_vec()));
+            parts.push(Part::Bytes(SEGMENT_MAGIC.to_vec()));
             appended = SEGMENT_MAGIC.len() as u64;
         }
         let mut batch = CommitBatch::default();
@@ -673,12 +667,9 @@ impl Store {
                 let offset = at + appended;
                 let len = record.len();
                 appended += len;
-                match record {
-                    Encoded::Memory(bytes) => match parts.last_mut() {
-                        Some(blobs::Part::Bytes(b)) => b.extend_from_slice(&bytes),
-                        _ => parts.push(blobs::Part::Bytes(bytes)),
-                    },
-                    Encoded::File { file, len } => parts.push(blobs::Part::File { file, len }),
+                match (record, parts.last_mut()) {
+                    (Part::Bytes(bytes), Some(Part::Bytes(b))) => b.extend_from_slice(&bytes),
+                    (record, _) => parts.push(record),
                 }
                 batch.messages.push(NewMessage {
                     hash,

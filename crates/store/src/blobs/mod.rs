@@ -53,6 +53,21 @@ pub enum Part {
     },
 }
 
+impl Part {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Part::Bytes(b) => b.len() as u64,
+            Part::File { len, .. } => *len,
+        }
+    }
+
+    /// True for no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Storage for segments.
 pub trait BlobBackend: Send + Sync {
     /// Makes `parts`, one after another, durable at `at` in segment
