@@ -1,4 +1,4 @@
-//! SMTP DATA both ways: `mailkeep_envelope::DataEncoder` (what the forward
+//! SMTP DATA both ways: `mailkeep_smtp::DataEncoder` (what the forward
 //! destination and the filter's relay send) and the filter's `DataDecoder`
 //! (what a client sends us).
 //!
@@ -18,7 +18,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::filter::data::{DataDecoder, Feed};
-use mailkeep_envelope::DataEncoder;
+use mailkeep_smtp::DataEncoder;
 use mailkeep_fuzz::crlf_normalised;
 
 /// Decodes `input` in `chunk`-byte pieces: the message and, if the end was

@@ -12,11 +12,9 @@
 #![forbid(unsafe_code)]
 
 mod address;
-mod data;
 mod spool;
 
 pub use address::{client_ip, split_address, Address};
-pub use data::DataEncoder;
 pub use spool::{RawMessage, RawMessageReader, SpoolWriter, DEFAULT_SPOOL_THRESHOLD};
 
 use chrono::{DateTime, Datelike, Utc};

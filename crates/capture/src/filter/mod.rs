@@ -9,7 +9,6 @@
 
 pub mod data;
 pub mod dedup;
-pub mod relay;
 pub mod session;
 pub mod tls;
 

@@ -17,13 +17,13 @@
 
 use super::data::{DataDecoder, Feed};
 use super::dedup::Ledger;
-use super::relay::{Relay, Reply};
 use super::tls::Conn;
 use super::Snapshot;
 use crate::policy::{FailureCounters, FailurePolicy};
-use crate::reinject::{xtext, DataEncoder};
 use mailkeep_destinations::GroupCommitter;
 use mailkeep_envelope::{normalize_address_arg, CapturePath, Envelope, SpoolWriter};
+use mailkeep_smtp::{xtext, DataEncoder};
+use mailkeep_smtp::{Client as Relay, Reply, Timeouts};
 use smtp_proto::{Request, EXT_8BIT_MIME, EXT_DSN, EXT_SMTP_UTF8};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -239,14 +239,14 @@ impl Session {
         Ok(())
     }
 
-    async fn connect_relay(&mut self) -> io::Result<()> {
+    async fn connect_relay(&mut self) -> Result<(), mailkeep_smtp::Error> {
         let addr = self.snapshot.relay.clone().unwrap_or_default();
-        let relay = Relay::connect(
-            &addr,
-            &self.snapshot.hostname,
-            self.snapshot.command_timeout,
-        )
-        .await?;
+        let timeouts = Timeouts {
+            connect: self.snapshot.command_timeout,
+            command: self.snapshot.command_timeout,
+            data_done: self.snapshot.data_done_timeout,
+        };
+        let relay = Relay::connect(&addr, &self.snapshot.hostname, timeouts).await?;
         self.relay = Some(relay);
         self.relay_open = false;
         Ok(())
@@ -426,7 +426,7 @@ impl Session {
             return Reply::local(250, me);
         }
         let (caps, relay_size) = match &self.relay {
-            Some(r) => (r.offer.capabilities, r.offer.size),
+            Some(r) => (r.offer().capabilities, r.offer().size),
             None => (EXT_8BIT_MIME | EXT_SMTP_UTF8, 0),
         };
         let mut lines = vec![me.clone(), "PIPELINING".to_string()];
@@ -681,7 +681,7 @@ impl Session {
                 to_relay.clear();
                 encoder.write(&decoded, &mut to_relay)?;
                 if let Some(relay) = &mut self.relay {
-                    if let Err(e) = relay.write(&to_relay).await {
+                    if let Err(e) = relay.write("DATA", &to_relay).await {
                         tracing::error!("relay failed during DATA: {e}");
                         relay_ok = false;
                     }
@@ -811,9 +811,9 @@ impl Session {
                 let mut end = Vec::new();
                 let _ = encoder.finish(&mut end);
                 let timeout = self.snapshot.data_done_timeout;
-                let sent = relay.write(&end).await;
+                let sent = relay.write("end of data", &end).await;
                 match sent {
-                    Ok(()) => match relay.reply_within(timeout).await {
+                    Ok(()) => match relay.reply_within("end of data", timeout).await {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!("relay failed after the message: {e}");
@@ -928,10 +928,10 @@ async fn xforward_and_mail(
     relay: &mut Relay,
     f: &Forwarded,
     mail_line: &[u8],
-) -> io::Result<Reply> {
+) -> Result<Reply, mailkeep_smtp::Error> {
     let mut lines: Vec<String> = Vec::new();
     for (name, value) in &f.raw {
-        if !relay.offer.xforward.iter().any(|o| o == name) {
+        if !relay.offer().xforward.iter().any(|o| o == name) {
             continue;
         }
         let attr = format!(" {name}={}", xtext(value));
@@ -940,7 +940,7 @@ async fn xforward_and_mail(
             _ => lines.push(format!("XFORWARD{attr}")),
         }
     }
-    let pipelining = relay.offer.capabilities & smtp_proto::EXT_PIPELINING != 0;
+    let pipelining = relay.offer().capabilities & smtp_proto::EXT_PIPELINING != 0;
     if pipelining {
         let mut wire = Vec::new();
         for line in &lines {
@@ -948,9 +948,9 @@ async fn xforward_and_mail(
             wire.extend_from_slice(b"\r\n");
         }
         wire.extend_from_slice(mail_line);
-        relay.write(&wire).await?;
+        relay.write("MAIL", &wire).await?;
         for _ in &lines {
-            let r = relay.reply().await?;
+            let r = relay.reply("XFORWARD").await?;
             if !r.is_positive() {
                 tracing::warn!(
                     "relay refused XFORWARD: {}",
@@ -958,7 +958,7 @@ async fn xforward_and_mail(
                 );
             }
         }
-        return relay.reply().await;
+        return relay.reply("MAIL").await;
     }
     for line in lines {
         let r = relay.command(format!("{line}\r\n").as_bytes()).await?;

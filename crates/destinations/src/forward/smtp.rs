@@ -17,44 +17,18 @@
 //! Otherwise a 4xx reply, a timeout or an I/O error is temporary and a 5xx
 //! reply is permanent; every error names the stage and the relay's reply.
 //!
-//! Replies are parsed by [`parse_reply`], a sans-IO function with bounded
-//! line length and line count, so a hostile relay cannot make us buffer
-//! without limit; each reply must also be complete within
-//! [`RelayConfig::timeout`], so it cannot drip bytes to hold us forever.
+//! The dialogue is `mailkeep-smtp`'s client (the one the filter and the
+//! pipe's reinjection use): bounded replies, a timeout on every step.
 
-use mailkeep_envelope::DataEncoder;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use mailkeep_smtp::{blocking, is_safe_address, tls, Client, Failure, Timeouts};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use std::fmt;
-use std::io::{self, BufWriter, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Default for [`RelayConfig::timeout`]: Postfix's `smtp_*_timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// Longest reply line accepted, CRLF included. RFC 5321 allows 512 bytes;
-/// real servers stay far below this.
-pub const MAX_REPLY_LINE: usize = 4096;
-/// Most lines accepted in one reply (an EHLO reply has one per extension).
-pub const MAX_REPLY_LINES: usize = 100;
-/// Write buffer for the message body.
-const DATA_BUFFER: usize = 64 * 1024;
-
-/// CA bundles tried, in order, after `SSL_CERT_FILE`.
-const CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
 /// When to use STARTTLS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TlsMode {
@@ -132,10 +106,10 @@ impl RelayConfig {
             if self.tls != TlsMode::Required {
                 return Err("tls_verify needs tls = required".into());
             }
-            server_name(host).ok_or_else(|| {
+            tls::server_name(host).ok_or_else(|| {
                 format!("tls_verify: {host:?} is not a host name or address to verify")
             })?;
-            tls_config(true)?;
+            tls::client_config(true)?;
         }
         Ok(())
     }
@@ -199,7 +173,7 @@ pub fn send(relay: &RelayConfig, env: &Envelope<'_>, data: &[u8]) -> Result<Stri
         .map_err(|e| SendError::Permanent(format!("relay {}: {e}", relay.addr)))?;
     let tls = match relay.tls {
         TlsMode::Off => None,
-        _ => Some(tls_config(relay.tls_verify).map_err(SendError::Permanent)?),
+        _ => Some(tls::client_config(relay.tls_verify).map_err(SendError::Permanent)?),
     };
     deliver(relay, env, data, tls)
 }
@@ -212,18 +186,9 @@ fn deliver(
     data: &[u8],
     tls: Option<Arc<ClientConfig>>,
 ) -> Result<String, SendError> {
-    let mut session = Session::connect(relay)?;
-    let result = session.transaction(env, data, tls);
-    // QUIT only makes sense while the dialogue is in step; its outcome
-    // changes nothing, the copy is delivered or not already.
-    if !session.broken {
-        let _ = session.command("QUIT", "QUIT");
-        let _ = session.reply("QUIT");
-    }
-    if let Some(conn) = session.tls.as_mut() {
-        conn.send_close_notify();
-        let _ = conn.complete_io(&mut session.tcp);
-    }
+    let result = blocking::run(transaction(relay, env, data, tls))
+        .map_err(|e| SendError::Temporary(e.to_string()))
+        .and_then(|r| r);
     match &result {
         Ok(reply) => {
             tracing::debug!(relay = %relay.addr, rcpt = env.rcpt, reply, "archive copy sent")
@@ -235,468 +200,153 @@ fn deliver(
     result
 }
 
-/// One parsed reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The three-digit code.
-    pub code: u16,
-    /// The text of each line, after the code and separator.
-    pub lines: Vec<String>,
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code)?;
-        for line in &self.lines {
-            write!(f, " {line}")?;
-        }
-        Ok(())
+async fn transaction(
+    relay: &RelayConfig,
+    env: &Envelope<'_>,
+    mut data: &[u8],
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<String, SendError> {
+    check_address(env.mail_from.unwrap_or(""), "sender")?;
+    if env.rcpt.is_empty() {
+        return Err(SendError::Permanent("RCPT: the recipient is empty".into()));
     }
+    check_address(env.rcpt, "recipient")?;
+    let smtputf8 = env.smtputf8 || !env.rcpt.is_ascii() || !env.mail_from.unwrap_or("").is_ascii();
+
+    let mut client = Client::connect(&relay.addr, &relay.helo, Timeouts::all(relay.timeout))
+        .await
+        .map_err(classify)?;
+    let result = session(&mut client, relay, env, smtputf8, &mut data, tls).await;
+    client.quit().await;
+    result
 }
 
-/// Parses the first reply in `buf`: `Ok(None)` while it is incomplete,
-/// otherwise the reply and the bytes it used. Lines may end in CRLF or LF.
-pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
-    let mut start = 0;
-    let mut reply = Reply {
-        code: 0,
-        lines: Vec::new(),
-    };
-    loop {
-        let rest = &buf[start..];
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-            if rest.len() >= MAX_REPLY_LINE {
-                return Err(format!(
-                    "a reply line is longer than {MAX_REPLY_LINE} bytes"
-                ));
-            }
-            return Ok(None);
-        };
-        if nl + 1 > MAX_REPLY_LINE {
-            return Err(format!(
-                "a reply line is longer than {MAX_REPLY_LINE} bytes"
-            ));
-        }
-        let line = &rest[..nl];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        start += nl + 1;
-        let code = match line {
-            [a @ b'2'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9', ..] => {
-                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
-            }
-            _ => {
-                return Err(format!(
-                    "not a reply line: {:?}",
-                    String::from_utf8_lossy(&line[..line.len().min(80)])
-                ))
-            }
-        };
-        if reply.lines.is_empty() {
-            reply.code = code;
-        } else if code != reply.code {
-            return Err(format!(
-                "reply lines with different codes: {} then {code}",
-                reply.code
-            ));
-        }
-        let more = match line.get(3) {
-            None | Some(b' ') => false,
-            Some(b'-') => true,
-            Some(_) => {
-                return Err(format!(
-                    "not a reply line: {:?}",
-                    String::from_utf8_lossy(&line[..line.len().min(80)])
-                ))
-            }
-        };
-        let text = line.get(4..).unwrap_or_default();
-        reply
-            .lines
-            .push(String::from_utf8_lossy(text).trim_end().to_string());
-        if !more {
-            return Ok(Some((reply, start)));
-        }
-        if reply.lines.len() >= MAX_REPLY_LINES {
-            return Err(format!("a reply has more than {MAX_REPLY_LINES} lines"));
-        }
-    }
-}
-
-/// What an EHLO reply offers, as far as this client cares.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Extensions {
-    starttls: bool,
-    eight_bit_mime: bool,
+async fn session(
+    client: &mut Client,
+    relay: &RelayConfig,
+    env: &Envelope<'_>,
     smtputf8: bool,
-    dsn: bool,
-    auth_plain: bool,
-}
-
-impl Extensions {
-    fn parse(ehlo: &Reply) -> Extensions {
-        let mut ext = Extensions::default();
-        // The first line is the server's name and greeting text.
-        for line in ehlo.lines.iter().skip(1) {
-            // `AUTH=PLAIN LOGIN` is the pre-RFC form some servers still add.
-            let mut words = line.split(|c: char| c.is_ascii_whitespace() || c == '=');
-            let keyword = words.next().unwrap_or_default().to_ascii_uppercase();
-            match keyword.as_str() {
-                "STARTTLS" => ext.starttls = true,
-                "8BITMIME" => ext.eight_bit_mime = true,
-                "SMTPUTF8" => ext.smtputf8 = true,
-                "DSN" => ext.dsn = true,
-                "AUTH" => ext.auth_plain |= words.any(|m| m.eq_ignore_ascii_case("PLAIN")),
-                _ => {}
-            }
-        }
-        ext
-    }
-}
-
-struct Session<'r> {
-    relay: &'r RelayConfig,
-    tcp: TcpStream,
-    tls: Option<Box<ClientConnection>>,
-    /// Received, not yet parsed.
-    buf: Vec<u8>,
-    /// An I/O or protocol error left the dialogue out of step.
-    broken: bool,
-}
-
-impl<'r> Session<'r> {
-    fn connect(relay: &'r RelayConfig) -> Result<Session<'r>, SendError> {
-        let temp = |e: String| SendError::Temporary(format!("connect to {}: {e}", relay.addr));
-        let addrs = relay
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| temp(e.to_string()))?;
-        let mut last = "the name has no address".to_string();
-        let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, relay.timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
+    data: &mut &[u8],
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<String, SendError> {
+    if let Some(config) = tls {
+        if client.offer().starttls() {
+            let name = server_name(client, &relay.addr)?;
+            match client.starttls(config, name).await {
+                Ok(()) => {}
+                Err(e) if e.reply().is_some() && relay.tls != TlsMode::Required => {
+                    tracing::warn!(relay = %relay.addr, error = %e,
+                        "the relay offered STARTTLS and then refused it; sending in plaintext");
                 }
-                Err(e) => last = format!("{addr}: {}", io_text(&e, relay.timeout)),
+                Err(e) => return Err(classify(e)),
             }
-        }
-        let tcp = tcp.ok_or_else(|| temp(last))?;
-        // Each command goes out in one write and waits for its reply:
-        // Nagle's algorithm would hold it for the peer's delayed ACK.
-        tcp.set_nodelay(true)
-            .and_then(|()| tcp.set_write_timeout(Some(relay.timeout)))
-            .map_err(|e| temp(e.to_string()))?;
-        Ok(Session {
-            relay,
-            tcp,
-            tls: None,
-            buf: Vec::new(),
-            broken: false,
-        })
-    }
-
-    fn transaction(
-        &mut self,
-        env: &Envelope<'_>,
-        data: &[u8],
-        tls: Option<Arc<ClientConfig>>,
-    ) -> Result<String, SendError> {
-        check_address(env.mail_from.unwrap_or(""), "sender")?;
-        if env.rcpt.is_empty() {
-            return Err(SendError::Permanent("RCPT: the recipient is empty".into()));
-        }
-        check_address(env.rcpt, "recipient")?;
-        let smtputf8 =
-            env.smtputf8 || !env.rcpt.is_ascii() || !env.mail_from.unwrap_or("").is_ascii();
-
-        self.expect("greeting", |c| c == 220)?;
-        let mut ext = self.ehlo(true)?;
-        if let Some(config) = tls {
-            if ext.starttls {
-                if self.starttls(config)? {
-                    ext = self.ehlo(false)?;
-                }
-            } else if self.relay.tls == TlsMode::Required {
-                return Err(SendError::Temporary(format!(
-                    "STARTTLS: {} does not offer STARTTLS and tls = required",
-                    self.relay.addr
-                )));
-            }
-        }
-        if env.eight_bit && !ext.eight_bit_mime {
-            return Err(SendError::Permanent(format!(
-                "MAIL: {}: the relay does not offer 8BITMIME; an 8-bit archive copy cannot be \
-                 sent without corrupting it",
-                self.relay.addr
-            )));
-        }
-        if smtputf8 && !ext.smtputf8 {
-            return Err(SendError::Permanent(format!(
-                "MAIL: {}: the relay does not offer SMTPUTF8; an archive copy that needs it \
-                 cannot be sent without corrupting it",
-                self.relay.addr
-            )));
-        }
-        if let Some((user, password)) = &self.relay.auth {
-            self.auth(user, password, &ext)?;
-        }
-
-        let mut mail = format!("MAIL FROM:<{}>", env.mail_from.unwrap_or(""));
-        if env.eight_bit {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        self.command("MAIL", &mail)?;
-        self.expect("MAIL", |c| c == 250)?;
-
-        let mut rcpt = format!("RCPT TO:<{}>", env.rcpt);
-        // The archive copy must never bounce, nor report delivery, to the
-        // original sender: that would reveal the archive to outsiders and
-        // send them mail they never asked for.
-        if ext.dsn {
-            rcpt.push_str(" NOTIFY=NEVER");
-        }
-        self.command("RCPT", &rcpt)?;
-        self.expect("RCPT", |c| c == 250 || c == 251)?;
-
-        self.command("DATA", "DATA")?;
-        self.expect("DATA", |c| c == 354)?;
-        self.body(data)?;
-        let done = self.expect("end of data", |c| c == 250)?;
-        Ok(done.to_string())
-    }
-
-    /// EHLO, falling back to HELO (no extensions) when EHLO is refused
-    /// with 5xx before TLS.
-    fn ehlo(&mut self, may_fall_back: bool) -> Result<Extensions, SendError> {
-        self.command("EHLO", &format!("EHLO {}", self.relay.helo))?;
-        let reply = self.reply("EHLO")?;
-        match reply.code {
-            250 => Ok(Extensions::parse(&reply)),
-            500..=599 if may_fall_back => {
-                self.command("HELO", &format!("HELO {}", self.relay.helo))?;
-                self.expect("HELO", |c| c == 250)?;
-                Ok(Extensions::default())
-            }
-            _ => Err(self.rejected("EHLO", &reply)),
-        }
-    }
-
-    /// Returns whether TLS is now up; `false` when an opportunistic
-    /// STARTTLS was refused and the session goes on in plaintext.
-    fn starttls(&mut self, config: Arc<ClientConfig>) -> Result<bool, SendError> {
-        self.command("STARTTLS", "STARTTLS")?;
-        let reply = self.reply("STARTTLS")?;
-        if reply.code != 220 {
-            if self.relay.tls == TlsMode::Required {
-                return Err(self.rejected("STARTTLS", &reply));
-            }
-            tracing::warn!(relay = %self.relay.addr, %reply,
-                "the relay offered STARTTLS and then refused it; sending in plaintext");
-            return Ok(false);
-        }
-        // Anything after the 220 was sent before the handshake, in
-        // plaintext, so an attacker may have put it there to be read as if
-        // it came over TLS (CVE-2011-0411).
-        if !self.buf.is_empty() {
-            self.broken = true;
+        } else if relay.tls == TlsMode::Required {
             return Err(SendError::Temporary(format!(
-                "STARTTLS: {} sent data after its 220 reply, before the TLS handshake",
-                self.relay.addr
+                "STARTTLS: {} does not offer STARTTLS and tls = required",
+                relay.addr
             )));
         }
-        let handshake = |s: &mut Self| -> Result<ClientConnection, String> {
-            let host = host_of(&s.relay.addr)?;
-            let name = server_name(host)
-                .or_else(|| s.tcp.peer_addr().ok().map(|a| ServerName::from(a.ip())))
-                .ok_or_else(|| format!("no server name for {host:?}"))?;
-            let mut conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-            s.tcp
-                .set_read_timeout(Some(s.relay.timeout))
-                .map_err(|e| e.to_string())?;
-            while conn.is_handshaking() {
-                conn.complete_io(&mut s.tcp)
-                    .map_err(|e| io_text(&e, s.relay.timeout))?;
-            }
-            Ok(conn)
-        };
-        match handshake(self) {
-            Ok(conn) => {
-                self.tls = Some(Box::new(conn));
-                Ok(true)
-            }
-            Err(e) => {
-                self.broken = true;
-                Err(SendError::Temporary(format!(
-                    "TLS handshake with {}: {e}",
-                    self.relay.addr
-                )))
-            }
-        }
     }
-
-    fn auth(&mut self, user: &str, password: &str, ext: &Extensions) -> Result<(), SendError> {
-        if self.tls.is_none() {
+    let offer = client.offer().clone();
+    if env.eight_bit && !offer.eight_bit_mime() {
+        return Err(SendError::Permanent(format!(
+            "MAIL: {}: the relay does not offer 8BITMIME; an 8-bit archive copy cannot be \
+             sent without corrupting it",
+            relay.addr
+        )));
+    }
+    if smtputf8 && !offer.smtputf8() {
+        return Err(SendError::Permanent(format!(
+            "MAIL: {}: the relay does not offer SMTPUTF8; an archive copy that needs it \
+             cannot be sent without corrupting it",
+            relay.addr
+        )));
+    }
+    if let Some((user, password)) = &relay.auth {
+        if !client.is_tls() {
             return Err(SendError::Permanent(format!(
                 "AUTH: {} did not start TLS: refusing to send AUTH credentials in clear",
-                self.relay.addr
+                relay.addr
             )));
         }
-        if !ext.auth_plain {
+        if !offer.auth_plain {
             return Err(SendError::Permanent(format!(
                 "AUTH: {} does not offer AUTH PLAIN",
-                self.relay.addr
+                relay.addr
             )));
         }
-        let token = base64(format!("\0{user}\0{password}").as_bytes());
-        self.command("AUTH", &format!("AUTH PLAIN {token}"))?;
-        self.expect("AUTH", |c| c == 235)?;
-        Ok(())
+        client.auth_plain(user, password).await.map_err(classify)?;
     }
 
-    /// Writes the dot-stuffed, CRLF-terminated message and the final dot.
-    fn body(&mut self, data: &[u8]) -> Result<(), SendError> {
-        let mut encoder = DataEncoder::default();
-        let result = {
-            let mut out = BufWriter::with_capacity(DATA_BUFFER, Wire(self));
-            encoder
-                .write(data, &mut out)
-                .and_then(|()| encoder.finish(&mut out))
-                .and_then(|()| out.flush())
-        };
-        result.map_err(|e| self.io_error("DATA", &e))
+    let mut mail = format!("MAIL FROM:<{}>", env.mail_from.unwrap_or(""));
+    if env.eight_bit {
+        mail.push_str(" BODY=8BITMIME");
     }
-
-    /// Sends one command line in a single write.
-    fn command(&mut self, stage: &str, line: &str) -> Result<(), SendError> {
-        let mut buf = Vec::with_capacity(line.len() + 2);
-        buf.extend_from_slice(line.as_bytes());
-        buf.extend_from_slice(b"\r\n");
-        let mut wire = Wire(self);
-        let result = wire.write_all(&buf).and_then(|()| wire.flush());
-        result.map_err(|e| self.io_error(stage, &e))
+    if smtputf8 {
+        mail.push_str(" SMTPUTF8");
     }
+    mail.push_str("\r\n");
+    client.expect(mail, |c| c == 250).await.map_err(classify)?;
 
-    fn expect(&mut self, stage: &str, ok: impl Fn(u16) -> bool) -> Result<Reply, SendError> {
-        let reply = self.reply(stage)?;
-        if ok(reply.code) {
-            Ok(reply)
-        } else {
-            Err(self.rejected(stage, &reply))
-        }
+    let mut rcpt = format!("RCPT TO:<{}>", env.rcpt);
+    // The archive copy must never bounce, nor report delivery, to the
+    // original sender: that would reveal the archive to outsiders and
+    // send them mail they never asked for.
+    if offer.dsn() {
+        rcpt.push_str(" NOTIFY=NEVER");
     }
+    rcpt.push_str("\r\n");
+    client
+        .expect(rcpt, |c| c == 250 || c == 251)
+        .await
+        .map_err(classify)?;
 
-    /// Reads one reply, which must be complete within the timeout.
-    fn reply(&mut self, stage: &str) -> Result<Reply, SendError> {
-        let deadline = Instant::now() + self.relay.timeout;
-        loop {
-            match parse_reply(&self.buf) {
-                Ok(Some((reply, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(reply);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.broken = true;
-                    return Err(SendError::Temporary(format!(
-                        "{stage}: {}: malformed reply: {e}",
-                        self.relay.addr
-                    )));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let e = io::Error::from(io::ErrorKind::TimedOut);
-                return Err(self.io_error(stage, &e));
-            }
-            let mut chunk = [0u8; 4096];
-            let read = self
-                .tcp
-                .set_read_timeout(Some(left))
-                .and_then(|()| Wire(self).read(&mut chunk));
-            match read {
-                Ok(0) => {
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the relay closed the connection",
-                    );
-                    return Err(self.io_error(stage, &e));
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_error(stage, &e)),
-            }
-        }
+    client
+        .expect("DATA\r\n", |c| c == 354)
+        .await
+        .map_err(classify)?;
+    let done = client.data(data).await.map_err(classify)?;
+    if done.code != 250 {
+        return Err(classify(mailkeep_smtp::Error {
+            stage: "end of data".into(),
+            peer: relay.addr.clone(),
+            failure: Failure::Rejected(done),
+        }));
     }
+    Ok(done.to_string())
+}
 
-    fn rejected(&self, stage: &str, reply: &Reply) -> SendError {
-        let text = format!("{stage}: {} replied {reply}", self.relay.addr);
-        if (500..600).contains(&reply.code) {
-            SendError::Permanent(text)
-        } else {
-            // 4xx, or a success code where another was due: the relay is
-            // confused, and a later attempt may find it well.
-            SendError::Temporary(text)
-        }
-    }
-
-    fn io_error(&mut self, stage: &str, e: &io::Error) -> SendError {
-        self.broken = true;
-        SendError::Temporary(format!(
-            "{stage}: {}: {}",
-            self.relay.addr,
-            io_text(e, self.relay.timeout)
-        ))
+/// A 5xx reply is permanent; a 4xx, a success code where another was due
+/// (the relay is confused, a later attempt may find it well), a timeout or
+/// network trouble is temporary.
+fn classify(e: mailkeep_smtp::Error) -> SendError {
+    if e.is_permanent() {
+        SendError::Permanent(e.to_string())
+    } else {
+        SendError::Temporary(e.to_string())
     }
 }
 
-/// The session's byte stream, plain or TLS.
-struct Wire<'s, 'r>(&'s mut Session<'r>);
-
-impl Read for Wire<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let s = &mut *self.0;
-        match s.tls.as_deref_mut() {
-            Some(conn) => rustls::Stream::new(conn, &mut s.tcp).read(buf),
-            None => s.tcp.read(buf),
-        }
-    }
+/// The name the certificate is checked against: the host of `addr`, or
+/// the address connected to when the host is not a name.
+fn server_name(client: &Client, addr: &str) -> Result<ServerName<'static>, SendError> {
+    let host = host_of(addr).map_err(SendError::Permanent)?;
+    tls::server_name(host)
+        .or_else(|| {
+            addr.parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| ServerName::from(a.ip()))
+        })
+        .ok_or_else(|| {
+            SendError::Permanent(format!(
+                "STARTTLS: {}: no server name for {host:?}",
+                client.peer()
+            ))
+        })
 }
 
-impl Write for Wire<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let s = &mut *self.0;
-        match s.tls.as_deref_mut() {
-            Some(conn) => rustls::Stream::new(conn, &mut s.tcp).write(buf),
-            None => s.tcp.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let s = &mut *self.0;
-        match s.tls.as_deref_mut() {
-            Some(conn) => rustls::Stream::new(conn, &mut s.tcp).flush(),
-            None => s.tcp.flush(),
-        }
-    }
-}
-
-fn io_text(e: &io::Error, timeout: Duration) -> String {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            format!("timed out after {}s", timeout.as_secs_f64())
-        }
-        _ => e.to_string(),
-    }
-}
-
-/// An address goes between `<>` on a command line: a control character
-/// would end the command early or smuggle in another one.
 fn check_address(addr: &str, what: &str) -> Result<(), SendError> {
-    if addr.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+    if !is_safe_address(addr) {
         return Err(SendError::Permanent(format!(
             "the {what} address {addr:?} contains a control character or angle bracket"
         )));
@@ -720,160 +370,15 @@ fn host_of(addr: &str) -> Result<&str, String> {
     Ok(host)
 }
 
-fn server_name(host: &str) -> Option<ServerName<'static>> {
-    ServerName::try_from(host.to_string()).ok()
-}
-
-/// The client configuration, built once per process for each mode.
-fn tls_config(verify: bool) -> Result<Arc<ClientConfig>, String> {
-    static UNVERIFIED: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
-    static VERIFIED: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
-    if verify {
-        VERIFIED
-            .get_or_init(|| verified_config(&system_roots()?))
-            .clone()
-    } else {
-        UNVERIFIED.get_or_init(unverified_config).clone()
-    }
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn verified_config(roots: &RootCertStore) -> Result<Arc<ClientConfig>, String> {
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-fn unverified_config() -> Result<Arc<ClientConfig>, String> {
-    let provider = provider();
-    let config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// The CA bundle: `SSL_CERT_FILE`, or the first of [`CA_BUNDLES`] that exists.
-fn system_roots() -> Result<RootCertStore, String> {
-    let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
-    let path = match from_env {
-        Some(p) => p,
-        None => CA_BUNDLES
-            .iter()
-            .map(Path::new)
-            .find(|p| p.is_file())
-            .map(Path::to_path_buf)
-            .ok_or_else(|| {
-                format!(
-                    "tls_verify: no CA bundle found (looked for {}; install ca-certificates \
-                     or set SSL_CERT_FILE)",
-                    CA_BUNDLES.join(", ")
-                )
-            })?,
-    };
-    roots_from_pem(&path)
-}
-
-fn roots_from_pem(path: &Path) -> Result<RootCertStore, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| format!("tls_verify: {}: {e}", path.display()))?;
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!(
-            "tls_verify: {}: no usable CA certificate",
-            path.display()
-        ));
-    }
-    Ok(roots)
-}
-
-/// Opportunistic TLS's verifier: any certificate is accepted (there is
-/// nothing to check it against that a `may` relay promises), but the
-/// handshake signatures are still checked, so the session is really keyed
-/// to the certificate the relay presented.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Standard base64 with padding (RFC 4648), for AUTH PLAIN.
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rustls::{ServerConfig, ServerConnection, StreamOwned};
-    use rustls_pki_types::PrivateKeyDer;
-    use std::net::TcpListener;
-    use std::path::PathBuf;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
     use std::thread::JoinHandle;
 
@@ -1150,26 +655,6 @@ mod tests {
     }
 
     #[test]
-    fn encoder_is_chunk_independent() {
-        let input = b"a\n.b\r\n..c\nd.\n.";
-        let want = b"a\r\n..b\r\n...c\r\nd.\r\n..\r\n.\r\n";
-        for chunk in 1..=input.len() {
-            let mut e = DataEncoder::default();
-            let mut out = Vec::new();
-            for c in input.chunks(chunk) {
-                e.write(c, &mut out).unwrap();
-            }
-            e.finish(&mut out).unwrap();
-            assert_eq!(out, want, "chunk {chunk}");
-        }
-        let mut out = Vec::new();
-        let mut e = DataEncoder::default();
-        e.write(b"x\r\n", &mut out).unwrap();
-        e.finish(&mut out).unwrap();
-        assert_eq!(out, b"x\r\n.\r\n", "a final CRLF is not doubled");
-    }
-
-    #[test]
     fn rcpt_451_is_temporary_and_550_permanent() {
         for (reply, permanent) in [
             ("451 4.3.0 Try again later", false),
@@ -1235,73 +720,6 @@ mod tests {
     }
 
     #[test]
-    fn reply_parser_bounds() {
-        let (r, n) = parse_reply(b"250-a\r\n250-B C\n250 d\r\nrest")
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.code, n), (250, 22));
-        assert_eq!(r.lines, ["a", "B C", "d"]);
-        assert_eq!(parse_reply(b"354\r\n").unwrap().unwrap().0.lines, [""]);
-        assert!(parse_reply(b"250-a\r\n250").unwrap().is_none());
-        assert!(parse_reply(b"250-a\r\n251 b\r\n").is_err());
-        assert!(parse_reply(b"hello\r\n").is_err());
-        assert!(parse_reply(b"250xa\r\n").is_err());
-        let long = vec![b'2'; MAX_REPLY_LINE];
-        assert!(
-            parse_reply(&long).is_err(),
-            "an unfinished line over the limit"
-        );
-        assert!(parse_reply(&long[..MAX_REPLY_LINE - 1]).unwrap().is_none());
-        let many = "250-x\r\n".repeat(MAX_REPLY_LINES) + "250 x\r\n";
-        assert!(parse_reply(many.as_bytes()).is_err());
-        let most = "250-x\r\n".repeat(MAX_REPLY_LINES - 1) + "250 x\r\n";
-        assert_eq!(
-            parse_reply(most.as_bytes()).unwrap().unwrap().0.lines.len(),
-            MAX_REPLY_LINES
-        );
-    }
-
-    #[test]
-    fn extensions_are_read_from_ehlo() {
-        let r = parse_reply(
-            b"250-mx.example\r\n250-starttls\r\n250-AUTH LOGIN PLAIN\r\n250-AUTH=LOGIN\r\n\
-              250-8BITMIME\r\n250-DSN\r\n250 \r\n",
-        )
-        .unwrap()
-        .unwrap()
-        .0;
-        assert_eq!(
-            Extensions::parse(&r),
-            Extensions {
-                starttls: true,
-                eight_bit_mime: true,
-                smtputf8: false,
-                dsn: true,
-                auth_plain: true,
-            }
-        );
-        // The greeting line is the server's name, not an extension.
-        let r = parse_reply(b"250 STARTTLS\r\n").unwrap().unwrap().0;
-        assert_eq!(Extensions::parse(&r), Extensions::default());
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), want);
-        }
-        assert_eq!(base64(b"\0user\0pass"), "AHVzZXIAcGFzcw==");
-    }
-
-    #[test]
     fn auth_is_never_sent_in_clear() {
         let (port, server) = serve(Script {
             ehlo: vec!["AUTH PLAIN LOGIN"],
@@ -1319,7 +737,10 @@ mod tests {
         let t = server.join().unwrap();
         assert_eq!(t.lines(), ["EHLO archiver.example", "QUIT"]);
         let wire = String::from_utf8_lossy(&t.plaintext);
-        assert!(!wire.contains("s3cret-pass") && !wire.contains(&base64(b"\0user\0s3cret-pass")));
+        assert!(
+            !wire.contains("s3cret-pass")
+                && !wire.contains(&mailkeep_smtp::base64(b"\0user\0s3cret-pass"))
+        );
 
         // Configured with tls = off: refused before connecting.
         r.tls = TlsMode::Off;
@@ -1394,12 +815,13 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         let key = PrivateKeyDer::from_pem_file(key).unwrap();
-        let config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
         Arc::new(config)
     }
 
@@ -1426,7 +848,7 @@ mod tests {
         let reply = send(&r, &ENV, b"Subject: tls\n\nbody\n").unwrap();
         assert_eq!(reply, "250 2.0.0 Ok: queued as TEST");
         let t = server.join().unwrap();
-        let token = base64(b"\0user\0s3cret-pass");
+        let token = mailkeep_smtp::base64(b"\0user\0s3cret-pass");
         let auth = format!("AUTH PLAIN {token}");
         assert_eq!(
             t.commands,
@@ -1467,7 +889,7 @@ mod tests {
 
         // Verified against roots that hold it: accepted, for the name in
         // the relay address.
-        let roots = verified_config(&roots_from_pem(&cert).unwrap()).unwrap();
+        let roots = tls::verified_config(&tls::roots_from_pem(&cert).unwrap()).unwrap();
         for host in ["localhost", "127.0.0.1"] {
             let (port, server) = serve(tls_script(config.clone()));
             r.addr = format!("{host}:{port}");

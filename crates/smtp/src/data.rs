@@ -48,3 +48,31 @@ impl DataEncoder {
         out.write_all(b".\r\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_and_crlf_whatever_the_chunks() {
+        let input = b"a\n.b\r\n..c\nd.\n.";
+        let want = b"a\r\n..b\r\n...c\r\nd.\r\n..\r\n.\r\n";
+        for chunk in 1..=input.len() {
+            let mut e = DataEncoder::default();
+            let mut out = Vec::new();
+            for c in input.chunks(chunk) {
+                e.write(c, &mut out).unwrap();
+            }
+            e.finish(&mut out).unwrap();
+            assert_eq!(out, want, "chunk {chunk}");
+        }
+        let mut out = Vec::new();
+        let mut e = DataEncoder::default();
+        e.write(b"x\r\n", &mut out).unwrap();
+        e.finish(&mut out).unwrap();
+        assert_eq!(out, b"x\r\n.\r\n", "a final CRLF is not doubled");
+        let mut out = Vec::new();
+        DataEncoder::default().finish(&mut out).unwrap();
+        assert_eq!(out, b".\r\n");
+    }
+}
