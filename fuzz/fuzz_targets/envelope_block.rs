@@ -4,7 +4,7 @@
 //!
 //! Input: the envelope fields (length-prefixed strings, flags, numbers),
 //! then the message bytes. The block is rendered by
-//! `mailkeep_destinations::envelope_headers`, put in front of the message,
+//! `mailkeep_envelope::block::envelope_headers`, put in front of the message,
 //! and the file imported.
 //!
 //! Invariants:
@@ -24,7 +24,7 @@
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::import::{walk, Found, ImportOptions};
-use mailkeep_destinations::envelope_headers;
+use mailkeep_envelope::block::envelope_headers;
 use mailkeep_envelope::{CapturePath, Client, Envelope, RawMessage};
 use mailkeep_fuzz::{scratch_dir, Cursor};
 use std::path::PathBuf;

@@ -119,10 +119,10 @@ fn at(seconds: i64) -> DateTime<Utc> {
 fn append_with_mailkeep(mbox: &Path, env: &Envelope, with_block: bool) {
     let head = env.message.head().unwrap();
     let headers = if with_block {
-        mailkeep_destinations::envelope_headers(
+        mailkeep_envelope::block::envelope_headers(
             env,
             "archive.example",
-            mailkeep_destinations::line_ending(&head),
+            mailkeep_envelope::block::line_ending(&head),
         )
     } else {
         String::new()
@@ -375,7 +375,7 @@ fn import_maildir_reads_new_and_cur_not_tmp() {
         hostname: None,
         helo: Some("mx.example.net".into()),
     };
-    let block = mailkeep_destinations::envelope_headers(&env, "archive.example", "\r\n");
+    let block = mailkeep_envelope::block::envelope_headers(&env, "archive.example", "\r\n");
     let mut copy = block.into_bytes();
     copy.extend(env.message.to_vec().unwrap());
     fs::write(md.join("new/1795000000.M1P1.archive.example,S=100"), &copy).unwrap();
@@ -653,7 +653,7 @@ fn regression_five_digit_years_do_not_panic() {
             for f in &found {
                 if let Found::Message { envelope, .. } = f {
                     assert!(mailkeep_envelope::plausible_date(&envelope.received));
-                    let _ = mailkeep_destinations::envelope_headers(envelope, "h", "\n");
+                    let _ = mailkeep_envelope::block::envelope_headers(envelope, "h", "\n");
                 }
             }
         }

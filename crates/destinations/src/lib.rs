@@ -48,16 +48,15 @@ pub mod eml;
 pub mod filer;
 pub mod forward;
 mod group;
-mod headers;
 pub mod maildir;
 pub mod mbox;
 pub mod private;
 mod unique;
 
 pub use group::{GroupCommitter, GroupStats, Reply, DEFAULT_MAX_BATCH};
-pub use headers::{envelope_headers, header_value, header_value_is_cut, line_ending};
 
 use crate::budget::{ByteBudget, Share};
+use mailkeep_envelope::block::{envelope_headers, line_ending};
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{Delivery, DestKind, HeaderInfo, Plan, RuleSet, TemplateError};
 use mailkeep_store::{Prepared as StorePrepared, Store, StoreError};

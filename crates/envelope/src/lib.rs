@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod address;
+pub mod block;
 mod spool;
 
 pub use address::{client_ip, split_address, Address};

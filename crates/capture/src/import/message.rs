@@ -7,10 +7,10 @@
 //! [`HEAD_LIMIT`] bytes are kept for guessing the envelope when there was
 //! no block.
 
-use super::block::{Restored, Scan, Scanner};
 use super::guess::{self, FromLine, HEAD_LIMIT};
 use super::{human_size, ImportOptions};
 use chrono::{DateTime, Utc};
+use mailkeep_envelope::block::{Restored, Scan, Scanner};
 use mailkeep_envelope::{CapturePath, Envelope, SpoolWriter};
 use std::io::{self, BufWriter, Write};
 

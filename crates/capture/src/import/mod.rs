@@ -35,7 +35,6 @@ pub fn skip_loses_mail(reason: &str) -> bool {
     ![SKIP_EMPTY, SKIP_NOT_MAIL, SKIP_SEEN_DIR].contains(&reason)
 }
 
-mod block;
 mod detect;
 mod guess;
 mod mbox;

@@ -7,7 +7,7 @@
 //! original is declared `8bit` and needs a relay offering 8BITMIME; raw
 //! UTF-8 in the copy's own header fields needs SMTPUTF8.
 
-use crate::headers::header_value;
+use mailkeep_envelope::block::header_value;
 use mailkeep_envelope::Envelope;
 use std::fmt::Write as _;
 

@@ -7,7 +7,8 @@
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
-use mailkeep_destinations::{envelope_headers, line_ending, mbox};
+use mailkeep_destinations::mbox;
+use mailkeep_envelope::block::{envelope_headers, line_ending};
 use mailkeep_envelope::RawMessage;
 use mailkeep_store::catalog::Hit;
 use mailkeep_store::Store;

@@ -1,35 +1,124 @@
-//! Recognising mailkeep's own envelope header block at the top of an
-//! archived copy, so that importing an archive restores the envelope and
-//! the original bytes.
+//! The envelope header block: the one codec for the lines mailkeep puts in
+//! front of every archived copy (mbox, Maildir, eml, archive-as-email) and
+//! reads back when such a copy is imported.
 //!
-//! The block is what `mailkeep_destinations::envelope_headers` writes:
-//! `Return-Path`, then `X-Envelope-To` (any number), `X-Mailkeep-Login`,
+//! [`envelope_headers`] writes `Return-Path`, one `X-Envelope-To` per
+//! envelope recipient (Bcc included), then `X-Mailkeep-Login`,
 //! `X-Mailkeep-Client`, `X-Mailkeep-TLS`, `X-Mailkeep-Queue-Id` (each
-//! optional, in that order), and `X-Mailkeep-Received` last, all with the
-//! same line ending. The values are parsed back, and the envelope they give
-//! is rendered again with that same function: only when the result is
-//! byte-for-byte the block that was read is it taken off. So a block that
-//! was edited or written by something else merely looking alike stays in
-//! the message, and what is taken off is always exactly what the envelope
-//! puts back. A value the writer had to cut (longer than its limit) renders
-//! back identically, so blocks with a cut value are refused explicitly.
+//! optional, in that order) and `X-Mailkeep-Received` last. Values come
+//! from strangers: control characters (CR and LF above all, which would let
+//! a value forge further header fields) are written as `\xNN`, and a
+//! backslash as `\\`, so the block is always well-formed and reversible.
+//! Lines end as the message's first line does (CRLF or LF), so the copy
+//! stays consistent.
 //!
-//! The scanner is sans-IO: it buffers the start of the message (at most
-//! [`BLOCK_LIMIT`]) until it can decide.
+//! [`Scanner`] reads a block back. The values are parsed, and the envelope
+//! they give is rendered again with [`envelope_headers`]: only when the
+//! result is byte-for-byte the block that was read is it taken off. So a
+//! block that was edited or written by something else merely looking alike
+//! stays in the message, and what is taken off is always exactly what the
+//! envelope puts back. A value the writer had to cut (longer than
+//! [`MAX_VALUE`]) renders back identically, so blocks with a cut value are
+//! refused explicitly. The scanner is sans-IO: it buffers the start of the
+//! message (at most [`BLOCK_LIMIT`]) until it can decide.
 
+use crate::{CapturePath, Client, Envelope, RawMessage};
 use chrono::{DateTime, Utc};
-use mailkeep_envelope::{CapturePath, Client, Envelope, RawMessage};
+use std::fmt::Write as _;
+
+/// Header values longer than this are cut (with `...`): a header line must
+/// stay readable by every mail reader. Addresses are at most 256 bytes by
+/// RFC 5321, so real values are never cut.
+pub const MAX_VALUE: usize = 900;
+
+/// Whether [`header_value`] had to cut `value` (then what it wrote is not
+/// the value, and must never be read back as it).
+pub fn header_value_is_cut(value: &str) -> bool {
+    header_value(value).len() > MAX_VALUE
+}
+
+/// Escapes a header value (see the module documentation).
+pub fn header_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+            c => out.push(c),
+        }
+        if out.len() > MAX_VALUE {
+            out.push_str("...");
+            break;
+        }
+    }
+    out
+}
+
+/// The line ending the message itself uses: CRLF when its first line ends
+/// in CRLF, LF otherwise.
+pub fn line_ending(head: &[u8]) -> &'static str {
+    match head.iter().position(|b| *b == b'\n') {
+        Some(i) if i > 0 && head[i - 1] == b'\r' => "\r\n",
+        _ => "\n",
+    }
+}
+
+/// Renders the envelope header block for one copy.
+pub fn envelope_headers(env: &Envelope, host: &str, eol: &str) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "Return-Path: <{}>{eol}",
+        header_value(env.sender.as_deref().unwrap_or(""))
+    );
+    for r in &env.recipients {
+        let _ = write!(h, "X-Envelope-To: <{}>{eol}", header_value(r));
+    }
+    if let Some(login) = env.login.as_deref().filter(|l| !l.is_empty()) {
+        let _ = write!(h, "X-Mailkeep-Login: {}", header_value(login));
+        if let Some(m) = env.login_method.as_deref().filter(|m| !m.is_empty()) {
+            let _ = write!(h, " ({})", header_value(m));
+        }
+        h.push_str(eol);
+    }
+    if let Some(client) = env.client.describe() {
+        let _ = write!(h, "X-Mailkeep-Client: {}{eol}", header_value(&client));
+    }
+    if let Some(tls) = env.tls.as_deref().filter(|t| !t.is_empty()) {
+        let _ = write!(h, "X-Mailkeep-TLS: {}{eol}", header_value(tls));
+    }
+    if let Some(q) = env.queue_id.as_deref().filter(|q| !q.is_empty()) {
+        let _ = write!(h, "X-Mailkeep-Queue-Id: {}{eol}", header_value(q));
+    }
+    let _ = write!(
+        h,
+        "X-Mailkeep-Received: by {} via {}",
+        header_value(host),
+        env.capture
+    );
+    if !env.tags.is_empty() {
+        let tags: Vec<String> = env.tags.iter().map(|t| header_value(t)).collect();
+        let _ = write!(h, " tags={}", tags.join(","));
+    }
+    let _ = write!(h, "; {}{eol}", crate::rfc2822(&env.received));
+    h
+}
 
 /// The longest block looked for. 1 MiB is some 15 000 recipients; the
 /// bound keeps a message that merely starts with `Return-Path: <` from
 /// being buffered whole.
-pub(crate) const BLOCK_LIMIT: usize = 1024 * 1024;
+pub const BLOCK_LIMIT: usize = 1024 * 1024;
 
 const RETURN_PATH: &[u8] = b"Return-Path: <";
 
 /// The envelope read back from a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Restored {
+pub struct Restored {
     pub received: DateTime<Utc>,
     pub capture: CapturePath,
     pub client: Client,
@@ -44,7 +133,7 @@ pub(crate) struct Restored {
 
 impl Restored {
     /// The envelope around `message`.
-    pub(crate) fn into_envelope(self, message: RawMessage) -> Envelope {
+    pub fn into_envelope(self, message: RawMessage) -> Envelope {
         let mut env = Envelope::new(self.capture, message);
         env.received = self.received;
         env.client = self.client;
@@ -61,7 +150,7 @@ impl Restored {
 
 /// What the scanner has decided so far.
 #[derive(Debug)]
-pub(crate) enum Scan {
+pub enum Scan {
     /// Not decided: feed more (or call [`Scanner::end`]).
     NeedMore,
     /// No block: the buffered bytes are message content.
@@ -99,7 +188,7 @@ impl Field {
 
 /// Buffers the start of a message and decides whether it is a block.
 #[derive(Debug, Default)]
-pub(crate) struct Scanner {
+pub struct Scanner {
     buf: Vec<u8>,
     /// Bytes of `buf` already parsed as block lines.
     parsed: usize,
@@ -122,7 +211,7 @@ struct Partial {
 impl Scanner {
     /// Adds the next bytes of the message. After anything but
     /// [`Scan::NeedMore`], take the bytes back with [`Scanner::into_buf`].
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Scan {
+    pub fn push(&mut self, bytes: &[u8]) -> Scan {
         self.buf.extend_from_slice(bytes);
         let n = self.buf.len().min(RETURN_PATH.len());
         if self.buf[..n] != RETURN_PATH[..n] {
@@ -146,7 +235,7 @@ impl Scanner {
     /// The message ended before a decision: whatever was buffered is
     /// content (a block is complete only with its `X-Mailkeep-Received`
     /// line and that line's line ending).
-    pub(crate) fn into_buf(self) -> Vec<u8> {
+    pub fn into_buf(self) -> Vec<u8> {
         self.buf
     }
 
@@ -207,7 +296,7 @@ fn finish(p: Partial, value: &str, eol: &[u8], block: &[u8]) -> Result<Box<Resto
     let received = DateTime::parse_from_rfc2822(date)
         .map_err(|_| ())?
         .with_timezone(&Utc);
-    if !mailkeep_envelope::plausible_date(&received) {
+    if !crate::plausible_date(&received) {
         return Err(());
     }
     let (host, rest) = what
@@ -242,7 +331,7 @@ fn finish(p: Partial, value: &str, eol: &[u8], block: &[u8]) -> Result<Box<Resto
     // A value longer than the writer's limit was cut with `...`, and the
     // cut form renders back identically: it must not pass for the value
     // (found by fuzzing).
-    let cut = mailkeep_destinations::header_value_is_cut;
+    let cut = header_value_is_cut;
     let client = env.client.describe().unwrap_or_default();
     let any_cut = [
         env.sender.as_deref(),
@@ -261,7 +350,7 @@ fn finish(p: Partial, value: &str, eol: &[u8], block: &[u8]) -> Result<Box<Resto
     if any_cut {
         return Err(());
     }
-    let again = mailkeep_destinations::envelope_headers(&env, &host, eol);
+    let again = envelope_headers(&env, &host, eol);
     if again.as_bytes() == block {
         Ok(Box::new(restored))
     } else {
@@ -276,7 +365,7 @@ fn angle(value: &str) -> Result<&str, ()> {
         .ok_or(())
 }
 
-/// Undoes `mailkeep_destinations::header_value`: `\\` and `\xNN`.
+/// Undoes [`header_value`]: `\\` and `\xNN`.
 fn unescape(value: &str) -> Result<String, ()> {
     if !value.contains('\\') {
         return Ok(value.to_string());
@@ -382,7 +471,7 @@ mod tests {
     fn block_is_read_back_for_both_line_endings() {
         for eol in ["\n", "\r\n"] {
             let env = envelope();
-            let block = mailkeep_destinations::envelope_headers(&env, "host.example", eol);
+            let block = envelope_headers(&env, "host.example", eol);
             let input = format!("{block}Subject: hi{eol}{eol}body{eol}");
             let (scan, buf) = scan_all(input.as_bytes());
             let Scan::Block { len, restored } = scan else {
@@ -419,7 +508,7 @@ mod tests {
                 "tag" => env.tags.push(long.clone()),
                 _ => host = long.clone(),
             }
-            let block = mailkeep_destinations::envelope_headers(&env, &host, "\n");
+            let block = envelope_headers(&env, &host, "\n");
             assert!(block.contains("..."), "{field}: not cut");
             let input = format!("{block}Subject: hi\n\nbody\n");
             let (scan, _) = scan_all(input.as_bytes());
@@ -434,7 +523,7 @@ mod tests {
     fn minimal_block_with_null_sender() {
         let mut env = Envelope::new(CapturePath::Pipe, RawMessage::from_bytes(Vec::new()));
         env.received = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let block = mailkeep_destinations::envelope_headers(&env, "h", "\n");
+        let block = envelope_headers(&env, "h", "\n");
         assert!(block.starts_with("Return-Path: <>\n"));
         let (scan, _) = scan_all(block.as_bytes());
         let Scan::Block { restored, .. } = scan else {
@@ -503,5 +592,20 @@ mod tests {
             assert_eq!(parse_client(&c.describe().unwrap()), Some(c));
         }
         assert_eq!(parse_client("[1.2.3.4]:notaport"), None);
+    }
+
+    #[test]
+    fn crlf_injection_is_neutralised() {
+        let mut env = Envelope::new(CapturePath::Pipe, RawMessage::from_bytes(Vec::new()));
+        env.sender = Some("a@b\r\nBcc: evil@x".into());
+        env.recipients = vec!["r1@x".into(), "r2@x".into()];
+        env.login = Some("bob\\".into());
+        let h = envelope_headers(&env, "host", "\n");
+        assert!(h.starts_with("Return-Path: <a@b\\x0d\\x0aBcc: evil@x>\n"));
+        assert!(h.contains("X-Envelope-To: <r1@x>\nX-Envelope-To: <r2@x>\n"));
+        assert!(h.contains("X-Mailkeep-Login: bob\\\\\n"));
+        assert_eq!(h.lines().filter(|l| l.starts_with("Bcc")).count(), 0);
+        assert_eq!(line_ending(b"A: b\r\n"), "\r\n");
+        assert_eq!(line_ending(b"A: b\n"), "\n");
     }
 }
