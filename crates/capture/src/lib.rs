@@ -21,9 +21,8 @@ pub use mailkeep_envelope::error_chain;
 /// `b3:` and the first 16 hex digits of the message's BLAKE3 hash: an id
 /// anyone can recompute from the archived bytes.
 pub fn archive_id(message: &mailkeep_envelope::RawMessage) -> Option<String> {
-    let mut hasher = blake3::Hasher::new();
-    std::io::copy(&mut message.reader(), &mut hasher).ok()?;
-    Some(format!("b3:{}", &hasher.finalize().to_hex()[..16]))
+    let hash = message.hash().ok()?;
+    Some(format!("b3:{}", &hash.to_hex()[..16]))
 }
 
 /// Logs what archiving one message did: each copy written, or why there

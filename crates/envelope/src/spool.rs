@@ -5,12 +5,17 @@
 //! it has no name, so a crash leaves nothing behind to clean up. Readers use
 //! positional reads, so any number of destinations can stream the same
 //! message at once without sharing a file offset.
+//!
+//! Each message has one BLAKE3 hash, [`RawMessage::hash`]: its identity in
+//! the store, in the filter's dedup ledger and in the `b3:` id the
+//! filter's reply names. A [`SpoolWriter`] computes it as the bytes arrive,
+//! so nobody reads a spool file just to hash it; every clone shares it.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Messages up to this size stay in memory; larger ones go to the spool
 /// directory. 1 MiB covers the large majority of mail while bounding the
@@ -34,6 +39,8 @@ pub struct RawMessage {
     len: u64,
     eight_bit: bool,
     ends_with_newline: bool,
+    /// BLAKE3 of the bytes, once known.
+    hash: Arc<OnceLock<blake3::Hash>>,
 }
 
 impl RawMessage {
@@ -46,7 +53,31 @@ impl RawMessage {
             storage: Storage::Memory(Arc::new(bytes)),
             eight_bit,
             ends_with_newline,
+            hash: Arc::default(),
         }
+    }
+
+    /// The BLAKE3 hash of the bytes, computed at most once per message
+    /// (while spooling, for one that came through a [`SpoolWriter`]) and
+    /// shared by every clone.
+    pub fn hash(&self) -> io::Result<blake3::Hash> {
+        if let Some(hash) = self.hash.get() {
+            return Ok(*hash);
+        }
+        let hash = match &self.storage {
+            Storage::Memory(bytes) => blake3::hash(bytes),
+            Storage::File(_) => {
+                let mut hasher = blake3::Hasher::new();
+                io::copy(&mut self.reader(), &mut hasher)?;
+                hasher.finalize()
+            }
+        };
+        Ok(*self.hash.get_or_init(|| hash))
+    }
+
+    /// The hash, when it is known without reading the message.
+    pub fn known_hash(&self) -> Option<blake3::Hash> {
+        self.hash.get().copied()
     }
 
     /// Reads a whole stream through a [`SpoolWriter`].
@@ -197,6 +228,7 @@ pub struct SpoolWriter {
     len: u64,
     eight_bit: bool,
     last: Option<u8>,
+    hasher: blake3::Hasher,
 }
 
 impl SpoolWriter {
@@ -211,6 +243,7 @@ impl SpoolWriter {
             len: 0,
             eight_bit: false,
             last: None,
+            hasher: blake3::Hasher::new(),
         }
     }
 
@@ -245,6 +278,7 @@ impl SpoolWriter {
             len: self.len,
             eight_bit: self.eight_bit,
             ends_with_newline: self.last == Some(b'\n'),
+            hash: Arc::new(OnceLock::from(self.hasher.finalize())),
         })
     }
 }
@@ -282,6 +316,7 @@ impl Write for SpoolWriter {
         self.eight_bit = self.eight_bit || !data.is_ascii();
         self.last = data.last().copied();
         self.len += data.len() as u64;
+        self.hasher.update(data);
         Ok(data.len())
     }
 
@@ -332,6 +367,31 @@ mod tests {
         r1.read_exact(&mut a).unwrap();
         r2.read_exact(&mut b).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn one_hash_computed_while_spooling_and_shared_by_clones() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for threshold in [16, 1 << 20] {
+            let mut w = SpoolWriter::new(dir.path(), threshold);
+            for chunk in data.chunks(777) {
+                w.write_all(chunk).unwrap();
+            }
+            let m = w.finish().unwrap();
+            assert_eq!(m.is_spooled(), threshold == 16);
+            assert_eq!(
+                m.known_hash(),
+                Some(blake3::hash(&data)),
+                "known without a read"
+            );
+            assert_eq!(m.clone().hash().unwrap(), blake3::hash(&data));
+        }
+        let m = RawMessage::from_bytes(b"Subject: x\n\nbody\n".to_vec());
+        assert_eq!(m.known_hash(), None);
+        let clone = m.clone();
+        assert_eq!(m.hash().unwrap(), blake3::hash(b"Subject: x\n\nbody\n"));
+        assert_eq!(clone.known_hash(), m.known_hash(), "clones share it");
     }
 
     #[test]

@@ -503,9 +503,9 @@ impl Store {
         }
     }
 
-    /// [`Store::prepare`] for bytes already in memory.
-    pub fn prepare_bytes(&self, env: &Envelope, bytes: &[u8]) -> Result<Prepared, StoreError> {
-        let hash = blake3::hash(bytes);
+    /// [`Store::prepare`] for a message in memory (`bytes` are its bytes).
+    fn prepare_bytes(&self, env: &Envelope, bytes: &[u8]) -> Result<Prepared, StoreError> {
+        let hash = env.message.hash().map_err(io_err("reading the message"))?;
         let size = bytes.len() as u64;
         let record = record_of(env, &hash, size);
         let key = delivery_key(&hash, &record);
@@ -534,9 +534,10 @@ impl Store {
         })
     }
 
-    /// [`Store::prepare`] for a spooled message. One the index reads whole
-    /// (up to `max_input`) is read from the spool file once; a larger one
-    /// twice, to hash it and then to compress it, and never held.
+    /// [`Store::prepare`] for a spooled message, whose hash the spool
+    /// computed as it arrived. One the index reads whole (up to
+    /// `max_input`) is read from the spool file once; a larger one is
+    /// streamed through the compressor, never held.
     fn prepare_streamed(&self, env: &Envelope) -> Result<Prepared, StoreError> {
         let size = env.message.len();
         let read = io_err("reading the message");
@@ -545,14 +546,10 @@ impl Store {
         } else {
             None
         };
-        let hash = match &whole {
-            Some(bytes) => blake3::hash(bytes),
-            None => {
-                let mut hasher = blake3::Hasher::new();
-                io::copy(&mut env.message.reader(), &mut hasher)
-                    .map_err(io_err("reading the message"))?;
-                hasher.finalize()
-            }
+        let hash = match (&whole, env.message.known_hash()) {
+            (_, Some(hash)) => hash,
+            (Some(bytes), None) => blake3::hash(bytes),
+            (None, None) => env.message.hash().map_err(io_err("reading the message"))?,
         };
         let record = record_of(env, &hash, size);
         let key = delivery_key(&hash, &record);
