@@ -24,7 +24,7 @@
 use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::milter::{serve_stream, Snapshot, MAX_PACKET};
 use mailkeep_capture::policy::{FailureCounters, FailurePolicy};
-use mailkeep_destinations::{GroupCommitter, DEFAULT_MAX_BATCH};
+use mailkeep_destinations::{GroupCommitter, BatchLimits};
 use mailkeep_envelope::normalize_address_arg;
 use mailkeep_fuzz::{scratch_dir, store_archiver, Cursor, NewDeliveries};
 use mailkeep_store::Store;
@@ -71,7 +71,7 @@ fn env() -> &'static Env {
                 spool_threshold: 512,
                 max_message_size: None,
             }),
-            committer: GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap(),
+            committer: GroupCommitter::start(BatchLimits::default()).unwrap(),
             counters: Arc::new(FailureCounters::default()),
         }
     })

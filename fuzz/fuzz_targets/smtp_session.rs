@@ -28,7 +28,7 @@ use libfuzzer_sys::fuzz_target;
 use mailkeep_capture::filter::dedup::Ledger;
 use mailkeep_capture::filter::{session::Session, Snapshot};
 use mailkeep_capture::policy::{FailureCounters, FailurePolicy};
-use mailkeep_destinations::{GroupCommitter, DEFAULT_MAX_BATCH};
+use mailkeep_destinations::{GroupCommitter, BatchLimits};
 use mailkeep_envelope::normalize_address_arg;
 use mailkeep_smtp::DataEncoder;
 use mailkeep_fuzz::{crlf_normalised, scratch_dir, store_archiver, Cursor, NewDeliveries};
@@ -86,7 +86,7 @@ fn env() -> &'static Env {
                 ledger: Ledger::new(&dir.join("dedup")),
                 tls: None,
             }),
-            committer: GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap(),
+            committer: GroupCommitter::start(BatchLimits::default()).unwrap(),
             counters: Arc::new(FailureCounters::default()),
         }
     })

@@ -8,7 +8,10 @@
 //! what a direct archive costs; under heavy load the fsyncs per message
 //! fall with the batch size, so throughput is not capped at one fsync (or
 //! three) per message. Every request still gets its own all-or-nothing
-//! result, and nobody hears "durable" before the fsyncs of its batch.
+//! result, and nobody hears "durable" before the fsyncs of its batch. A
+//! batch stops at [`BatchLimits`]: a count and a number of message bytes,
+//! so a burst of large messages does not make small ones wait behind a
+//! gigabyte of writes.
 //!
 //! The committer never waits for a lock: a wait belongs to the destination
 //! that waits. Forming a batch, it tries each message's mbox locks without
@@ -58,6 +61,11 @@ use std::time::{Duration, Instant};
 
 /// How many waiting messages one batch takes at most.
 pub const DEFAULT_MAX_BATCH: usize = 64;
+/// How many message bytes one batch takes at most (at least one message,
+/// whatever its size). Everyone in a batch hears "durable" only after its
+/// fsyncs, so a burst of large messages must not make ten small ones wait
+/// for a gigabyte of writes: 64 MiB is about half a second of a plain disk.
+pub const DEFAULT_MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The lock waiter's first pause between attempts on a lane (the
 /// committer has just tried); pauses double up to [`mbox::MAX_PAUSE`].
@@ -152,9 +160,31 @@ pub struct GroupCommitter {
     budget: Arc<ByteBudget>,
 }
 
+/// How large one batch may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Messages ([`DEFAULT_MAX_BATCH`]).
+    pub messages: usize,
+    /// Message bytes ([`DEFAULT_MAX_BATCH_BYTES`]).
+    pub bytes: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> BatchLimits {
+        BatchLimits {
+            messages: DEFAULT_MAX_BATCH,
+            bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
+
 impl GroupCommitter {
     /// Starts the committer and the lock waiter.
-    pub fn start(max_batch: usize) -> std::io::Result<GroupCommitter> {
+    pub fn start(limits: BatchLimits) -> std::io::Result<GroupCommitter> {
+        let limits = BatchLimits {
+            messages: limits.messages.max(1),
+            bytes: limits.bytes.max(1),
+        };
         let (tx, rx) = mpsc::channel::<Msg>();
         let (park_tx, park_rx) = mpsc::channel::<Parked>();
         let stats = Arc::new(GroupStats::default());
@@ -165,7 +195,7 @@ impl GroupCommitter {
             .spawn(move || wait_for_locks(park_rx, to_committer))?;
         std::thread::Builder::new()
             .name("mailkeep-commit".into())
-            .spawn(move || run(rx, park_tx, max_batch.max(1), &thread_stats))?;
+            .spawn(move || run(rx, park_tx, limits, &thread_stats))?;
         Ok(GroupCommitter {
             handle: Arc::new(Handle { tx }),
             stats,
@@ -216,29 +246,46 @@ fn stopped() -> ArchiveError {
     ArchiveError::Read(std::io::Error::other("the archive writer has stopped"))
 }
 
-/// How many messages a received item brings into a batch.
-fn weight(m: &Msg) -> usize {
+/// How many messages, and how many of their bytes, a received item brings
+/// into a batch.
+fn weight(m: &Msg) -> (usize, u64) {
     match m {
-        Msg::Submit(_) => 1,
-        Msg::Ready { jobs, .. } => jobs.len(),
-        Msg::Closed => 0,
+        Msg::Submit(job) => (1, job.env.message.len()),
+        Msg::Ready { jobs, .. } => (jobs.len(), jobs.iter().map(|j| j.env.message.len()).sum()),
+        Msg::Closed => (0, 0),
     }
 }
 
 fn run(
     rx: mpsc::Receiver<Msg>,
     park_tx: mpsc::Sender<Parked>,
-    max_batch: usize,
+    limits: BatchLimits,
     stats: &GroupStats,
 ) {
     let mut park = Some(park_tx);
-    while let Ok(first) = rx.recv() {
-        let mut n = weight(&first);
+    // A message taken off the channel that would have passed the byte
+    // limit: it opens the next batch.
+    let mut next: Option<Msg> = None;
+    loop {
+        let first = match next.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
+        let (mut n, mut bytes) = weight(&first);
         let mut msgs = vec![first];
-        while n < max_batch {
+        while n < limits.messages && bytes < limits.bytes {
             match rx.try_recv() {
                 Ok(m) => {
-                    n += weight(&m);
+                    let (more, more_bytes) = weight(&m);
+                    if bytes + more_bytes > limits.bytes {
+                        next = Some(m);
+                        break;
+                    }
+                    n += more;
+                    bytes += more_bytes;
                     msgs.push(m);
                 }
                 Err(_) => break,
@@ -521,6 +568,57 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_stops_at_its_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let archiver = archiver(
+            &[format!("maildir:{}/md", dir.path().display())],
+            crate::DEFAULT_LOCK_TIMEOUT,
+        );
+        let size = envelope("00").message.len();
+        for (limits, batches) in [
+            (BatchLimits::default(), 1),
+            // Two messages fit, a third would pass the limit.
+            (
+                BatchLimits {
+                    messages: 64,
+                    bytes: 2 * size + size / 2,
+                },
+                5,
+            ),
+            // One message larger than the limit still makes a batch.
+            (
+                BatchLimits {
+                    messages: 64,
+                    bytes: 1,
+                },
+                10,
+            ),
+        ] {
+            // Everything is queued before the committer runs, so the
+            // batches it forms depend on the limits alone.
+            let (tx, rx) = mpsc::channel::<Msg>();
+            let (park_tx, _park_rx) = mpsc::channel::<Parked>();
+            let (done_tx, done_rx) = channel();
+            for i in 0..10 {
+                let done = done_tx.clone();
+                tx.send(Msg::Submit(Box::new(Job {
+                    archiver: archiver.clone(),
+                    env: envelope(&format!("{i:02}")),
+                    ready: None,
+                    reply: Box::new(move |r| done.send(r.is_ok()).unwrap()),
+                })))
+                .unwrap();
+            }
+            drop(tx);
+            let stats = GroupStats::default();
+            run(rx, park_tx, limits, &stats);
+            assert_eq!(stats.batches(), batches, "{limits:?}");
+            assert_eq!(stats.messages(), 10);
+            assert_eq!(done_rx.try_iter().filter(|ok| *ok).count(), 10);
+        }
+    }
+
+    #[test]
     fn concurrent_requests_share_batches_and_all_land() {
         let dir = tempfile::tempdir().unwrap();
         let archiver = archiver(
@@ -530,7 +628,7 @@ mod tests {
             ],
             crate::DEFAULT_LOCK_TIMEOUT,
         );
-        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let committer = GroupCommitter::start(BatchLimits::default()).unwrap();
         let (tx, rx) = channel();
         let n = 200;
         for i in 0..n {
@@ -569,7 +667,7 @@ mod tests {
             Duration::from_secs(600),
         );
         let free = archiver(&[format!("maildir:{}", md.display())], WAIT);
-        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let committer = GroupCommitter::start(BatchLimits::default()).unwrap();
 
         let waiting = submit(&committer, &held, "for the mbox");
         let other = submit(&committer, &free, "for the maildir");
@@ -605,7 +703,7 @@ mod tests {
             Duration::from_secs(2),
         );
         let free = archiver(&[format!("maildir:{}", md.display())], WAIT);
-        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let committer = GroupCommitter::start(BatchLimits::default()).unwrap();
         let waiting: Vec<_> = (0..3)
             .map(|i| submit(&committer, &held, &format!("held {i}")))
             .collect();
@@ -641,7 +739,7 @@ mod tests {
             Duration::from_secs(600),
         );
         let only_a = archiver(&[format!("mbox:{}", a.display())], WAIT);
-        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let committer = GroupCommitter::start(BatchLimits::default()).unwrap();
         let waiting = submit(&committer, &both, "a and b");
         let other = submit(&committer, &only_a, "a only");
         other.recv_timeout(WAIT).expect("answered").unwrap();
@@ -661,7 +759,7 @@ mod tests {
             &[format!("mbox:{}", mbox.display())],
             Duration::from_millis(200),
         );
-        let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).unwrap();
+        let committer = GroupCommitter::start(BatchLimits::default()).unwrap();
         let waiting = submit(&committer, &held, "held");
         drop(committer);
         match waiting.recv_timeout(WAIT) {

@@ -53,7 +53,9 @@ pub mod mbox;
 pub mod private;
 mod unique;
 
-pub use group::{GroupCommitter, GroupStats, Reply, DEFAULT_MAX_BATCH};
+pub use group::{
+    BatchLimits, GroupCommitter, GroupStats, Reply, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_BYTES,
+};
 
 use crate::budget::{ByteBudget, Share};
 use mailkeep_envelope::block::{envelope_headers, line_ending};

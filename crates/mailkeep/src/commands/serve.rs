@@ -15,7 +15,7 @@ use mailkeep_capture::filter::{self, dedup::Ledger};
 use mailkeep_capture::listen;
 use mailkeep_capture::milter::{self, Service, Snapshot};
 use mailkeep_capture::policy::FailureCounters;
-use mailkeep_destinations::{GroupCommitter, DEFAULT_MAX_BATCH};
+use mailkeep_destinations::{BatchLimits, GroupCommitter};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
@@ -170,7 +170,7 @@ async fn serve(
         settings.source,
         settings.archiver.rules().rules().len()
     );
-    let committer = GroupCommitter::start(DEFAULT_MAX_BATCH).map_err(|e| {
+    let committer = GroupCommitter::start(BatchLimits::default()).map_err(|e| {
         Failure::new(
             Exit::SOFTWARE,
             format!("cannot start the archive writer: {e}"),
