@@ -7,14 +7,15 @@
 #     mailkeep; the limit of any SMTP content filter);
 #   - the peer ../shared/peers/pipe_archiver.py as it is, as a pipe(8) content
 #     filter (one Python process per message: mbox + fsync, smtplib reinjection).
-# mailkeep archives durably into a Maildir and, in a second process, an mbox.
+# mailkeep archives durably into a Maildir, in a second process an mbox, and in
+# a third the native store (`archive = ["store"]`, the embedded default's).
 #
 # Path of every message: smtp-source (SESSIONS sessions, 10 KB messages)
 #   -> private Postfix smtpd (one listener per configuration, each with its own
 #      `-o content_filter=...`) -> queue -> the content filter hop
 #   -> reinjection smtpd 127.0.0.1:REINJECT (content_filter=, no_milters, ...)
 #   -> queue -> `discard:`.
-# The filter transports (plainhop, mkmd, mkmbox: smtp(8); peerpipe: pipe(8))
+# The filter transports (plainhop, mkmd, mkmbox, mkstore: smtp(8); peerpipe: pipe(8))
 # all run FILTER_PROCS (20) processes, and the smtp ones carry the snippet's
 # options (XFORWARD, no MIME conversion, no generic maps).
 #
@@ -94,17 +95,18 @@ trap 'exit 130' INT TERM
 
 # Ports, all distinct, on 127.0.0.1: inbound smtpd per configuration, the
 # reinjection smtpd, mailkeep's two filter listeners.
-read -r P_PLAIN P_MKMD P_MKMBOX P_PEER P_REINJ F_MKMD F_MKMBOX < <(python3 -c '
+read -r P_PLAIN P_MKMD P_MKMBOX P_PEER P_REINJ F_MKMD F_MKMBOX P_MKSTORE F_MKSTORE < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(7)]
+ss = [socket.socket() for _ in range(9)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 
 # --- mailkeep ------------------------------------------------------------
 mkdir -p "$WORK/mk" "$WORK/spool" "$WORK/peer"
 chown nobody "$WORK/peer"
-mkconf() { # file listen-port dedup-dir archive
+mkconf() { # file listen-port dedup-dir archive [extra TOML]
   cat > "$1" <<TOML
+${5:-}
 [spool]
 dir = "$WORK/spool"
 
@@ -121,8 +123,12 @@ TOML
 }
 mkconf "$WORK/mk-md.toml" "$F_MKMD" "$WORK/dedup-md" "maildir:$WORK/mk/md"
 mkconf "$WORK/mk-mbox.toml" "$F_MKMBOX" "$WORK/dedup-mbox" "mbox:$WORK/mk/all.mbox"
+mkconf "$WORK/mk-store.toml" "$F_MKSTORE" "$WORK/dedup-store" "store" "[store]
+path = \"$WORK/mk/store\"
+"
 "$BIN" --config "$WORK/mk-md.toml" serve > "$WORK/mk-md.log" 2>&1 & PID_MKMD=$!; PIDS+=($!)
 "$BIN" --config "$WORK/mk-mbox.toml" serve > "$WORK/mk-mbox.log" 2>&1 & PID_MKMBOX=$!; PIDS+=($!)
+"$BIN" --config "$WORK/mk-store.toml" serve > "$WORK/mk-store.log" 2>&1 & PID_MKSTORE=$!; PIDS+=($!)
 
 listening() { ss -Hltn "sport = :$1" | grep -q .; }
 wait_ready() { # port what logfile [line to wait for in logfile]
@@ -136,6 +142,7 @@ wait_ready() { # port what logfile [line to wait for in logfile]
 }
 wait_ready "$F_MKMD" "mailkeep serve (maildir)" "$WORK/mk-md.log" "SMTP filter listening on"
 wait_ready "$F_MKMBOX" "mailkeep serve (mbox)" "$WORK/mk-mbox.log" "SMTP filter listening on"
+wait_ready "$F_MKSTORE" "mailkeep serve (store)" "$WORK/mk-store.log" "SMTP filter listening on"
 
 # --- the private Postfix -------------------------------------------------
 mkdir -p "$WORK/etc" "$WORK/queue" "$WORK/data"
@@ -179,6 +186,7 @@ smtp_hop() { # transport name
   inbound "$P_PLAIN" plain "plainhop:[127.0.0.1]:$P_REINJ"
   inbound "$P_MKMD" mkmd "mkmd:[127.0.0.1]:$F_MKMD"
   inbound "$P_MKMBOX" mkmbox "mkmbox:[127.0.0.1]:$F_MKMBOX"
+  inbound "$P_MKSTORE" mkstore "mkstore:[127.0.0.1]:$F_MKSTORE"
   inbound "$P_PEER" peer "peerpipe:dummy"
   cat <<CF
 # The reinjection smtpd, as in \`mailkeep postfix-snippet filter\` (a), but
@@ -198,6 +206,7 @@ CF
   smtp_hop plainhop
   smtp_hop mkmd
   smtp_hop mkmbox
+  smtp_hop mkstore
   cat <<CF
 peerpipe unix - n n - $FILTER_PROCS pipe
   flags=Rq user=nobody null_sender=
@@ -206,7 +215,7 @@ CF
   postfix_services
 } > "$WORK/etc/master.cf"
 start_postfix
-for p in "$P_PLAIN" "$P_MKMD" "$P_MKMBOX" "$P_PEER" "$P_REINJ"; do
+for p in "$P_PLAIN" "$P_MKMD" "$P_MKMBOX" "$P_MKSTORE" "$P_PEER" "$P_REINJ"; do
   wait_ready "$p" "postfix smtpd" "$WORK/maillog"
 done
 
@@ -242,12 +251,19 @@ archived() { # how many messages each archive holds
   case $1 in
     mkmd) { find "$WORK/mk/md/new" -type f 2>/dev/null || true; } | wc -l ;;
     mkmbox) froms "$WORK/mk/all.mbox" ;;
+    mkstore) "$BIN" --config "$WORK/mk-store.toml" stats --json 2>/dev/null |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["deliveries"])' 2>/dev/null || echo 0 ;;
     peer) froms "$WORK/peer/peer.mbox" ;;
     *) echo - ;;
   esac
 }
 ids() { # inbound queue ids in the archived copies: "total distinct"
   local files
+  if [ "$1" = mkstore ]; then # the store keeps XFORWARD's IDENT: the inbound queue id
+    { "$BIN" --config "$WORK/mk-store.toml" search --json --limit 100000000 '' 2>/dev/null || true; } |
+      python3 -c 'import json, sys; q = [json.loads(l)["queue_id"] for l in sys.stdin]; print(len(q), len(set(q)))'
+    return
+  fi
   case $1 in
     mkmd) files=("$WORK/mk/md/new"/*) ;;
     mkmbox) files=("$WORK/mk/all.mbox") ;;
@@ -265,7 +281,7 @@ thread_ticks() { # pid -> "protocol_user protocol_sys commit_user commit_sys oth
     END { print u["p"] + 0, s["p"] + 0, u["w"] + 0, s["w"] + 0, u["o"] + s["o"] + 0 }'
 }
 SRC_ARGS="-A -s $S -l $SIZE -f alice@example.com -t bob@example.org -M client.example.com -S benchmark $SRC_OPTS"
-declare -A HOPLOG=([plain]='postfix/plainhop/smtp\[' [mkmd]='postfix/mkmd/smtp\[' [mkmbox]='postfix/mkmbox/smtp\[' [peer]='postfix/pipe\[')
+declare -A HOPLOG=([plain]='postfix/plainhop/smtp\[' [mkmd]='postfix/mkmd/smtp\[' [mkmbox]='postfix/mkmbox/smtp\[' [mkstore]='postfix/mkstore/smtp\[' [peer]='postfix/pipe\[')
 run() { # name port mailkeep-pid messages; sets R_* globals
   local name=$1 port=$2 pid=$3 n=$4 a0 c0 b0 t0 t1 t2 c1 b1 a1 th0 th1 polls=0
   idle
@@ -312,13 +328,14 @@ print(f'protocol (tokio workers) user {d[0]:.3f} + sys {d[1]:.3f}; archive write
       END {if (n) printf "%.3f/%.3f/%.3f/%.3f", s[1]/n, s[2]/n, s[3]/n, s[4]/n; else print "-"}')
 }
 
-CONFIGS="plain mkmd mkmbox peer"
-declare -A PORT=([plain]=$P_PLAIN [mkmd]=$P_MKMD [mkmbox]=$P_MKMBOX [peer]=$P_PEER)
-declare -A PID=([plain]=- [mkmd]=$PID_MKMD [mkmbox]=$PID_MKMBOX [peer]=-)
+CONFIGS="plain mkmd mkmbox mkstore peer"
+declare -A PORT=([plain]=$P_PLAIN [mkmd]=$P_MKMD [mkmbox]=$P_MKMBOX [mkstore]=$P_MKSTORE [peer]=$P_PEER)
+declare -A PID=([plain]=- [mkmd]=$PID_MKMD [mkmbox]=$PID_MKMBOX [mkstore]=$PID_MKSTORE [peer]=-)
 declare -A LABEL=(
   [plain]="plain reinjection hop (smtp(8) -> reinjection smtpd, no filter)"
   [mkmd]="mailkeep serve, SMTP filter, Maildir"
   [mkmbox]="mailkeep serve, SMTP filter, mbox"
+  [mkstore]="mailkeep serve, SMTP filter, native store"
   [peer]="peer pipe_archiver.py, pipe(8) (mbox)"
 )
 declare -A RATE SRCRATE E2E CPU BUSYK INJ HOP DEL ARCH DEFER DELAYS THR TOTDEL
@@ -352,7 +369,7 @@ done
 # Exactly once over the whole run (warm-up included): one archived copy per
 # delivered message, every inbound queue id once.
 declare -A ONCE
-for c in mkmd mkmbox peer; do
+for c in mkmd mkmbox mkstore peer; do
   read -r tot dist < <(ids "$c")
   ONCE[$c]="$tot copies, $dist distinct queue ids, ${TOTDEL[$c]} delivered"
   if [ "$tot" != "$dist" ] || [ "$tot" != "${TOTDEL[$c]}" ]; then
@@ -361,13 +378,14 @@ for c in mkmd mkmbox peer; do
 done
 
 # mailkeep's own account of what it could not archive.
-kill -TERM "$PID_MKMD" "$PID_MKMBOX" 2>/dev/null || true
-for p in "$PID_MKMD" "$PID_MKMBOX"; do
+kill -TERM "$PID_MKMD" "$PID_MKMBOX" "$PID_MKSTORE" 2>/dev/null || true
+for p in "$PID_MKMD" "$PID_MKMBOX" "$PID_MKSTORE"; do
   for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 done
 MK_STOP_MD=$(grep 'serve: stopped' "$WORK/mk-md.log" || echo "(no stop line)")
 MK_STOP_MBOX=$(grep 'serve: stopped' "$WORK/mk-mbox.log" || echo "(no stop line)")
-MK_ERR=$(cat "$WORK/mk-md.log" "$WORK/mk-mbox.log" | grep -c 'WARN\|ERROR' || true)
+MK_STOP_STORE=$(grep 'serve: stopped' "$WORK/mk-store.log" || echo "(no stop line)")
+MK_ERR=$(cat "$WORK/mk-md.log" "$WORK/mk-mbox.log" "$WORK/mk-store.log" | grep -c 'WARN\|ERROR' || true)
 
 ratio() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else python3 -c "print(f'{$1/$2:.2f}')"; fi; }
 minus() { python3 -c "print(f'{$1 - $2:.2f}')"; }
@@ -377,7 +395,7 @@ echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "command: bench/filter.sh $N $S   (SIZE=$SIZE SRC_OPTS=\"$SRC_OPTS\" FILTER_PROCS=$FILTER_PROCS); load average at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load: smtp-source $SRC_ARGS -m $N 127.0.0.1:PORT   (warm-up: 100 messages per configuration first)"
 echo "path: smtp-source -> smtpd (-o content_filter=HOP) -> queue -> HOP -> reinjection smtpd 127.0.0.1 -> queue -> discard:;" \
-  "HOP: plainhop/mkmd/mkmbox = smtp(8), $FILTER_PROCS processes, XFORWARD; peerpipe = pipe(8), $FILTER_PROCS processes, flags=Rq user=nobody null_sender="
+  "HOP: plainhop/mkmd/mkmbox/mkstore = smtp(8), $FILTER_PROCS processes, XFORWARD; peerpipe = pipe(8), $FILTER_PROCS processes, flags=Rq user=nobody null_sender="
 echo "msg/s = messages discarded after the hop / seconds from the start of smtp-source until the queue is empty"
 echo
 echo "| content filter hop | msg/s end to end | vs plain hop | smtp-source msg/s | seconds | hop delays a/b/c/d (mean s) | mailkeep CPU s / 1000 msg | machine CPU s / 1000 msg | machine CPU over plain hop | injected | passed hop | discarded | archived | deferred/bounced/left |"
@@ -388,16 +406,18 @@ for c in $CONFIGS; do
     "${DELAYS[$c]} | ${CPU[$c]} | ${BUSYK[$c]} | $over | ${INJ[$c]} | ${HOP[$c]} | ${DEL[$c]} | ${ARCH[$c]} | ${DEFER[$c]} |"
 done
 echo
-echo "mailkeep / plain hop: Maildir $(ratio "${RATE[mkmd]}" "${RATE[plain]}"), mbox $(ratio "${RATE[mkmbox]}" "${RATE[plain]}") (target >= 0.90)"
-echo "mailkeep / peer: Maildir $(ratio "${RATE[mkmd]}" "${RATE[peer]}"), mbox $(ratio "${RATE[mkmbox]}" "${RATE[peer]}") (target >= 10)"
+echo "mailkeep / plain hop: Maildir $(ratio "${RATE[mkmd]}" "${RATE[plain]}"), mbox $(ratio "${RATE[mkmbox]}" "${RATE[plain]}") (target >= 0.90), store $(ratio "${RATE[mkstore]}" "${RATE[plain]}") (target >= 0.95)"
+echo "mailkeep / peer: Maildir $(ratio "${RATE[mkmd]}" "${RATE[peer]}"), mbox $(ratio "${RATE[mkmbox]}" "${RATE[peer]}"), store $(ratio "${RATE[mkstore]}" "${RATE[peer]}") (target >= 10)"
 echo "machine CPU s / 1000 msg: plain hop ${BUSYK[plain]}, mailkeep Maildir ${BUSYK[mkmd]} (of which mailkeep ${CPU[mkmd]}), mbox ${BUSYK[mkmbox]} (of which mailkeep ${CPU[mkmbox]}), peer ${BUSYK[peer]}" \
   "(over the plain hop: mailkeep Maildir $(minus "${BUSYK[mkmd]}" "${BUSYK[plain]}"), mbox $(minus "${BUSYK[mkmbox]}" "${BUSYK[plain]}"), peer $(minus "${BUSYK[peer]}" "${BUSYK[plain]}"))"
 echo "mailkeep Maildir CPU s / 1000 msg by thread: ${THR[mkmd]}"
 echo "mailkeep mbox CPU s / 1000 msg by thread: ${THR[mkmbox]}"
-echo "exactly once (warm-up included): mailkeep Maildir ${ONCE[mkmd]}; mailkeep mbox ${ONCE[mkmbox]}; peer ${ONCE[peer]}"
+echo "mailkeep store CPU s / 1000 msg by thread: ${THR[mkstore]}"
+echo "exactly once (warm-up included): mailkeep Maildir ${ONCE[mkmd]}; mailkeep mbox ${ONCE[mkmbox]}; mailkeep store ${ONCE[mkstore]}; peer ${ONCE[peer]}"
 echo "mailkeep Maildir: $MK_STOP_MD"
 echo "mailkeep mbox: $MK_STOP_MBOX"
-[ "$MK_ERR" = 0 ] || { echo "mailkeep logs: $MK_ERR WARN/ERROR lines, the last ones:"; cat "$WORK/mk-md.log" "$WORK/mk-mbox.log" | grep 'WARN\|ERROR' | tail -5; }
+echo "mailkeep store: $MK_STOP_STORE"
+[ "$MK_ERR" = 0 ] || { echo "mailkeep logs: $MK_ERR WARN/ERROR lines, the last ones:"; cat "$WORK/mk-md.log" "$WORK/mk-mbox.log" "$WORK/mk-store.log" | grep 'WARN\|ERROR' | tail -5; }
 WARNL=$(grep -c 'warning:\|fatal:\|panic:' "$WORK/maillog" || true)
 [ "$WARNL" = 0 ] || { echo "maillog: $WARNL warning/fatal lines, the last ones:"; grep 'warning:\|fatal:\|panic:' "$WORK/maillog" | tail -5; }
 [ "$FAIL" = 0 ] || { echo "delivery or archive counts differ (see warnings above)" >&2; exit 1; }

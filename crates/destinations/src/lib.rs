@@ -161,6 +161,9 @@ pub struct Written {
     pub bytes: u64,
     /// The rules that selected it.
     pub rules: Vec<String>,
+    /// For the store: what the commit did (a delivery it already held, a
+    /// message body new to it).
+    pub stored: Option<mailkeep_store::Stored>,
 }
 
 /// What one capture did.
@@ -623,6 +626,10 @@ impl Batch {
             let mut leftovers = Vec::new();
             for (i, copy, bytes) in staged.copies {
                 let d = &staged.deliveries[i];
+                let stored_here = match &copy {
+                    Copy::Store(_) => stored.get(&m).cloned(),
+                    _ => None,
+                };
                 let file = match &copy {
                     Copy::Mbox { path, .. } => Ok(path.clone()),
                     Copy::Store(_) => match stored.get(&m) {
@@ -650,6 +657,7 @@ impl Batch {
                             file,
                             bytes,
                             rules: d.rules.clone(),
+                            stored: stored_here,
                         })
                     }
                     Err(source) => {

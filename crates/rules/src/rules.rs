@@ -657,6 +657,17 @@ impl RuleSet {
         &self.rules
     }
 
+    /// One rule, named `name`, that files every message into the store
+    /// (`mailkeep import` without `--rules`).
+    pub fn store_only(name: &str) -> RuleSet {
+        let raw = RawRule {
+            name: Some(name.to_string()),
+            archive: OneOrMany::One("store".into()),
+            ..RawRule::default()
+        };
+        RuleSet::compile(vec![raw], false).expect("archive = [\"store\"] compiles")
+    }
+
     /// No rules: nothing is archived.
     pub fn empty() -> RuleSet {
         RuleSet { rules: Vec::new() }

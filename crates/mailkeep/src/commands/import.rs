@@ -1,50 +1,117 @@
-//! `mailkeep import`: existing mbox files, Maildirs and `.eml` files into
-//! the store, idempotently (a delivery already archived is recognised by
-//! its identity and not added again).
+//! `mailkeep import`: existing mbox files, Maildirs and `.eml` files,
+//! through the same pipeline as `serve`: the one `Archiver` (plan by the
+//! rules, then the store's preparation) on worker threads, one per core,
+//! and the group committer writing and fsyncing in batches, with the
+//! preparation budget bounding memory whatever the input size.
 //!
-//! A pipeline, so both cores work: this thread walks and splits the input,
-//! worker threads hash, index and compress, one committer makes batches
-//! durable. Channels are bounded, so memory stays bounded whatever the
-//! input size.
-//!
-//! With `--rules`, each message goes through the same `Archiver` as
-//! `serve` and `pipe` (the rules' plan, then every destination written
-//! durably, all or nothing), one message at a time: the store still
-//! recognises a delivery it already holds, but an mbox, Maildir or eml
-//! destination gets a second copy when the same input is imported again.
+//! Without `--rules`, one rule files everything into the store,
+//! idempotently (a delivery already archived is recognised by its identity
+//! and not added again). With `--rules`, the configuration's rules decide
+//! (mbox, Maildir, eml, store, forward): the store still recognises a
+//! delivery it holds, but an mbox, Maildir or eml destination gets a second
+//! copy when the same input is imported again.
 
 use crate::cli::{ImportArgs, MboxFlavour};
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
 use indicatif::{ProgressBar, ProgressStyle};
 use mailkeep_capture::import::{walk, Found, ImportOptions, MboxFormat, Walker};
+use mailkeep_destinations::{ArchiveError, Archiver, BatchLimits, GroupCommitter, Report};
 use mailkeep_envelope::Envelope;
-use mailkeep_store::{Prepared, Store};
+use mailkeep_rules::RuleSet;
+use mailkeep_store::Store;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
-/// Depth of each channel between the stages.
+/// Depth of the channel from the walker to the workers.
 const CHANNEL: usize = 256;
 
-/// A commit takes at most this many deliveries...
-const BATCH_MESSAGES: usize = 512;
-/// ...or this many bytes of new records, whichever comes first.
-const BATCH_BYTES: usize = 32 << 20;
+/// An import's batches: larger than `serve`'s (nobody waits for a reply,
+/// and each commit's fsyncs are shared by more messages), still bounded in
+/// bytes.
+const IMPORT_BATCH: BatchLimits = BatchLimits {
+    messages: 512,
+    bytes: 32 << 20,
+};
 
+/// Messages between the workers and their commit at most: two batches,
+/// so the committer always has the next one waiting...
+const IN_FLIGHT: u64 = 2 * IMPORT_BATCH.messages as u64;
+/// ...and at most two batches' bytes, since each holds its message and its
+/// prepared record until the commit.
+const IN_FLIGHT_BYTES: u64 = 2 * IMPORT_BATCH.bytes;
+
+/// What the import did, gathered from the workers and the committer.
 #[derive(Default)]
-struct Counts {
+struct Tally {
+    submitted: u64,
+    answered: u64,
+    /// Message bytes submitted and not yet answered.
+    in_flight_bytes: u64,
+    /// Messages some rule filed / no rule filed (or a skip rule).
+    filed: u64,
+    unfiled: u64,
+    /// Copies per destination.
+    copies: BTreeMap<String, u64>,
+    /// Store deliveries: new, already held; message bodies new to it.
     new: u64,
     duplicate: u64,
     new_messages: u64,
+    /// Messages that could not be prepared (read, parsed, planned).
     failed: Vec<(String, String)>,
+    /// Messages whose commit failed.
+    not_written: Vec<(String, String)>,
 }
 
-pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
-    if args.rules {
-        return run_rules(settings, args);
+impl Tally {
+    fn record(&mut self, origin: String, size: u64, result: Result<Report, ArchiveError>) {
+        self.answered += 1;
+        self.in_flight_bytes -= size;
+        match result {
+            Ok(report) if report.written.is_empty() => self.unfiled += 1,
+            Ok(report) => {
+                self.filed += 1;
+                for w in &report.written {
+                    *self
+                        .copies
+                        .entry(format!("{}:{}", w.kind, w.destination.display()))
+                        .or_default() += 1;
+                    if let Some(s) = &w.stored {
+                        if s.duplicate {
+                            self.duplicate += 1;
+                        } else {
+                            self.new += 1;
+                        }
+                        if s.new_message {
+                            self.new_messages += 1;
+                        }
+                    }
+                }
+            }
+            Err(e) => self
+                .not_written
+                .push((origin, mailkeep_capture::error_chain(&e))),
+        }
+    }
+}
+
+type Shared = Arc<(Mutex<Tally>, Condvar)>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Tally> {
+    shared.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The archiver an import runs: the configuration's rules with `--rules`,
+/// otherwise one rule into the configured store.
+fn archiver(settings: &mut Settings, rules: bool) -> Result<Arc<Archiver>, Failure> {
+    if rules {
+        settings
+            .attach_store()
+            .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
+        return Ok(Arc::new(settings.archiver.clone()));
     }
     let cfg = settings.store.clone().ok_or_else(|| {
         Failure::new(
@@ -55,8 +122,22 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
             ),
         )
     })?;
+    let store = Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let mut archiver = Archiver::new(
+        RuleSet::store_only("import into the store"),
+        settings.archiver.options().clone(),
+    );
+    archiver.set_forward(None);
+    archiver.set_store(Some(Arc::new(store)));
+    Ok(Arc::new(archiver))
+}
+
+pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
     let opts = import_options(settings, &args)?;
-    let store = Arc::new(Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?);
+    let archiver = archiver(settings, args.rules)?;
+    let committer = GroupCommitter::start(IMPORT_BATCH)
+        .map_err(|e| Failure::new(Exit::OSERR, format!("cannot start the committer: {e}")))?;
+    let shared: Shared = Arc::default();
     let started = Instant::now();
     let mut walker = walk(args.paths.clone(), opts);
     let bar = progress_bar();
@@ -65,29 +146,43 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
         .unwrap_or(2);
     let (env_tx, env_rx) = sync_channel::<(String, Envelope)>(CHANNEL);
     let env_rx = Arc::new(Mutex::new(env_rx));
-    let (prep_tx, prep_rx) = sync_channel::<(String, Result<Prepared, String>)>(CHANNEL);
     let mut handles = Vec::new();
     for _ in 0..workers {
         let rx = env_rx.clone();
-        let tx = prep_tx.clone();
-        let store = store.clone();
+        let (archiver, committer, shared) = (archiver.clone(), committer.clone(), shared.clone());
         handles.push(std::thread::spawn(move || loop {
             let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
             let Ok((origin, env)) = next else { break };
-            let p = store
-                .prepare(&env)
-                .map_err(|e| mailkeep_capture::error_chain(&e));
-            if tx.send((origin, p)).is_err() {
-                break;
+            match archiver.ready(&env, committer.budget()) {
+                Err(e) => lock(&shared)
+                    .failed
+                    .push((origin, mailkeep_capture::error_chain(&e))),
+                Ok((ready, share)) => {
+                    let size = env.message.len();
+                    {
+                        let mut t = lock(&shared);
+                        while t.submitted > t.answered
+                            && (t.submitted - t.answered >= IN_FLIGHT
+                                || t.in_flight_bytes + size > IN_FLIGHT_BYTES)
+                        {
+                            t = shared.1.wait(t).unwrap_or_else(|e| e.into_inner());
+                        }
+                        t.submitted += 1;
+                        t.in_flight_bytes += size;
+                    }
+                    let done = shared.clone();
+                    let reply = Box::new(move |result| {
+                        // The preparation's memory is free once answered.
+                        drop(share);
+                        lock(&done).record(origin, size, result);
+                        done.1.notify_all();
+                    });
+                    committer.submit_ready(archiver.clone(), env, Some(ready), reply);
+                }
             }
         }));
     }
-    drop(prep_tx);
-    let committer = {
-        let store = store.clone();
-        std::thread::spawn(move || commit_loop(&store, prep_rx))
-    };
-    let mut skipped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut skipped: Skipped = BTreeMap::new();
     let mut seen = 0u64;
     while let Some(found) = walker.next() {
         match found {
@@ -102,71 +197,169 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
             }
         }
         show_progress(&bar, &walker, seen);
+        // Without rules, a commit that failed means the store failed:
+        // stop rather than fail every message after it.
+        if !args.rules && !lock(&shared).not_written.is_empty() {
+            break;
+        }
     }
     drop(env_tx);
     for h in handles {
         let _ = h.join();
     }
-    let counts = committer
-        .join()
-        .map_err(|_| Failure::new(Exit::SOFTWARE, "the import committer panicked"))?;
-    bar.finish_and_clear();
-    let elapsed = started.elapsed().as_secs_f64();
-    let (counts, fatal) = match counts {
-        Ok(c) => (c, None),
-        Err((c, e)) => (c, Some(e)),
-    };
-    let bytes = walker.bytes_read();
-    let rate = seen as f64 / elapsed.max(1e-9);
-    let skipped_total: usize = skipped.values().map(Vec::len).sum();
-    if args.json {
-        println!(
-            "{}",
-            json!({
-                "messages": seen,
-                "new_deliveries": counts.new,
-                "already_archived": counts.duplicate,
-                "new_messages": counts.new_messages,
-                "failed": counts.failed.len(),
-                "skipped": skipped_total,
-                "skipped_reasons": skipped_json(&skipped),
-                "bytes": bytes,
-                "seconds": elapsed,
-                "messages_per_second": rate,
-                "error": fatal,
-            })
-        );
-    } else {
-        println!(
-            "read {seen} message(s), {:.1} MB, in {elapsed:.2} s ({rate:.0} msg/s, {:.1} MB/s)",
-            bytes as f64 / 1e6,
-            bytes as f64 / 1e6 / elapsed.max(1e-9)
-        );
-        println!(
-            "  new deliveries: {}, already archived: {}, new message bodies: {}",
-            counts.new, counts.duplicate, counts.new_messages
-        );
-        print_skipped(&skipped);
-        for (origin, e) in counts.failed.iter().take(20) {
-            println!("  failed: {origin}: {e}");
+    let tally = {
+        let mut t = lock(&shared);
+        while t.answered < t.submitted {
+            t = shared.1.wait(t).unwrap_or_else(|e| e.into_inner());
         }
-    }
-    if let Some(e) = fatal {
-        return Err(Failure::new(
-            Exit::IOERR,
-            format!("import stopped: {e} (everything reported above as new is stored)"),
-        ));
-    }
-    // A message left out (over the size limit, unreadable) is as much a
-    // failure for a script as one the store refused.
-    let left_out = skipped
-        .keys()
-        .any(|r| mailkeep_capture::import::skip_loses_mail(r));
-    Ok(if counts.failed.is_empty() && !left_out {
-        Exit::OK
+        std::mem::take(&mut *t)
+    };
+    bar.finish_and_clear();
+    let summary = Summary {
+        seen,
+        bytes: walker.bytes_read(),
+        elapsed: started.elapsed().as_secs_f64(),
+        skipped,
+        tally,
+    };
+    if args.rules {
+        summary.print_rules(args.json)
     } else {
-        Exit::DATAERR
-    })
+        summary.print_store(args.json)
+    }
+}
+
+/// The figures of one run, printed one way or the other.
+struct Summary {
+    seen: u64,
+    bytes: u64,
+    elapsed: f64,
+    skipped: Skipped,
+    tally: Tally,
+}
+
+impl Summary {
+    /// A message left out (over the size limit, unreadable) is as much a
+    /// failure for a script as one the archive refused.
+    fn left_out(&self) -> bool {
+        self.skipped
+            .keys()
+            .any(|r| mailkeep_capture::import::skip_loses_mail(r))
+    }
+
+    /// Without `--rules`: the store's counts. Exit 74 when the store
+    /// failed (everything reported as new is stored), 65 when a message
+    /// failed or was left out.
+    fn print_store(&self, json: bool) -> Result<Exit, Failure> {
+        let (seen, bytes, elapsed, skipped, tally) = (
+            self.seen,
+            self.bytes,
+            self.elapsed,
+            &self.skipped,
+            &self.tally,
+        );
+        let rate = seen as f64 / elapsed.max(1e-9);
+        let fatal = tally.not_written.first().map(|(_, e)| e.clone());
+        let skipped_total: usize = skipped.values().map(Vec::len).sum();
+        if json {
+            println!(
+                "{}",
+                json!({
+                    "messages": seen,
+                    "new_deliveries": tally.new,
+                    "already_archived": tally.duplicate,
+                    "new_messages": tally.new_messages,
+                    "failed": tally.failed.len(),
+                    "skipped": skipped_total,
+                    "skipped_reasons": skipped_json(skipped),
+                    "bytes": bytes,
+                    "seconds": elapsed,
+                    "messages_per_second": rate,
+                    "error": fatal,
+                })
+            );
+        } else {
+            println!(
+                "read {seen} message(s), {:.1} MB, in {elapsed:.2} s ({rate:.0} msg/s, {:.1} MB/s)",
+                bytes as f64 / 1e6,
+                bytes as f64 / 1e6 / elapsed.max(1e-9)
+            );
+            println!(
+                "  new deliveries: {}, already archived: {}, new message bodies: {}",
+                tally.new, tally.duplicate, tally.new_messages
+            );
+            print_skipped(skipped);
+            for (origin, e) in tally.failed.iter().take(20) {
+                println!("  failed: {origin}: {e}");
+            }
+        }
+        if let Some(e) = fatal {
+            return Err(Failure::new(
+                Exit::IOERR,
+                format!("import stopped: {e} (everything reported above as new is stored)"),
+            ));
+        }
+        Ok(if tally.failed.is_empty() && !self.left_out() {
+            Exit::OK
+        } else {
+            Exit::DATAERR
+        })
+    }
+
+    /// With `--rules`: what the rules filed where. A message no rule files
+    /// is counted, not an error (the rules said so); one that failed is,
+    /// and the run exits 75 so a script retries it.
+    fn print_rules(&self, json: bool) -> Result<Exit, Failure> {
+        let (seen, bytes, elapsed, skipped, tally) = (
+            self.seen,
+            self.bytes,
+            self.elapsed,
+            &self.skipped,
+            &self.tally,
+        );
+        let failed: Vec<&(String, String)> =
+            tally.failed.iter().chain(&tally.not_written).collect();
+        let skipped_total: usize = skipped.values().map(Vec::len).sum();
+        if json {
+            println!(
+                "{}",
+                json!({
+                    "messages": seen,
+                    "filed": tally.filed,
+                    "no_rule_filed": tally.unfiled,
+                    "copies": tally.copies,
+                    "failed": failed.len(),
+                    "failures": failed.iter().take(20).map(|(o, e)| json!({"origin": o, "error": e})).collect::<Vec<_>>(),
+                    "skipped": skipped_total,
+                    "skipped_reasons": skipped_json(skipped),
+                    "bytes": bytes,
+                    "seconds": elapsed,
+                })
+            );
+        } else {
+            println!(
+                "read {seen} message(s), {:.1} MB, in {elapsed:.2} s; filed by the rules: {}, \
+                 filed nowhere (no rule or skip): {}",
+                bytes as f64 / 1e6,
+                tally.filed,
+                tally.unfiled
+            );
+            for (dest, n) in &tally.copies {
+                println!("  {dest}: {n}");
+            }
+            print_skipped(skipped);
+            for (origin, e) in failed.iter().take(20) {
+                println!("  failed: {origin}: {e}");
+            }
+        }
+        Ok(if !failed.is_empty() {
+            Exit::TEMPFAIL
+        } else if self.left_out() {
+            Exit::DATAERR
+        } else {
+            Exit::OK
+        })
+    }
 }
 
 fn import_options(settings: &Settings, args: &ImportArgs) -> Result<ImportOptions, Failure> {
@@ -231,140 +424,4 @@ fn progress_bar() -> ProgressBar {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     )
-}
-
-/// `import --rules`: every message through the configured rules and the
-/// one `Archiver`. A message no rule files is counted, not an error (the
-/// rules said so); a destination that fails is, and the run exits 75 so
-/// a script retries it.
-fn run_rules(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
-    let opts = import_options(settings, &args)?;
-    settings
-        .attach_store()
-        .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
-    let started = Instant::now();
-    let mut walker = walk(args.paths.clone(), opts);
-    let bar = progress_bar();
-    let mut seen = 0u64;
-    let mut filed = 0u64;
-    let mut unfiled = 0u64;
-    let mut copies: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failed: Vec<(String, String)> = Vec::new();
-    let mut skipped: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    while let Some(found) = walker.next() {
-        match found {
-            Found::Message { origin, envelope } => {
-                seen += 1;
-                match settings.archiver.archive(&envelope) {
-                    Ok(report) if report.written.is_empty() => unfiled += 1,
-                    Ok(report) => {
-                        filed += 1;
-                        for w in &report.written {
-                            *copies
-                                .entry(format!("{}:{}", w.kind, w.destination.display()))
-                                .or_default() += 1;
-                        }
-                    }
-                    Err(e) => failed.push((origin, mailkeep_capture::error_chain(&e))),
-                }
-            }
-            Found::Skipped { origin, reason } => {
-                skipped.entry(reason).or_default().push(origin);
-            }
-        }
-        show_progress(&bar, &walker, seen);
-    }
-    bar.finish_and_clear();
-    let elapsed = started.elapsed().as_secs_f64();
-    let skipped_total: usize = skipped.values().map(Vec::len).sum();
-    if args.json {
-        println!(
-            "{}",
-            json!({
-                "messages": seen,
-                "filed": filed,
-                "no_rule_filed": unfiled,
-                "copies": copies,
-                "failed": failed.len(),
-                "failures": failed.iter().take(20).map(|(o, e)| json!({"origin": o, "error": e})).collect::<Vec<_>>(),
-                "skipped": skipped_total,
-                "skipped_reasons": skipped_json(&skipped),
-                "bytes": walker.bytes_read(),
-                "seconds": elapsed,
-            })
-        );
-    } else {
-        println!(
-            "read {seen} message(s), {:.1} MB, in {elapsed:.2} s; filed by the rules: {filed}, \
-             filed nowhere (no rule or skip): {unfiled}",
-            walker.bytes_read() as f64 / 1e6
-        );
-        for (dest, n) in &copies {
-            println!("  {dest}: {n}");
-        }
-        print_skipped(&skipped);
-        for (origin, e) in failed.iter().take(20) {
-            println!("  failed: {origin}: {e}");
-        }
-    }
-    let left_out = skipped
-        .keys()
-        .any(|r| mailkeep_capture::import::skip_loses_mail(r));
-    Ok(if !failed.is_empty() {
-        Exit::TEMPFAIL
-    } else if left_out {
-        Exit::DATAERR
-    } else {
-        Exit::OK
-    })
-}
-
-type CommitResult = Result<Counts, (Counts, String)>;
-
-fn commit_loop(store: &Store, rx: Receiver<(String, Result<Prepared, String>)>) -> CommitResult {
-    let mut counts = Counts::default();
-    let mut batch: Vec<Prepared> = Vec::new();
-    let mut weight = 0usize;
-    let mut open = true;
-    while open {
-        // Commit when the batch is full, or when the input went quiet (a
-        // slow walker, e.g. on a huge message), or at the end.
-        let quiet = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok((_, Ok(p))) => {
-                weight += p.weight();
-                batch.push(p);
-                false
-            }
-            Ok((origin, Err(e))) => {
-                counts.failed.push((origin, e));
-                false
-            }
-            Err(RecvTimeoutError::Timeout) => true,
-            Err(RecvTimeoutError::Disconnected) => {
-                open = false;
-                true
-            }
-        };
-        let full = batch.len() >= BATCH_MESSAGES || weight >= BATCH_BYTES;
-        if batch.is_empty() || !(full || quiet) {
-            continue;
-        }
-        match store.commit(std::mem::take(&mut batch)) {
-            Ok(results) => {
-                for r in results {
-                    if r.duplicate {
-                        counts.duplicate += 1;
-                    } else {
-                        counts.new += 1;
-                    }
-                    if r.new_message {
-                        counts.new_messages += 1;
-                    }
-                }
-            }
-            Err(e) => return Err((counts, mailkeep_capture::error_chain(&e))),
-        }
-        weight = 0;
-    }
-    Ok(counts)
 }
