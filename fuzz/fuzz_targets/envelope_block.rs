@@ -1,6 +1,6 @@
-//! mailkeep's own envelope header block (module `import::block`, reached
-//! through the public `import::walk`: the scanner is crate-private and the
-//! walk reads files, so each run writes a file in tmpfs).
+//! mailkeep's own envelope header block (`mailkeep_envelope::block`, the
+//! codec's `Scanner` as `import::walk` runs it: the walk reads files, so
+//! each run writes a file in tmpfs).
 //!
 //! Input: the envelope fields (length-prefixed strings, flags, numbers),
 //! then the message bytes. The block is rendered by

@@ -1,10 +1,13 @@
 //! Capture front-ends: the ways a message and its envelope reach mailkeep.
 //!
-//! Each front-end builds one [`mailkeep_envelope::Envelope`] and calls
-//! [`mailkeep_destinations::Archiver::archive`]; only after that returns Ok
-//! does it tell the mail server "yes". Today: [`pipe`] (Postfix `pipe(8)`
-//! content filter and `mailbox_command` wrapper), with [`reinject`] for
-//! handing the message back to the MTA.
+//! Each front-end builds one [`mailkeep_envelope::Envelope`] and has it
+//! archived; only once every copy is durable does it tell the mail server
+//! "yes". [`milter`] and [`filter`] go through [`archive_durably`]
+//! ([`mailkeep_destinations::Archiver::ready`] on the blocking pool, then
+//! the group committer); [`pipe`] (Postfix `pipe(8)` content filter and
+//! `mailbox_command` wrapper) calls `Archiver::archive` and hands the
+//! message back with [`reinject`]; [`import`] turns existing mailboxes into
+//! envelopes. [`listen`] and [`policy`] are shared by the servers.
 
 #![forbid(unsafe_code)]
 

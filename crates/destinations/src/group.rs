@@ -2,8 +2,9 @@
 //!
 //! One committer thread makes batches of whatever archive requests are
 //! waiting and writes each batch with shared fsyncs (see [`crate::Batch`]).
-//! Concurrent milter or SMTP sessions submit their message and wait for
-//! the reply; while a batch is being written, new requests queue up and
+//! Concurrent milter and SMTP sessions, and `mailkeep import`'s worker
+//! threads, submit their message (made ready by [`Archiver::ready`]) and
+//! wait for the reply; while a batch is being written, new requests queue up and
 //! form the next batch. Under light load a batch is one message and costs
 //! what a direct archive costs; under heavy load the fsyncs per message
 //! fall with the batch size, so throughput is not capped at one fsync (or

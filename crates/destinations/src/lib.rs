@@ -1,5 +1,7 @@
-//! Where archived copies go, and the one call every capture path makes:
-//! [`Archiver::archive`] — "archive this envelope, return when it is durable".
+//! Where archived copies go, and how a capture path gets them there:
+//! [`Archiver::ready`] then the [`GroupCommitter`] (`serve`, `import`), or
+//! [`Archiver::archive`], a batch of one (`mailkeep pipe`); either answers
+//! only when every copy is durable.
 //!
 //! Writing goes through a [`Batch`], in these steps:
 //! 0. *lock*: the message's mboxes are locked, all or none, before anything
@@ -18,8 +20,9 @@
 //! 3. *publish*: link into `new/`, link to the final `.eml` name.
 //! 4. *sync directories*: one fsync per directory, however many messages.
 //!
-//! The native store (`archive = ["store"]`) joins step 2: its copies were
-//! prepared (hashed, indexed, compressed) at staging, and the whole batch
+//! The native store (`archive = ["store"]`) joins step 2: its records were
+//! prepared (hashed, indexed, compressed) by [`Archiver::ready`] before the
+//! committer, or at staging when the caller did not, and the whole batch
 //! is committed to it in one segment append and one catalog transaction
 //! after the files are synced and before anything is published; if that
 //! fails, the batch is taken back like a failed fsync.

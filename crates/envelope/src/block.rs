@@ -1,6 +1,8 @@
 //! The envelope header block: the one codec for the lines mailkeep puts in
-//! front of every archived copy (mbox, Maildir, eml, archive-as-email) and
-//! reads back when such a copy is imported.
+//! front of an archived copy (mbox, Maildir and eml unless
+//! `envelope_headers = false`, and `export --format mbox`) and reads back
+//! when such a copy is imported; the `forward:` copy uses only its
+//! [`header_value`] escaping.
 //!
 //! [`envelope_headers`] writes `Return-Path`, one `X-Envelope-To` per
 //! envelope recipient (Bcc included), then `X-Mailkeep-Login`,
@@ -151,7 +153,7 @@ impl Restored {
 /// What the scanner has decided so far.
 #[derive(Debug)]
 pub enum Scan {
-    /// Not decided: feed more (or call [`Scanner::end`]).
+    /// Not decided: feed more (or, at the end of the message, take the bytes back with [`Scanner::into_buf`]).
     NeedMore,
     /// No block: the buffered bytes are message content.
     NotABlock,

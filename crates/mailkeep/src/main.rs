@@ -9,8 +9,8 @@
 //! so the pipe command logs warnings and errors only unless `MAILKEEP_LOG`
 //! says otherwise.
 
-// Two `unsafe` blocks: the fork of `check-config --as` (see `access`) and
-// the allocator setting below.
+// Three `unsafe` blocks: the fork of `check-config --as` and the child's
+// `_exit` (see `access`), and the allocator setting below.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

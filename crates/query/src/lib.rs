@@ -1,5 +1,6 @@
-//! Finding and exporting archived mail: the search query language and the
-//! export formats.
+//! The search query language: [`parse()`] turns the text a user types into a
+//! [`Query`], an expression tree of [`Term`]s ([`ast`]); the store turns it
+//! into SQL.
 
 #![forbid(unsafe_code)]
 

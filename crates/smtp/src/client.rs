@@ -1,6 +1,9 @@
-//! The SMTP client: one connection to a server, commands answered one at a
-//! time (no pipelining), every connect, write and reply bounded by a
-//! timeout, so a peer that stalls or drips bytes cannot hold us forever.
+//! The SMTP client: one connection to a server. [`Client::command`] sends
+//! one command and waits for its reply; a caller may [`Client::write`]
+//! several and read each [`Client::reply`] (the filter's XFORWARD and MAIL
+//! when the relay offers PIPELINING). Every connect, write and reply is
+//! bounded by a timeout, so a peer that stalls or drips bytes cannot hold
+//! us forever.
 //!
 //! It knows the protocol (greeting, EHLO with the HELO fallback, STARTTLS,
 //! AUTH PLAIN, DATA's dot-stuffing); what to send and what a refusal means

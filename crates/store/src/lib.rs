@@ -7,6 +7,7 @@
 //!   login, capture path, time), plus the full-text index.
 //! - [`chain`]: the hash chain over deliveries that makes tampering visible.
 //! - [`verify`]: re-reads everything and checks the chain; checkpoints.
+//! - [`owner`]: who owns the files the store creates, and with which modes.
 //!
 //! Durability order for a commit: the records are written and fdatasync'd
 //! into their segment first, then one SQLite transaction (fsync'd WAL)

@@ -2,7 +2,7 @@
 //! envelope comes out at the end.
 //!
 //! The start is held back until it is known whether it is mailkeep's
-//! envelope header block (module `block`); after that the bytes go straight
+//! envelope header block ([`mailkeep_envelope::block::Scanner`]); after that the bytes go straight
 //! to a [`SpoolWriter`] capped at the size limit, and the first
 //! [`HEAD_LIMIT`] bytes are kept for guessing the envelope when there was
 //! no block.

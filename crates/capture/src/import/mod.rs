@@ -14,7 +14,7 @@
 //! walked in sorted order.
 //!
 //! A copy that mailkeep itself archived starts with its envelope header
-//! block (module `block`); that block is taken off again and the envelope rebuilt
+//! block (read by [`mailkeep_envelope::block::Scanner`]); that block is taken off again and the envelope rebuilt
 //! from it, so re-importing an archive gives back the original bytes and
 //! envelope. Any other message gets a guessed envelope (module `guess`).
 //!
