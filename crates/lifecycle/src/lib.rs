@@ -1,0 +1,18 @@
+//! The archive's lifecycle, beside the store: what happens to archived mail
+//! after it is written and who looked at it.
+//!
+//! - [`audit`]: the audit log, one hash-chained line per access, written
+//!   before the access is answered, so there are no unaudited reads.
+//!
+//! Retention, legal holds and provable deletion are to join it here.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+
+pub use audit::{Actor, AuditError, AuditLog, AuditReport, Entry};
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
