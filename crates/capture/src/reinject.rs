@@ -137,7 +137,7 @@ fn smtp(host: &str, port: u16, env: &Envelope, helo_name: &str) -> Result<(), Re
             Err(e) => Err(e),
         };
         if result.is_err() {
-            let _ = c.command("RSET\r\n").await;
+            c.reset().await;
         }
         c.quit().await;
         result

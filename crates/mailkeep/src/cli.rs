@@ -59,6 +59,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write the chain head (signed when a key is configured) for auditors.
     Checkpoint(CheckpointArgs),
+    /// The audit log: every access to the store, who, when, what, from where.
+    Audit(AuditArgs),
     /// The spool of archive copies waiting for `[forward] relay`.
     Queue {
         #[command(subcommand)]
@@ -207,6 +209,21 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "HEX", requires = "checkpoint")]
     pub public_key: Option<String>,
     /// JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Entries from this time on: `2026-12-01` (UTC midnight) or an RFC 3339
+    /// time like `2026-12-01T14:00:00Z`.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Entries by this user only.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// One JSON object per line (the log's own lines).
     #[arg(long)]
     pub json: bool,
 }

@@ -65,6 +65,7 @@ struct RawStore {
     compression_level: Option<i32>,
     segment_size: Option<Size>,
     group: Option<String>,
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -317,6 +318,9 @@ pub struct Settings {
     pub filter: Option<FilterSettings>,
     /// The native store, when configured.
     pub store: Option<StoreConfig>,
+    /// The audit log of every access to the store (`[store] audit_log`,
+    /// default `audit.log` in the store directory), when there is a store.
+    pub audit_log: Option<PathBuf>,
     /// Archive copies as email, when configured (the marker key is loaded
     /// by [`Settings::attach_store`]).
     pub forward: Option<(ForwardConfig, PathBuf)>,
@@ -578,6 +582,10 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
         }
         Some(st) => Some(store_settings(cx, st, &mut places)),
     };
+    let (store, audit_log) = match store {
+        Some((cfg, audit)) => (Some(cfg), Some(audit)),
+        None => (None, None),
+    };
     if let Some(st) = &store {
         destinations.push(("store.path".into(), st.path.clone(), "store.path".into()));
     }
@@ -635,13 +643,22 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
         milter,
         filter,
         store,
+        audit_log,
         forward,
         places,
     }
 }
 
-fn store_settings(cx: &mut Cx<'_>, st: RawStore, places: &mut Vec<Place>) -> StoreConfig {
+/// The store's settings and where its audit log is.
+fn store_settings(
+    cx: &mut Cx<'_>,
+    st: RawStore,
+    places: &mut Vec<Place>,
+) -> (StoreConfig, PathBuf) {
     let path = cx.path("store.path", "store.path", st.path);
+    let audit_log = cx
+        .opt_path("store.audit_log", st.audit_log)
+        .unwrap_or_else(|| path.join("audit.log"));
     places.push(Place {
         what: "store.path".into(),
         path: path.clone(),
@@ -708,7 +725,7 @@ fn store_settings(cx: &mut Cx<'_>, st: RawStore, places: &mut Vec<Place>) -> Sto
             },
         }
     }
-    cfg
+    (cfg, audit_log)
 }
 
 fn milter_settings(

@@ -15,6 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod access;
+mod audit;
 mod cli;
 mod commands;
 mod config;

@@ -196,14 +196,19 @@ impl Client {
         }
     }
 
-    /// STARTTLS, the handshake, and EHLO again. A refusal (any reply but
-    /// 220) is [`Failure::Rejected`] with the dialogue still in step, so
-    /// the caller may go on in plaintext.
+    /// STARTTLS, the handshake, and EHLO again. A refusal of STARTTLS
+    /// itself (any reply but 220) is [`Failure::Rejected`] at stage
+    /// `STARTTLS`, with the connection still plaintext and the dialogue in
+    /// step, so the caller may go on in plaintext; any later failure (the
+    /// handshake, the EHLO over TLS) has its own stage.
     pub async fn starttls(
         &mut self,
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<(), Error> {
+        if self.is_tls() {
+            return Err(self.error("STARTTLS", Failure::Refused("TLS is already on".into())));
+        }
         let reply = self.command(b"STARTTLS\r\n").await?;
         if reply.code != 220 {
             return Err(self.rejected("STARTTLS", reply));
@@ -385,6 +390,20 @@ impl Client {
         self.write("DATA", &out).await?;
         self.reply_within("end of data", self.timeouts.data_done)
             .await
+    }
+
+    /// Whether an I/O or protocol error left the dialogue out of step (no
+    /// command can be sent any more).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// RSET, best effort and briefly (2 s), when the dialogue is in step:
+    /// after a failed transaction, before QUIT.
+    pub async fn reset(&mut self) {
+        if !self.broken && self.write("RSET", b"RSET\r\n").await.is_ok() {
+            let _ = self.reply_within("RSET", Duration::from_secs(2)).await;
+        }
     }
 
     /// QUIT (when the dialogue is in step) and close, best effort: the

@@ -218,6 +218,12 @@ impl Store {
     /// The chain head now, as a checkpoint, signed when a signing key is
     /// configured.
     pub fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
+        self.checkpoint_with(None)
+    }
+
+    /// [`Store::checkpoint`] that also names the audit log's head
+    /// (`(entry, hash hex)`), under the same signature.
+    pub fn checkpoint_with(&self, audit: Option<(u64, String)>) -> Result<Checkpoint, StoreError> {
         let store_id = self.id();
         let head = self.catalog().head()?;
         let (entry, head) = head
@@ -227,6 +233,7 @@ impl Store {
             store: store_id,
             entry,
             head,
+            audit,
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             signature: None,
         };
@@ -284,6 +291,9 @@ pub struct Checkpoint {
     pub entry: i64,
     /// Hash of that entry, hex.
     pub head: String,
+    /// The audit log's head then: (entry, hash hex). Checkpoints taken
+    /// before the audit log existed have none.
+    pub audit: Option<(u64, String)>,
     /// When it was taken (RFC 3339).
     pub time: String,
     /// (public key hex, signature hex) over [`Checkpoint::body`].
@@ -293,8 +303,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The signed text.
     pub fn body(&self) -> String {
+        let audit = match &self.audit {
+            Some((entry, hash)) => format!("audit: {entry} {hash}\n"),
+            None => String::new(),
+        };
         format!(
-            "mailkeep-checkpoint: 1\nstore: {}\nentry: {}\nhead: {}\ntime: {}\n",
+            "mailkeep-checkpoint: 1\nstore: {}\nentry: {}\nhead: {}\n{audit}time: {}\n",
             self.store, self.entry, self.head, self.time
         )
     }
@@ -337,7 +351,20 @@ impl Checkpoint {
                 }
             }
         };
+        let audit = match fields.get("audit") {
+            None => None,
+            Some(a) => match a.split_once(' ') {
+                Some((entry, hash)) => Some((
+                    entry
+                        .parse()
+                        .map_err(|_| "checkpoint audit entry is not a number".to_string())?,
+                    hash.to_string(),
+                )),
+                None => return Err("unreadable audit line".into()),
+            },
+        };
         Ok(Checkpoint {
+            audit,
             store: get("store")?,
             entry: get("entry")?
                 .parse()

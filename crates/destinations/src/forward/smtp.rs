@@ -234,7 +234,14 @@ async fn session(
             let name = server_name(client, &relay.addr)?;
             match client.starttls(config, name).await {
                 Ok(()) => {}
-                Err(e) if e.reply().is_some() && relay.tls != TlsMode::Required => {
+                // Only a refusal of STARTTLS itself leaves a plaintext
+                // session to go on with; a failure after it does not.
+                Err(e)
+                    if e.stage == "STARTTLS"
+                        && e.reply().is_some()
+                        && !client.is_tls()
+                        && relay.tls != TlsMode::Required =>
+                {
                     tracing::warn!(relay = %relay.addr, error = %e,
                         "the relay offered STARTTLS and then refused it; sending in plaintext");
                 }
@@ -394,6 +401,8 @@ mod tests {
         /// Replies by command prefix (`"RCPT"`, `"EHLO"`, `"."` for end of data).
         replies: Vec<(&'static str, &'static str)>,
         tls: Option<Arc<ServerConfig>>,
+        /// Replaces the reply to EHLO over TLS.
+        ehlo_tls_reply: Option<&'static str>,
     }
 
     /// What the relay received.
@@ -473,7 +482,12 @@ mod tests {
                 let cmd = String::from_utf8_lossy(&line).trim_end().to_string();
                 t.commands.push((tls, cmd.clone()));
                 let verb = cmd.to_ascii_uppercase();
-                if verb.starts_with("EHLO") {
+                if let Some(r) = script
+                    .ehlo_tls_reply
+                    .filter(|_| tls && verb.starts_with("EHLO"))
+                {
+                    s.send(r);
+                } else if verb.starts_with("EHLO") {
                     let mut lines = vec!["test".to_string()];
                     let ext = if tls { &script.ehlo_tls } else { &script.ehlo };
                     lines.extend(ext.iter().map(|e| e.to_string()));
@@ -833,6 +847,29 @@ mod tests {
             tls: Some(config),
             ..Script::default()
         }
+    }
+
+    /// Review finding: an EHLO refused after the TLS handshake was taken for
+    /// a refused STARTTLS, and the copy sent on "in plaintext" (over TLS,
+    /// with the offer from before it), to fail permanently at MAIL.
+    #[test]
+    fn ehlo_refused_over_tls_is_temporary_and_nothing_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((cert, key)) = self_signed(dir.path()) else {
+            return;
+        };
+        let mut script = tls_script(server_config(&cert, &key));
+        script.ehlo_tls_reply = Some("421 4.3.2 Try again later");
+        let (port, server) = serve(script);
+        let err = send(&relay(port), &ENV, b"x\n").unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("EHLO"), "{err}");
+        let t = server.join().unwrap();
+        assert!(
+            !t.lines().iter().any(|l| l.starts_with("MAIL")),
+            "{:?}",
+            t.lines()
+        );
     }
 
     #[test]

@@ -7,8 +7,19 @@ use std::io::Write;
 
 pub fn run(settings: &Settings, args: CheckpointArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
+    let audit = settings.audit()?;
+    audit.record(
+        "checkpoint",
+        serde_json::json!({"out": args.out.as_ref().map(|p| p.display().to_string())}),
+    )?;
+    // The audit log's head, this checkpoint's own entry included.
+    let audit_head = audit
+        .log()
+        .verify()
+        .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?
+        .head;
     let cp = store
-        .checkpoint()
+        .checkpoint_with(audit_head)
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     let text = cp.to_text();
     match args.out {

@@ -67,6 +67,17 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
         .search(&query, None)
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     hits.reverse();
+    let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
+    settings.audit()?.record(
+        "export",
+        json!({
+            "query": args.query,
+            "format": format!("{:?}", args.format).to_lowercase(),
+            "out": args.out.display().to_string(),
+            "results": hits.len(),
+            "ids": mailkeep_lifecycle::audit::id_ranges(&ids),
+        }),
+    )?;
     if hits.is_empty() {
         // Nothing is written: an empty file would look like an export.
         eprintln!("nothing matched; {} not written", args.out.display());

@@ -16,9 +16,10 @@ use crate::config::Settings;
 use crate::exit::{Exit, Failure};
 use indicatif::{ProgressBar, ProgressStyle};
 use mailkeep_capture::import::{walk, Found, ImportOptions, MboxFormat, Walker};
+use mailkeep_destinations::budget::Share;
 use mailkeep_destinations::{ArchiveError, Archiver, BatchLimits, GroupCommitter, Report};
 use mailkeep_envelope::Envelope;
-use mailkeep_rules::RuleSet;
+use mailkeep_rules::{DestKind, RuleSet};
 use mailkeep_store::Store;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -60,10 +61,58 @@ struct Tally {
     new: u64,
     duplicate: u64,
     new_messages: u64,
-    /// Messages that could not be prepared (read, parsed, planned).
+    /// Messages that could not be prepared or written (read, parsed,
+    /// planned, a file destination).
     failed: Vec<(String, String)>,
-    /// Messages whose commit failed.
+    /// Messages the store failed to take: without `--rules`, the import
+    /// stops at the first.
     not_written: Vec<(String, String)>,
+}
+
+/// The store itself failed (not one message's bytes or plan).
+fn is_store_failure(e: &ArchiveError) -> bool {
+    matches!(
+        e,
+        ArchiveError::Store(_)
+            | ArchiveError::Write {
+                kind: DestKind::Store,
+                ..
+            }
+    )
+}
+
+/// One submitted message's answer. The committer calls it once; should it
+/// be dropped uncalled (the committer died), the message is recorded as
+/// not written, so the import never waits for an answer that cannot come.
+struct Answer {
+    shared: Shared,
+    origin: Option<String>,
+    size: u64,
+    share: Option<Share>,
+}
+
+impl Answer {
+    fn give(mut self, result: Result<Report, ArchiveError>) {
+        self.finish(result);
+    }
+
+    fn finish(&mut self, result: Result<Report, ArchiveError>) {
+        let Some(origin) = self.origin.take() else {
+            return;
+        };
+        // The preparation's memory is free once answered.
+        drop(self.share.take());
+        lock(&self.shared).record(origin, self.size, result);
+        self.shared.1.notify_all();
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.finish(Err(ArchiveError::Store(
+            "the archive writer stopped without answering".into(),
+        )));
+    }
 }
 
 impl Tally {
@@ -91,8 +140,11 @@ impl Tally {
                     }
                 }
             }
-            Err(e) => self
+            Err(e) if is_store_failure(&e) => self
                 .not_written
+                .push((origin, mailkeep_capture::error_chain(&e))),
+            Err(e) => self
+                .failed
                 .push((origin, mailkeep_capture::error_chain(&e))),
         }
     }
@@ -135,6 +187,19 @@ fn archiver(settings: &mut Settings, rules: bool) -> Result<Arc<Archiver>, Failu
 pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
     let opts = import_options(settings, &args)?;
     let archiver = archiver(settings, args.rules)?;
+    // An import into a store is recorded in its audit log, before and
+    // after (`import --rules` into files alone has no store to record in).
+    let audit = match settings.store {
+        Some(_) => Some(settings.audit()?),
+        None => None,
+    };
+    let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+    if let Some(a) = &audit {
+        a.record(
+            "import",
+            json!({"phase": "start", "paths": paths, "rules": args.rules}),
+        )?;
+    }
     let committer = GroupCommitter::start(IMPORT_BATCH)
         .map_err(|e| Failure::new(Exit::OSERR, format!("cannot start the committer: {e}")))?;
     let shared: Shared = Arc::default();
@@ -150,9 +215,14 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
     for _ in 0..workers {
         let rx = env_rx.clone();
         let (archiver, committer, shared) = (archiver.clone(), committer.clone(), shared.clone());
+        let stop_at_store_failure = !args.rules;
         handles.push(std::thread::spawn(move || loop {
             let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
             let Ok((origin, env)) = next else { break };
+            if stop_at_store_failure && !lock(&shared).not_written.is_empty() {
+                // The store failed: what is still queued is left for a rerun.
+                continue;
+            }
             match archiver.ready(&env, committer.budget()) {
                 Err(e) => lock(&shared)
                     .failed
@@ -170,13 +240,13 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
                         t.submitted += 1;
                         t.in_flight_bytes += size;
                     }
-                    let done = shared.clone();
-                    let reply = Box::new(move |result| {
-                        // The preparation's memory is free once answered.
-                        drop(share);
-                        lock(&done).record(origin, size, result);
-                        done.1.notify_all();
-                    });
+                    let answer = Answer {
+                        shared: shared.clone(),
+                        origin: Some(origin),
+                        size,
+                        share,
+                    };
+                    let reply = Box::new(move |result| answer.give(result));
                     committer.submit_ready(archiver.clone(), env, Some(ready), reply);
                 }
             }
@@ -222,11 +292,28 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
         skipped,
         tally,
     };
-    if args.rules {
+    let exit = if args.rules {
         summary.print_rules(args.json)
     } else {
         summary.print_store(args.json)
+    };
+    if let Some(a) = &audit {
+        let t = &summary.tally;
+        a.record(
+            "import",
+            json!({
+                "phase": "done",
+                "paths": paths,
+                "messages": summary.seen,
+                "filed": t.filed,
+                "new_deliveries": t.new,
+                "already_archived": t.duplicate,
+                "failed": t.failed.len() + t.not_written.len(),
+                "exit": match &exit { Ok(e) => e.0, Err(f) => f.code.0 },
+            }),
+        )?;
     }
+    exit
 }
 
 /// The figures of one run, printed one way or the other.

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod audit;
 mod check_config;
 mod checkpoint;
 mod export;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Stats(args) => stats::run(&load(cfg)?, args),
         Command::Verify(args) => verify::run(&load(cfg)?, args),
         Command::Checkpoint(args) => checkpoint::run(&load(cfg)?, args),
+        Command::Audit(args) => audit::run(&load(cfg)?, args),
         Command::Queue { command } => queue::run(&load(cfg)?, command),
     }
 }

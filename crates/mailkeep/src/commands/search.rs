@@ -10,9 +10,20 @@ pub fn run(settings: &Settings, args: SearchArgs) -> Result<Exit, Failure> {
     let query =
         mailkeep_query::parse(&args.query).map_err(|e| Failure::new(Exit::USAGE, e.to_string()))?;
     let store = settings.open_store()?;
+    let audit = settings.audit()?;
     let hits = store
         .search(&query, args.limit)
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
+    audit.record(
+        "search",
+        serde_json::json!({
+            "query": args.query,
+            "limit": args.limit,
+            "results": hits.len(),
+            "ids": mailkeep_lifecycle::audit::id_ranges(&ids),
+        }),
+    )?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for hit in &hits {

@@ -164,6 +164,7 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).map_err(sig_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
     let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
+    crate::audit::record_config(&settings, "start");
     println!(
         "mailkeep {} serve: configuration {} ({} rule(s))",
         env!("CARGO_PKG_VERSION"),
@@ -277,6 +278,7 @@ async fn serve(
                     }
                     tracing::info!(source = %new.source,
                         rules = new.archiver.rules().rules().len(), "configuration reloaded");
+                    crate::audit::record_config(&new, "reload");
                     current = new;
                 }
                 Err(e) => for e in &e.0 {

@@ -39,6 +39,22 @@ fn escape_controls(raw: &[u8]) -> String {
 
 pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
+    let view = if args.raw {
+        "raw"
+    } else if args.headers {
+        "headers"
+    } else if args.envelope {
+        "envelope"
+    } else if args.json {
+        "json"
+    } else {
+        "summary"
+    };
+    // Recorded before the lookup: a probe for an id that does not exist
+    // leaves its trace too.
+    settings
+        .audit()?
+        .record("show", serde_json::json!({"id": args.id, "view": view}))?;
     let hit = store.get(args.id).map_err(|e| match e {
         mailkeep_store::StoreError::NotFound(_) => Failure::new(Exit::NOTHING, e.to_string()),
         e => Failure::from_store(Exit::IOERR, &e),

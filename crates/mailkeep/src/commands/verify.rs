@@ -10,6 +10,11 @@ use serde_json::json;
 
 pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
+    let audit = settings.audit()?;
+    audit.record(
+        "verify",
+        json!({"checkpoint": args.checkpoint.as_ref().map(|p| p.display().to_string())}),
+    )?;
     let (deliveries, messages) = store
         .verify_sizes()
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
@@ -36,6 +41,17 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
         })
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     bar.finish_and_clear();
+    // The audit log is part of what is verified: its chain, and (below)
+    // the head a checkpoint recorded.
+    let audit_report = audit
+        .log()
+        .verify()
+        .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
+    for p in &audit_report.problems {
+        report
+            .problems
+            .push(format!("audit log {}: {p}", audit.log().path().display()));
+    }
     if let Some(path) = &args.checkpoint {
         let cp = Checkpoint::load(path).map_err(|m| Failure::new(Exit::USAGE, m))?;
         if let Err(e) = cp.verify_signature(args.public_key.as_deref()) {
@@ -53,6 +69,25 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
                     .push(format!("checkpoint {}: {p}", path.display()));
             }
         }
+        if let Some((entry, hash)) = &cp.audit {
+            let found = audit
+                .log()
+                .entries(|e| e.seq == *entry)
+                .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
+            match found.first() {
+                None => report.problems.push(format!(
+                    "checkpoint {}: audit entry {entry} is gone (the audit log was cut)",
+                    path.display()
+                )),
+                Some(e) if &e.hash != hash => report.problems.push(format!(
+                    "checkpoint {}: audit entry {entry} differs from the checkpoint of {} \
+                     (the audit log was rewritten)",
+                    path.display(),
+                    cp.time
+                )),
+                Some(_) => {}
+            }
+        }
     }
     let ok = report.problems.is_empty();
     if args.json {
@@ -64,18 +99,24 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
                 "messages": report.messages,
                 "bytes": report.bytes,
                 "head": report.head.as_ref().map(|(id, h)| json!({"entry": id, "hash": h})),
+                "audit": {
+                    "entries": audit_report.entries,
+                    "head": audit_report.head.as_ref().map(|(id, h)| json!({"entry": id, "hash": h})),
+                },
                 "first_problem": report.problems.first(),
                 "problems": report.problems,
             })
         );
     } else if ok {
         println!(
-            "OK: {} deliveries, {} messages ({} bytes) re-read; chain head: entry {} {}",
+            "OK: {} deliveries, {} messages ({} bytes) re-read; chain head: entry {} {}; \
+             audit log: {} entries",
             report.deliveries,
             report.messages,
             report.bytes,
             report.head.as_ref().map(|h| h.0).unwrap_or(0),
             report.head.as_ref().map(|h| h.1.as_str()).unwrap_or("-"),
+            audit_report.entries,
         );
     } else {
         println!("FAILED: first bad record: {}", report.problems[0]);

@@ -4,6 +4,7 @@
 //! access.
 
 use crate::util::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -372,13 +373,25 @@ fn a_third_user_with_group_read_access_searches_and_verifies() {
     );
     for (path, uid, gid, mode) in owners(&archive.join("store")) {
         assert_eq!((uid, gid), (NOBODY, AUDITORS), "{}", path.display());
+        // The audit log is the one file the group appends to: every
+        // auditor's search is recorded in it.
+        let allowed = if path.ends_with("audit.log") {
+            0o007
+        } else {
+            0o027
+        };
         assert_eq!(
-            mode & 0o027,
+            mode & allowed,
             0,
             "{}: {mode:o} gives the group write or others access",
             path.display()
         );
     }
+    let audit_log = archive.join("store").join("audit.log");
+    assert_eq!(
+        std::fs::metadata(&audit_log).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
     let before = owners(&archive);
 
     let auditor = || mailkeep_as(AUDITOR, AUDITOR, &[AUDITORS], &config);
@@ -414,6 +427,15 @@ fn a_third_user_with_group_read_access_searches_and_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(owners(&archive), before, "a reader changed the store");
+    // Each of the auditor's commands left its trace, in order, as them.
+    let log = std::fs::read_to_string(&audit_log).unwrap();
+    let mine: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["uid"] == AUDITOR)
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(mine, ["search", "verify", "show", "stats"], "{log}");
 
     // Not in the group: refused, and told so.
     let out = mailkeep_as(AUDITOR, AUDITOR, &[], &config)

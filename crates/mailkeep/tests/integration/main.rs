@@ -6,6 +6,7 @@ mod smtp;
 mod util;
 
 mod admin;
+mod audit;
 mod check_config;
 mod commands;
 mod filter;

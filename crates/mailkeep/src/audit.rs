@@ -1,0 +1,104 @@
+//! Every command that touches the store records itself in the audit log
+//! first (`mailkeep_lifecycle::audit`): who (the Unix user, and who ran
+//! `sudo`), from where (SSH client, terminal), what (the query, the ids,
+//! the counts). When the entry cannot be written, the command does nothing
+//! and exits 77 (permission denied) or 74: there are no unaudited reads.
+
+use crate::config::Settings;
+use crate::exit::{Exit, Failure};
+use mailkeep_lifecycle::{Actor, AuditError, AuditLog};
+use mailkeep_store::owner::Ownership;
+use serde_json::{Map, Value};
+use std::io;
+
+/// Records a configuration load of `serve` (start or reload). Capture is
+/// not an access to what is archived, so a log that cannot be written is
+/// an error in the log, not a reason to stop taking mail.
+pub fn record_config(settings: &Settings, event: &str) {
+    if settings.store.is_none() {
+        return;
+    }
+    let detail = serde_json::json!({
+        "event": event,
+        "source": settings.source.to_string(),
+        "rules": settings.archiver.rules().rules().len(),
+    });
+    if let Err(e) = settings
+        .audit_as("serve")
+        .and_then(|a| a.record("config", detail))
+    {
+        tracing::error!(
+            "configuration {event} not recorded in the audit log: {}",
+            e.message
+        );
+    }
+}
+
+/// The log of one store and who this process records as.
+pub struct Audit {
+    log: AuditLog,
+    actor: Actor,
+}
+
+impl Settings {
+    /// The audit log of the configured store, created (for the store's
+    /// owner, 0600, or 0660 with `[store] group`, whose members then append
+    /// to it) when it does not exist yet.
+    pub fn audit(&self) -> Result<Audit, Failure> {
+        self.audit_as("cli")
+    }
+
+    /// [`Settings::audit`] for a way in other than the command line.
+    pub fn audit_as(&self, via: &str) -> Result<Audit, Failure> {
+        let (Some(store), Some(path)) = (&self.store, &self.audit_log) else {
+            return Err(Failure::new(
+                Exit::CONFIG,
+                format!("{}: there is no [store] section", self.source),
+            ));
+        };
+        let log = AuditLog::new(path);
+        let mode = if store.group.is_some() { 0o660 } else { 0o600 };
+        log.create(mode, |file| {
+            Ownership::for_store(&store.path, store.group)?.apply(file, false)
+        })
+        .map_err(fail)?;
+        Ok(Audit {
+            log,
+            actor: Actor::this_process(via),
+        })
+    }
+}
+
+impl Audit {
+    /// Records `action` with `detail` (a JSON object), durably, before the
+    /// command shows or does anything.
+    pub fn record(&self, action: &str, detail: Value) -> Result<(), Failure> {
+        let detail = match detail {
+            Value::Object(m) => m,
+            other => Map::from_iter([("detail".to_string(), other)]),
+        };
+        self.log
+            .append(&self.actor, action, detail)
+            .map(drop)
+            .map_err(fail)
+    }
+
+    /// The log.
+    pub fn log(&self) -> &AuditLog {
+        &self.log
+    }
+}
+
+fn fail(e: AuditError) -> Failure {
+    let exit = match e.kind() {
+        Some(io::ErrorKind::PermissionDenied) => Exit::NOPERM,
+        _ => Exit::IOERR,
+    };
+    Failure::new(
+        exit,
+        format!(
+            "{e}; every access to the archive is recorded in its audit log first, so nothing \
+             was done"
+        ),
+    )
+}
