@@ -19,7 +19,7 @@ pub mod template;
 pub use glob::Glob;
 pub use headers::HeaderInfo;
 pub use rules::{
-    parse_net, parse_size, Decision, Delivery, DestKind, DestSpec, OneOrMany, Outcome, Plan,
-    RawRule, Rule, RuleError, RuleSet, Size,
+    parse_net, parse_size, Conditions, Decision, Delivery, DestKind, DestSpec, OneOrMany, Outcome,
+    Plan, RawConditions, RawRule, Rule, RuleError, RuleSet, Size,
 };
 pub use template::{Template, TemplateError};

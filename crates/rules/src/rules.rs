@@ -332,10 +332,34 @@ enum Action {
     Archive(Vec<DestSpec>),
 }
 
-/// A compiled rule.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    name: String,
+/// The match keys of a rule or a retention policy, as written: each key
+/// takes one value or a list (any of them), and all the keys given must
+/// match.
+#[derive(Debug, Clone, Default)]
+pub struct RawConditions {
+    /// SASL login globs.
+    pub login: OneOrMany,
+    /// Envelope sender globs; `<>` is the null sender.
+    pub sender: OneOrMany,
+    /// Envelope recipient globs.
+    pub recipient: OneOrMany,
+    /// `From:` header address globs.
+    pub from: OneOrMany,
+    /// `To:` and `Cc:` header address globs.
+    pub to: OneOrMany,
+    /// Client CIDRs or host name globs.
+    pub client: OneOrMany,
+    /// Tag globs.
+    pub tag: OneOrMany,
+    /// Capture paths.
+    pub capture: OneOrMany,
+    /// Messages strictly larger than this.
+    pub size_over: Option<Size>,
+}
+
+/// Compiled match keys (see [`RawConditions`]).
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
     login: Vec<Glob>,
     sender: Vec<Glob>,
     recipient: Vec<Glob>,
@@ -345,6 +369,112 @@ pub struct Rule {
     tag: Vec<Glob>,
     capture: Vec<CapturePath>,
     size_over: Option<u64>,
+}
+
+impl Conditions {
+    /// Compiles the keys; each value at fault goes to `err` (key, position
+    /// in its list, message), and the keys that did compile are kept.
+    pub fn compile(
+        raw: RawConditions,
+        err: &mut impl FnMut(&'static str, Option<usize>, String),
+    ) -> Conditions {
+        for (field, values) in [
+            ("sender", &raw.sender),
+            ("recipient", &raw.recipient),
+            ("from", &raw.from),
+            ("to", &raw.to),
+        ] {
+            for (i, v) in values.items() {
+                if let Some(m) = address_glob_error(field, v) {
+                    err(field, i, m);
+                }
+            }
+        }
+        for (field, values) in [("login", &raw.login), ("tag", &raw.tag)] {
+            for (i, v) in values.items() {
+                if let Some(m) = name_error(v) {
+                    err(field, i, m);
+                }
+            }
+        }
+        let mut client = Vec::new();
+        for (i, c) in raw.client.items() {
+            match ClientPattern::parse(c) {
+                Ok(p) => client.push(p),
+                Err(m) => err("client", i, m),
+            }
+        }
+        let size_over = raw
+            .size_over
+            .as_ref()
+            .map(Size::bytes)
+            .transpose()
+            .unwrap_or_else(|m| {
+                err("size_over", None, m);
+                None
+            });
+        let mut capture = Vec::new();
+        for (i, c) in raw.capture.items() {
+            match CapturePath::parse(c) {
+                Some(p) => capture.push(p),
+                None => err(
+                    "capture",
+                    i,
+                    format!("{c:?} is not one of milter, filter, pipe, import"),
+                ),
+            }
+        }
+        Conditions {
+            login: globs(raw.login),
+            sender: globs(raw.sender),
+            recipient: globs(raw.recipient),
+            from: globs(raw.from),
+            to: globs(raw.to),
+            client,
+            tag: globs(raw.tag),
+            capture,
+            size_over,
+        }
+    }
+
+    /// Everything except the recipient key, for a message of `size` bytes:
+    /// all-of across keys, any-of within one.
+    pub fn message_matches(&self, env: &Envelope, headers: &HeaderInfo, size: u64) -> bool {
+        let keyed = |globs: &[Glob], value: Option<&str>| {
+            globs.is_empty() || value.is_some_and(|v| any(globs, v))
+        };
+        let keyed_list = |globs: &[Glob], values: &[String]| {
+            globs.is_empty() || values.iter().any(|v| any(globs, v))
+        };
+        keyed(&self.login, env.login.as_deref().filter(|l| !l.is_empty()))
+            && keyed(&self.sender, Some(env.sender.as_deref().unwrap_or("")))
+            && keyed_list(&self.from, &headers.from)
+            && keyed_list(&self.to, &headers.to)
+            && keyed_list(&self.tag, &env.tags)
+            && (self.client.is_empty() || self.client.iter().any(|c| c.matches(env)))
+            && (self.capture.is_empty() || self.capture.contains(&env.capture))
+            && self.size_over.is_none_or(|limit| size > limit)
+    }
+
+    /// The recipient key alone, for one recipient.
+    pub fn recipient_matches(&self, rcpt: &str) -> bool {
+        self.recipient.is_empty() || any(&self.recipient, rcpt)
+    }
+
+    /// The whole message: [`Conditions::message_matches`] and, when there
+    /// is a recipient key, any envelope recipient matching it.
+    pub fn matches(&self, env: &Envelope, headers: &HeaderInfo, size: u64) -> bool {
+        self.message_matches(env, headers, size)
+            && (self.recipient.is_empty()
+                || env.recipients.iter().any(|r| self.recipient_matches(r)))
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    name: String,
+    conditions: Conditions,
     action: Action,
     per_recipient: bool,
     continue_: bool,
@@ -409,52 +539,20 @@ impl Rule {
                 message,
             })
         };
-        for (field, values) in [
-            ("sender", &raw.sender),
-            ("recipient", &raw.recipient),
-            ("from", &raw.from),
-            ("to", &raw.to),
-        ] {
-            for (i, v) in values.items() {
-                if let Some(m) = address_glob_error(field, v) {
-                    err(field, i, m);
-                }
-            }
-        }
-        for (field, values) in [("login", &raw.login), ("tag", &raw.tag)] {
-            for (i, v) in values.items() {
-                if let Some(m) = name_error(v) {
-                    err(field, i, m);
-                }
-            }
-        }
-        let mut client = Vec::new();
-        for (i, c) in raw.client.items() {
-            match ClientPattern::parse(c) {
-                Ok(p) => client.push(p),
-                Err(m) => err("client", i, m),
-            }
-        }
-        let size_over = raw
-            .size_over
-            .as_ref()
-            .map(Size::bytes)
-            .transpose()
-            .unwrap_or_else(|m| {
-                err("size_over", None, m);
-                None
-            });
-        let mut capture = Vec::new();
-        for (i, c) in raw.capture.items() {
-            match CapturePath::parse(c) {
-                Some(p) => capture.push(p),
-                None => err(
-                    "capture",
-                    i,
-                    format!("{c:?} is not one of milter, filter, pipe, import"),
-                ),
-            }
-        }
+        let conditions = Conditions::compile(
+            RawConditions {
+                login: raw.login.clone(),
+                sender: raw.sender.clone(),
+                recipient: raw.recipient.clone(),
+                from: raw.from.clone(),
+                to: raw.to.clone(),
+                client: raw.client.clone(),
+                tag: raw.tag.clone(),
+                capture: raw.capture.clone(),
+                size_over: raw.size_over.clone(),
+            },
+            &mut err,
+        );
         let archive = raw.archive.items();
         let action = match (raw.skip, archive.is_empty()) {
             (true, false) => {
@@ -500,15 +598,7 @@ impl Rule {
         }
         Ok(Rule {
             name,
-            login: globs(raw.login),
-            sender: globs(raw.sender),
-            recipient: globs(raw.recipient),
-            from: globs(raw.from),
-            to: globs(raw.to),
-            client,
-            tag: globs(raw.tag),
-            capture,
-            size_over,
+            conditions,
             action,
             per_recipient: raw.per_recipient,
             continue_: raw.continue_,
@@ -521,26 +611,13 @@ impl Rule {
         &self.name
     }
 
-    /// Everything except the recipient key: all-of across keys, any-of within one.
     fn message_matches(&self, env: &Envelope, headers: &HeaderInfo) -> bool {
-        let keyed = |globs: &[Glob], value: Option<&str>| {
-            globs.is_empty() || value.is_some_and(|v| any(globs, v))
-        };
-        let keyed_list = |globs: &[Glob], values: &[String]| {
-            globs.is_empty() || values.iter().any(|v| any(globs, v))
-        };
-        keyed(&self.login, env.login.as_deref().filter(|l| !l.is_empty()))
-            && keyed(&self.sender, Some(env.sender.as_deref().unwrap_or("")))
-            && keyed_list(&self.from, &headers.from)
-            && keyed_list(&self.to, &headers.to)
-            && keyed_list(&self.tag, &env.tags)
-            && (self.client.is_empty() || self.client.iter().any(|c| c.matches(env)))
-            && (self.capture.is_empty() || self.capture.contains(&env.capture))
-            && self.size_over.is_none_or(|limit| env.message.len() > limit)
+        self.conditions
+            .message_matches(env, headers, env.message.len())
     }
 
     fn recipient_matches(&self, rcpt: &str) -> bool {
-        self.recipient.is_empty() || any(&self.recipient, rcpt)
+        self.conditions.recipient_matches(rcpt)
     }
 }
 
@@ -722,7 +799,7 @@ impl RuleSet {
                     .collect()
             } else {
                 let open: Vec<usize> = (0..slots.len()).filter(|&i| undecided[i]).collect();
-                let hit = rule.recipient.is_empty()
+                let hit = rule.conditions.recipient.is_empty()
                     || open
                         .iter()
                         .any(|&i| slots[i].is_some_and(|r| rule.recipient_matches(r)));
