@@ -3,12 +3,15 @@
 //!
 //! - [`audit`]: the audit log, one hash-chained line per access, written
 //!   before the access is answered, so there are no unaudited reads.
+//! - [`retention`]: how long each delivery is kept, by policies tried in
+//!   order, from its recorded receive time.
 //!
-//! Retention, legal holds and provable deletion are to join it here.
+//! Legal holds, expiry and provable deletion are to join it here.
 
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod retention;
 
 pub use audit::{Actor, AuditError, AuditLog, AuditReport, Entry};
 

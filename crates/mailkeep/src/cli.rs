@@ -61,6 +61,11 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// The audit log: every access to the store, who, when, what, from where.
     Audit(AuditArgs),
+    /// How long deliveries are kept: which policy applies, and what expires when.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// The spool of archive copies waiting for `[forward] relay`.
     Queue {
         #[command(subcommand)]
@@ -209,6 +214,33 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "HEX", requires = "checkpoint")]
     pub public_key: Option<String>,
     /// JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep retention ...`.
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Which policy keeps one delivery, from when, until when.
+    Show(RetentionShowArgs),
+    /// For the current policies: how many deliveries expire in each month.
+    Plan(RetentionPlanArgs),
+}
+
+/// `mailkeep retention show`.
+#[derive(Debug, Args)]
+pub struct RetentionShowArgs {
+    /// Delivery id (from `mailkeep search`).
+    pub id: i64,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep retention plan`.
+#[derive(Debug, Args)]
+pub struct RetentionPlanArgs {
+    /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }

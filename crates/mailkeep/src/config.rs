@@ -20,7 +20,8 @@ use mailkeep_capture::policy::FailurePolicy;
 use mailkeep_destinations::forward::{self, ForwardConfig};
 use mailkeep_destinations::{ArchiveOptions, Archiver};
 use mailkeep_envelope::DEFAULT_SPOOL_THRESHOLD;
-use mailkeep_rules::{DestKind, DestSpec, RawRule, RuleSet, Size};
+use mailkeep_lifecycle::retention::{RawPolicy, Retention};
+use mailkeep_rules::{DestKind, DestSpec, OneOrMany, RawConditions, RawRule, RuleSet, Size};
 use mailkeep_store::{Store, StoreConfig};
 use serde::Deserialize;
 use std::fmt;
@@ -199,6 +200,43 @@ pub struct RawConfig {
     filter: Option<RawFilter>,
     store: Option<RawStore>,
     forward: Option<RawForward>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    default: Option<String>,
+    #[serde(default)]
+    locked: bool,
+    #[serde(default)]
+    policy: Vec<RawRetentionPolicy>,
+}
+
+/// A retention policy: the match keys of a rule, a query, and a period.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetentionPolicy {
+    name: Option<String>,
+    #[serde(default)]
+    login: OneOrMany,
+    #[serde(default)]
+    sender: OneOrMany,
+    #[serde(default)]
+    recipient: OneOrMany,
+    #[serde(default)]
+    from: OneOrMany,
+    #[serde(default)]
+    to: OneOrMany,
+    #[serde(default)]
+    client: OneOrMany,
+    #[serde(default)]
+    tag: OneOrMany,
+    #[serde(default)]
+    capture: OneOrMany,
+    size_over: Option<Size>,
+    query: Option<String>,
+    keep: String,
 }
 
 /// Where the configuration came from.
@@ -324,6 +362,8 @@ pub struct Settings {
     /// Archive copies as email, when configured (the marker key is loaded
     /// by [`Settings::attach_store`]).
     pub forward: Option<(ForwardConfig, PathBuf)>,
+    /// How long deliveries are kept (`[retention]`; none: forever).
+    pub retention: Retention,
     /// Every path the configuration makes mailkeep write or read.
     pub places: Vec<Place>,
 }
@@ -589,6 +629,40 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
     if let Some(st) = &store {
         destinations.push(("store.path".into(), st.path.clone(), "store.path".into()));
     }
+    let retention = match raw.retention {
+        None => Retention::default(),
+        Some(r) => {
+            let policies = r
+                .policy
+                .into_iter()
+                .map(|p| RawPolicy {
+                    name: p.name,
+                    conditions: RawConditions {
+                        login: p.login,
+                        sender: p.sender,
+                        recipient: p.recipient,
+                        from: p.from,
+                        to: p.to,
+                        client: p.client,
+                        tag: p.tag,
+                        capture: p.capture,
+                        size_over: p.size_over,
+                    },
+                    query: p.query,
+                    keep: p.keep,
+                })
+                .collect();
+            match Retention::compile(r.default.as_deref(), r.locked, policies) {
+                Ok(ret) => ret,
+                Err(errors) => {
+                    for e in errors {
+                        cx.err("retention", e);
+                    }
+                    Retention::default()
+                }
+            }
+        }
+    };
     let forward = match raw.forward {
         None => {
             if let Some(at) = &uses_forward {
@@ -645,6 +719,7 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
         store,
         audit_log,
         forward,
+        retention,
         places,
     }
 }

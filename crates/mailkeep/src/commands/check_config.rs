@@ -43,6 +43,18 @@ pub fn run(path: Option<&Path>, as_user: Option<&str>) -> Result<Exit, Failure> 
         println!("  {}. {}", i + 1, r.name());
     }
     println!("{checked}");
+    let r = &settings.retention;
+    if !r.policies.is_empty() || r.locked {
+        println!(
+            "retention: {} policy(ies), default {}{}",
+            r.policies.len(),
+            r.default,
+            if r.locked { ", locked" } else { "" }
+        );
+    }
+    for w in r.warnings() {
+        println!("warning: {w}");
+    }
     Ok(Exit::OK)
 }
 

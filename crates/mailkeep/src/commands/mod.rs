@@ -9,6 +9,7 @@ mod import;
 mod output;
 mod pipe;
 mod queue;
+mod retention;
 mod rules_test;
 mod search;
 mod serve;
@@ -45,6 +46,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Verify(args) => verify::run(&load(cfg)?, args),
         Command::Checkpoint(args) => checkpoint::run(&load(cfg)?, args),
         Command::Audit(args) => audit::run(&load(cfg)?, args),
+        Command::Retention { command } => retention::run(&load(cfg)?, command),
         Command::Queue { command } => queue::run(&load(cfg)?, command),
     }
 }

@@ -21,6 +21,7 @@ mod postfix_filter;
 mod postfix_milter;
 mod postfix_pipe;
 mod readme;
+mod retention;
 mod search;
 mod store;
 mod store_crash;
