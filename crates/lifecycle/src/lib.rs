@@ -5,12 +5,15 @@
 //!   before the access is answered, so there are no unaudited reads.
 //! - [`retention`]: how long each delivery is kept, by policies tried in
 //!   order, from its recorded receive time.
+//! - [`hold`]: legal holds, named queries whose deliveries are kept while
+//!   they stand; entries of the audit log, so its chain covers them.
 //!
-//! Legal holds, expiry and provable deletion are to join it here.
+//! Expiry and provable deletion are to join it here.
 
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod hold;
 pub mod retention;
 
 pub use audit::{Actor, AuditError, AuditLog, AuditReport, Entry};

@@ -61,6 +61,11 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// The audit log: every access to the store, who, when, what, from where.
     Audit(AuditArgs),
+    /// Legal holds: what they cover is never expired or erased while they stand.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
     /// How long deliveries are kept: which policy applies, and what expires when.
     Retention {
         #[command(subcommand)]
@@ -216,6 +221,61 @@ pub struct VerifyArgs {
     /// JSON report.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `mailkeep hold ...`.
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a hold on what QUERY matches now and what arrives later.
+    Add(HoldAddArgs),
+    /// The holds in force.
+    List(HoldListArgs),
+    /// One hold: what it covers now.
+    Show(HoldShowArgs),
+    /// Release a hold.
+    Release(HoldReleaseArgs),
+}
+
+/// `mailkeep hold add`.
+#[derive(Debug, Args)]
+pub struct HoldAddArgs {
+    /// The hold's name (unique among the holds in force), e.g. a matter number.
+    pub name: String,
+    /// What it covers: the language of `mailkeep search`, e.g.
+    /// 'login:bob OR to:bob@example.com OR from:bob@example.com'.
+    #[arg(long, allow_hyphen_values = true)]
+    pub query: String,
+    /// Why (recorded with it).
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// `mailkeep hold list`.
+#[derive(Debug, Args)]
+pub struct HoldListArgs {
+    /// One JSON object per hold.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep hold show`.
+#[derive(Debug, Args)]
+pub struct HoldShowArgs {
+    /// The hold's name.
+    pub name: String,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep hold release`.
+#[derive(Debug, Args)]
+pub struct HoldReleaseArgs {
+    /// The hold's name.
+    pub name: String,
+    /// Why (recorded with the release).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// `mailkeep retention ...`.

@@ -5,6 +5,7 @@ mod check_config;
 mod checkpoint;
 mod export;
 mod file;
+mod hold;
 mod import;
 mod output;
 mod pipe;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Checkpoint(args) => checkpoint::run(&load(cfg)?, args),
         Command::Audit(args) => audit::run(&load(cfg)?, args),
         Command::Retention { command } => retention::run(&load(cfg)?, command),
+        Command::Hold { command } => hold::run(&load(cfg)?, command),
         Command::Queue { command } => queue::run(&load(cfg)?, command),
     }
 }

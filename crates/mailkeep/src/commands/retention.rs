@@ -39,6 +39,26 @@ fn query_hits(store: &Store, retention: &Retention) -> Result<Vec<Option<HashSet
         .collect()
 }
 
+/// The deliveries the holds in force cover now, by hold name.
+fn held(
+    store: &Store,
+    audit: &crate::audit::Audit,
+) -> Result<Vec<(String, HashSet<i64>)>, Failure> {
+    let holds = mailkeep_lifecycle::hold::in_force(audit.log())
+        .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
+    holds
+        .into_iter()
+        .map(|h| {
+            let q = mailkeep_query::parse(&h.query)
+                .map_err(|e| Failure::new(Exit::DATAERR, format!("hold {:?}: {e}", h.name)))?;
+            let hits = store
+                .search(&q, None)
+                .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+            Ok((h.name, hits.iter().map(|h| h.record.id).collect()))
+        })
+        .collect()
+}
+
 fn until_text(d: &Decision) -> String {
     d.until
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
@@ -47,15 +67,19 @@ fn until_text(d: &Decision) -> String {
 
 fn show(settings: &Settings, args: RetentionShowArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    settings
-        .audit()?
-        .record("retention", json!({"show": args.id}))?;
+    let audit = settings.audit()?;
+    audit.record("retention", json!({"show": args.id}))?;
     let hit = store.get(args.id).map_err(|e| match e {
         mailkeep_store::StoreError::NotFound(_) => Failure::new(Exit::NOTHING, e.to_string()),
         e => Failure::from_store(Exit::IOERR, &e),
     })?;
     let hits = query_hits(&store, &settings.retention)?;
     let d = settings.retention.decide(&hit, &hits);
+    let held_by: Vec<String> = held(&store, &audit)?
+        .into_iter()
+        .filter(|(_, ids)| ids.contains(&hit.record.id))
+        .map(|(name, _)| name)
+        .collect();
     let policy = match d.policy {
         Some(i) => format!(
             "{:?} (policy {} of {})",
@@ -78,6 +102,7 @@ fn show(settings: &Settings, args: RetentionShowArgs) -> Result<Exit, Failure> {
                 "keep": d.keep.to_string(),
                 "expires": d.until.map(|t| t.to_rfc3339()),
                 "locked": settings.retention.locked,
+                "held_by": held_by,
             })
         );
     } else {
@@ -89,6 +114,12 @@ fn show(settings: &Settings, args: RetentionShowArgs) -> Result<Exit, Failure> {
         println!("Policy:    {policy}");
         println!("Keep:      {}", d.keep);
         println!("Expires:   {}", until_text(&d));
+        if !held_by.is_empty() {
+            println!(
+                "Held by:   {} (kept while held, whatever its retention)",
+                held_by.join(", ")
+            );
+        }
         if settings.retention.locked {
             println!("Locked:    yes (policies may only be lengthened)");
         }
@@ -98,9 +129,8 @@ fn show(settings: &Settings, args: RetentionShowArgs) -> Result<Exit, Failure> {
 
 fn plan(settings: &Settings, args: RetentionPlanArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    settings
-        .audit()?
-        .record("retention", json!({"plan": true}))?;
+    let audit = settings.audit()?;
+    audit.record("retention", json!({"plan": true}))?;
     let everything =
         mailkeep_query::parse("").map_err(|e| Failure::new(Exit::SOFTWARE, e.to_string()))?;
     let all = store
@@ -108,9 +138,18 @@ fn plan(settings: &Settings, args: RetentionPlanArgs) -> Result<Exit, Failure> {
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     let hits = query_hits(&store, &settings.retention)?;
     let now = chrono::Utc::now();
+    let held: HashSet<i64> = held(&store, &audit)?
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
     let mut plan = Plan::default();
+    let mut held_past = 0u64;
     for hit in &all {
-        plan.add(&settings.retention.decide(hit, &hits), now);
+        let d = settings.retention.decide(hit, &hits);
+        if held.contains(&hit.record.id) && d.until.is_some_and(|t| t <= now) {
+            held_past += 1;
+        }
+        plan.add(&d, now);
     }
     if args.json {
         println!(
@@ -118,6 +157,8 @@ fn plan(settings: &Settings, args: RetentionPlanArgs) -> Result<Exit, Failure> {
             json!({
                 "deliveries": all.len(),
                 "expired_now": plan.expired_now,
+                "held": held.len(),
+                "held_past_retention": held_past,
                 "forever": plan.forever,
                 "by_month": plan.by_month,
                 "by_policy": plan.by_policy,
@@ -126,10 +167,12 @@ fn plan(settings: &Settings, args: RetentionPlanArgs) -> Result<Exit, Failure> {
         );
     } else {
         println!(
-            "{} deliveries: {} past their retention now, {} kept forever",
+            "{} deliveries: {} past their retention now ({held_past} of them held), {} kept \
+             forever, {} under a legal hold",
             all.len(),
             plan.expired_now,
-            plan.forever
+            plan.forever,
+            held.len()
         );
         let rows: Vec<Vec<String>> = plan
             .by_month
