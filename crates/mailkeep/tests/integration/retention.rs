@@ -46,7 +46,11 @@ fn import(dir: &Path, config: &Path) {
              Subject: {subject}\nDate: Fri, 01 Jan 1999 00:00:00 +0000\n\nbody\n\n"
         ));
     }
-    let mbox = dir.join("in.mbox");
+    import_text(dir, config, "in", &text);
+}
+
+fn import_text(dir: &Path, config: &Path, name: &str, text: &str) {
+    let mbox = dir.join(format!("{name}.mbox"));
     std::fs::write(&mbox, text).unwrap();
     let out = mailkeep(config).arg("import").arg(&mbox).output().unwrap();
     assert!(
@@ -158,14 +162,7 @@ fn import_from(dir: &Path, config: &Path, name: &str, from: &str, n: usize) {
              Subject: {name} {i}\nMessage-ID: <{name}.{i}@example.com>\n\nbody {name} {i}\n\n"
         ));
     }
-    let mbox = dir.join(format!("{name}.mbox"));
-    std::fs::write(&mbox, text).unwrap();
-    let out = mailkeep(config).arg("import").arg(&mbox).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_text(dir, config, name, &text);
 }
 
 #[test]
