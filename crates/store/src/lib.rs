@@ -757,6 +757,40 @@ impl Store {
         self.read_record(&row.hash, row.location)
     }
 
+    /// Writes a message's exact bytes to `out` as they are read back, in
+    /// bounded memory whatever its size (see [`record::decode_to`]). On an
+    /// error after bytes were written, what `out` got is not the archived
+    /// message: the error says so, and the caller must not present it as
+    /// the message.
+    pub fn write_raw(&self, hash_hex: &str, out: &mut impl io::Write) -> Result<u64, StoreError> {
+        let hash = parse_hex_hash(hash_hex)
+            .ok_or_else(|| StoreError::Inconsistent(format!("bad content hash {hash_hex:?}")))?;
+        let row = self.reader().message(&hash)?.ok_or_else(|| {
+            StoreError::Inconsistent(format!("message {hash_hex} is not in the catalog"))
+        })?;
+        let loc = row.location;
+        let at = || {
+            format!(
+                "message {hash_hex} at segment {} offset {}",
+                loc.segment, loc.offset
+            )
+        };
+        let stream = self
+            .blobs
+            .stream(loc)
+            .map_err(io_err(format!("reading {}", at())))?;
+        record::decode_to(stream, &blake3::Hash::from_bytes(hash), &self.keys, out).map_err(|e| {
+            match e {
+                record::StreamError::Record(source) => StoreError::Record {
+                    hash: hash_hex.to_string(),
+                    source,
+                },
+                record::StreamError::Read(e) => io_err(format!("reading {}", at()))(e),
+                record::StreamError::Write(e) => io_err("writing the message out".to_string())(e),
+            }
+        })
+    }
+
     fn read_record(&self, hash: &[u8; 32], loc: Location) -> Result<Vec<u8>, StoreError> {
         let hash = blake3::Hash::from_bytes(*hash);
         let bytes = self.blobs.get(loc).map_err(io_err(format!(

@@ -78,13 +78,29 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
         write(&mut out, format!("{}\n", hit_json(&hit)).as_bytes())?;
         return Ok(Exit::OK);
     }
+    if args.raw {
+        // Streamed: a message of any size in bounded memory.
+        let mut buffered = std::io::BufWriter::with_capacity(256 * 1024, &mut out);
+        let written = store.write_raw(&hit.record.content, &mut buffered);
+        let flushed = buffered.flush();
+        return match (written, flushed) {
+            (Ok(_), Ok(())) => Ok(Exit::OK),
+            (Err(e @ mailkeep_store::StoreError::Record { .. }), _) => Err(Failure::new(
+                Exit::DATAERR,
+                format!(
+                    "delivery {}: {}; what was written is not the archived message (run \
+                     `mailkeep verify`)",
+                    hit.record.id,
+                    mailkeep_capture::error_chain(&e)
+                ),
+            )),
+            (Err(e), _) => Err(Failure::from_store(Exit::IOERR, &e)),
+            (Ok(_), Err(e)) => Err(Failure::new(Exit::IOERR, format!("writing: {e}"))),
+        };
+    }
     let raw = store
         .raw_by_hash(&hit.record.content)
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
-    if args.raw {
-        write(&mut out, &raw)?;
-        return Ok(Exit::OK);
-    }
     if args.headers {
         write(&mut out, escape_controls(header_section(&raw)).as_bytes())?;
         return Ok(Exit::OK);

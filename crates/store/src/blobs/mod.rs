@@ -75,6 +75,11 @@ pub trait BlobBackend: Send + Sync {
     fn put(&self, segment: u32, at: u64, parts: &[Part]) -> io::Result<()>;
     /// Reads one record's bytes.
     fn get(&self, loc: Location) -> io::Result<Vec<u8>>;
+    /// Reads one record as a stream, for records too large to hold (the
+    /// default holds it: a backend that can read ranges should override).
+    fn stream(&self, loc: Location) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(io::Cursor::new(self.get(loc)?)))
+    }
     /// The current physical length of a segment (0 when it does not exist).
     fn len(&self, segment: u32) -> io::Result<u64>;
 }
@@ -196,11 +201,46 @@ impl BlobBackend for SegmentDir {
         Ok(buf)
     }
 
+    fn stream(&self, loc: Location) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(RangeReader {
+            file: self.reader(loc.segment)?,
+            at: loc.offset,
+            end: loc.offset.saturating_add(loc.len),
+        }))
+    }
+
     fn len(&self, segment: u32) -> io::Result<u64> {
         match std::fs::metadata(self.path(segment)) {
             Ok(m) => Ok(m.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Positional reads of one byte range of a segment file (no shared file
+/// offset, so any number of readers at once).
+struct RangeReader {
+    file: std::sync::Arc<File>,
+    at: u64,
+    end: u64,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end.saturating_sub(self.at);
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the segment ends inside the record",
+            ));
+        }
+        self.at += n as u64;
+        Ok(n)
     }
 }

@@ -66,7 +66,7 @@ fn chunk_nonce(base: &[u8; NONCE_LEN], index: u32, last: bool) -> [u8; NONCE_LEN
 }
 
 /// Why a record could not be read back.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     /// Not a record (wrong magic, short, inconsistent lengths).
     #[error("not a valid record: {0}")]
@@ -239,6 +239,207 @@ pub fn decode(
         });
     }
     Ok(raw)
+}
+
+/// [`decode`] as a stream: the record is read from `record` and the
+/// message written to `out` as it is decompressed (and, when sealed in
+/// chunks, opened a chunk at a time), so a message of any size is read back
+/// in bounded memory. Every layer is checked as in [`decode`]; the content
+/// hash and length can only be checked at the end, so on
+/// [`RecordError::Content`] (or a failed chunk) `out` has already received
+/// bytes that are not the archived message, and the caller must say so.
+/// A record sealed whole (not chunked) was small when it was written, and
+/// is opened in memory.
+pub fn decode_to(
+    mut record: impl Read,
+    expected: &blake3::Hash,
+    keys: &Keyring,
+    out: &mut impl Write,
+) -> Result<u64, StreamError> {
+    let mut head = [0u8; HEADER_LEN];
+    record.read_exact(&mut head).map_err(StreamError::Read)?;
+    let h = header(&head)?;
+    if &h.hash != expected.as_bytes() {
+        return Err(RecordError::WrongHash {
+            expected: expected.to_hex().to_string(),
+            found: blake3::Hash::from_bytes(h.hash).to_hex().to_string(),
+        }
+        .into());
+    }
+    // The payload must be exactly the record's rest: counted as it is
+    // read, and nothing may follow it.
+    let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let payload = Counting {
+        inner: (&mut record).take(u64::from(h.payload_len)),
+        n: consumed.clone(),
+    };
+    let compressed: Box<dyn Read + '_> = if h.flags & ENCRYPTED != 0 {
+        let key = keys
+            .get(h.key)
+            .ok_or_else(|| RecordError::MissingKey(h.key.to_hex()))?
+            .clone();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&head[AAD_LEN..HEADER_LEN]);
+        if h.flags & CHUNKED != 0 {
+            Box::new(ChunkOpener {
+                inner: payload,
+                key,
+                nonce,
+                aad: chunk_aad(&head),
+                left: u64::from(h.payload_len),
+                index: 0,
+                plain: Vec::new(),
+                at: 0,
+            })
+        } else {
+            let mut sealed = Vec::with_capacity(h.payload_len as usize);
+            let mut payload = payload;
+            payload
+                .read_to_end(&mut sealed)
+                .map_err(StreamError::Read)?;
+            let opened = key
+                .open(&nonce, &sealed, &head[..AAD_LEN])
+                .ok_or(RecordError::Authentication)?;
+            Box::new(io::Cursor::new(opened))
+        }
+    } else {
+        Box::new(payload)
+    };
+    let decoder = zstd::stream::read::Decoder::new(compressed)
+        .map_err(|e| RecordError::Decompress(e.to_string()))?;
+    let mut hashing = HashingWriter {
+        out,
+        hasher: blake3::Hasher::new(),
+        written: 0,
+        failed: false,
+    };
+    // One past the recorded length: a forged length cannot make us write
+    // more than that.
+    let copied = io::copy(&mut decoder.take(h.raw_len.saturating_add(1)), &mut hashing);
+    if let Err(e) = copied {
+        return Err(if hashing.failed {
+            StreamError::Write(e)
+        } else {
+            match e.get_ref().and_then(|i| i.downcast_ref::<RecordError>()) {
+                Some(r) => StreamError::Record(r.clone()),
+                None if e.kind() == io::ErrorKind::UnexpectedEof => StreamError::Read(e),
+                None => StreamError::Record(RecordError::Decompress(e.to_string())),
+            }
+        });
+    }
+    let mut rest = [0u8; 1];
+    let more = record.read(&mut rest).map_err(StreamError::Read)?;
+    if consumed.get() != u64::from(h.payload_len) || more != 0 {
+        return Err(RecordError::Malformed("length does not match header").into());
+    }
+    let actual = hashing.hasher.finalize();
+    if &actual != expected || hashing.written != h.raw_len {
+        return Err(RecordError::Content {
+            expected: expected.to_hex().to_string(),
+            actual: actual.to_hex().to_string(),
+        }
+        .into());
+    }
+    Ok(hashing.written)
+}
+
+/// Why [`decode_to`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The record is not what it should be.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The record could not be read.
+    #[error("reading the record: {0}")]
+    Read(io::Error),
+    /// The message could not be written out.
+    #[error("writing the message: {0}")]
+    Write(io::Error),
+}
+
+/// Counts the bytes read through it.
+struct Counting<R: Read> {
+    inner: R,
+    n: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n.set(self.n.get() + n as u64);
+        Ok(n)
+    }
+}
+
+struct HashingWriter<'w, W: Write> {
+    out: &'w mut W,
+    hasher: blake3::Hasher,
+    written: u64,
+    /// The error came from `out`, not from reading the record.
+    failed: bool,
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf).inspect_err(|_| self.failed = true)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The chunks of a [`CHUNKED`] payload opened one at a time, in order.
+struct ChunkOpener<R: Read> {
+    inner: R,
+    key: Key,
+    nonce: [u8; NONCE_LEN],
+    aad: [u8; CHUNK_AAD_LEN],
+    /// Sealed payload bytes not yet read.
+    left: u64,
+    index: u32,
+    plain: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> Read for ChunkOpener<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.plain.len() {
+            if self.left == 0 {
+                return Ok(0);
+            }
+            let len = ((CHUNK + TAG_LEN) as u64).min(self.left) as usize;
+            if len < TAG_LEN {
+                return Err(io::Error::other(RecordError::Malformed(
+                    "chunk shorter than a tag",
+                )));
+            }
+            let mut sealed = vec![0u8; len];
+            self.inner.read_exact(&mut sealed)?;
+            self.left -= len as u64;
+            let last = self.left == 0;
+            self.plain = self
+                .key
+                .open(
+                    &chunk_nonce(&self.nonce, self.index, last),
+                    &sealed,
+                    &self.aad,
+                )
+                .ok_or_else(|| io::Error::other(RecordError::Authentication))?;
+            self.at = 0;
+            self.index = self
+                .index
+                .checked_add(1)
+                .ok_or_else(|| io::Error::other(RecordError::Malformed("too many chunks")))?;
+        }
+        let n = buf.len().min(self.plain.len() - self.at);
+        buf[..n].copy_from_slice(&self.plain[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// Opens every chunk of a [`CHUNKED`] payload, in order.
@@ -507,6 +708,48 @@ mod tests {
         let rec = written(&text, None);
         assert_eq!(decode(&rec, &blake3::hash(&text), &ring).unwrap(), text);
         assert!(rec.len() < text.len() / 20);
+    }
+
+    fn read_streaming(rec: &[u8], hash: &blake3::Hash, ring: &Keyring) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        decode_to(rec, hash, ring, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// The streaming reader gives what `decode` gives, for every kind of
+    /// record, and refuses every altered one `decode` refuses.
+    #[test]
+    fn the_streaming_reader_agrees_with_decode() {
+        let key = Key::from_bytes(&[5; 32]);
+        let ring = Keyring::new(Some(key.clone()), vec![]);
+        let mut records = Vec::new();
+        for len in [0, 1, 5000, CHUNK + 7, 2 * CHUNK + 100] {
+            let raw = noise(len);
+            for k in [None, Some(&key)] {
+                records.push((written(&raw, k), raw.clone()));
+            }
+        }
+        let text = b"Subject: x\n\nhello hello\n".repeat(500);
+        for k in [None, Some(&key)] {
+            records.push((encode(&text, &blake3::hash(&text), 3, k), text.clone()));
+        }
+        for (rec, raw) in &records {
+            let hash = blake3::hash(raw);
+            assert_eq!(read_streaming(rec, &hash, &ring).as_deref(), Ok(&raw[..]));
+            for at in (0..rec.len()).step_by((rec.len() / 12).max(1)) {
+                let mut bad = rec.clone();
+                bad[at] ^= 0x10;
+                if decode(&bad, &hash, &ring).is_err() {
+                    assert!(
+                        read_streaming(&bad, &hash, &ring).is_err(),
+                        "flip at {at} of {}",
+                        rec.len()
+                    );
+                }
+            }
+            assert!(read_streaming(&rec[..rec.len() - 1], &hash, &ring).is_err());
+            assert!(read_streaming(rec, &blake3::hash(b"other"), &ring).is_err());
+        }
     }
 
     #[test]
