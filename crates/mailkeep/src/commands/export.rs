@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::exit::{Exit, Failure};
 use mailkeep_destinations::mbox;
 use mailkeep_envelope::block::{envelope_headers, line_ending};
-use mailkeep_envelope::RawMessage;
+use mailkeep_envelope::SpoolWriter;
 use mailkeep_store::catalog::Hit;
 use mailkeep_store::Store;
 use serde_json::{json, Value};
@@ -22,13 +22,65 @@ fn io_fail(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::new(Exit::IOERR, format!("{}: {e}", path.display()))
 }
 
-fn manifest_entry(hit: &Hit, file: &str, raw: &[u8]) -> Value {
+/// Passes a message through to `out` while taking its size and digests
+/// for the manifest.
+struct Digesting<W: Write> {
+    out: W,
+    blake3: blake3::Hasher,
+    sha256: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Digesting<W> {
+    fn new(out: W) -> Digesting<W> {
+        Digesting {
+            out,
+            blake3: blake3::Hasher::new(),
+            sha256: Sha256::new(),
+            size: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.blake3.update(&buf[..n]);
+        self.sha256.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A message streamed out of the store into `out` (bounded memory): a
+/// damaged record is a failure naming the delivery.
+fn stream_into<W: Write>(store: &Store, hit: &Hit, out: W) -> Result<Digesting<W>, Failure> {
+    let mut d = Digesting::new(out);
+    match store.write_raw(&hit.record.content, &mut d) {
+        Ok(_) => Ok(d),
+        Err(e @ mailkeep_store::StoreError::Record { .. }) => Err(Failure::new(
+            Exit::DATAERR,
+            format!(
+                "delivery {}: {}; nothing of it is exported (run `mailkeep verify`)",
+                hit.record.id,
+                mailkeep_capture::error_chain(&e)
+            ),
+        )),
+        Err(e) => Err(Failure::from_store(Exit::IOERR, &e)),
+    }
+}
+
+fn manifest_entry<W: Write>(hit: &Hit, file: &str, d: &Digesting<W>) -> Value {
     json!({
         "id": hit.record.id,
         "file": file,
-        "size": raw.len(),
-        "blake3": blake3::hash(raw).to_hex().to_string(),
-        "sha256": format!("{:x}", Sha256::digest(raw)),
+        "size": d.size,
+        "blake3": d.blake3.finalize().to_hex().to_string(),
+        "sha256": format!("{:x}", d.sha256.clone().finalize()),
         "message_id": hit.message_id,
         "subject": hit.subject,
         "envelope": hit.record,
@@ -83,11 +135,6 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
         eprintln!("nothing matched; {} not written", args.out.display());
         return Ok(Exit::NOTHING);
     }
-    let raw = |hit: &Hit| {
-        store
-            .raw_by_hash(&hit.record.content)
-            .map_err(|e| Failure::from_store(Exit::IOERR, &e))
-    };
     let out = &args.out;
     match args.format {
         ExportFormat::Mbox => {
@@ -95,9 +142,16 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
             let mut locked = mbox::lock(out, std::time::Duration::from_secs(10))
                 .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
             for hit in &hits {
-                let bytes = raw(hit)?;
-                let eol = line_ending(&bytes);
-                let env = mailkeep_store::envelope_of(&hit.record, RawMessage::from_bytes(bytes));
+                // Through the spool (memory up to its threshold, an unnamed
+                // file past it): the mbox writer needs the whole message.
+                let spool = SpoolWriter::new(&settings.spool_dir, settings.spool_threshold);
+                let message = stream_into(&store, hit, spool)?
+                    .out
+                    .finish()
+                    .map_err(io_fail(&settings.spool_dir))?;
+                let head = message.head().map_err(io_fail(&settings.spool_dir))?;
+                let eol = line_ending(&head);
+                let env = mailkeep_store::envelope_of(&hit.record, message);
                 let headers = envelope_headers(&env, &settings.hostname, eol);
                 locked
                     .append(env.received, env.sender.as_deref(), &headers, &env.message)
@@ -113,10 +167,22 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
                 .map_err(io_fail(out))?;
             let mut entries = Vec::new();
             for hit in &hits {
-                let bytes = raw(hit)?;
                 let name = format!("{}.eml", hit.record.id);
-                write_durable(&out.join(&name), &bytes)?;
-                entries.push(manifest_entry(hit, &name, &bytes));
+                let path = out.join(&name);
+                let file = private_file(&path)?;
+                let d = match stream_into(&store, hit, std::io::BufWriter::new(file)) {
+                    Ok(d) => d,
+                    Err(f) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(f);
+                    }
+                };
+                entries.push(manifest_entry(hit, &name, &d));
+                let file = d
+                    .out
+                    .into_inner()
+                    .map_err(|e| io_fail(&path)(e.into_error()))?;
+                file.sync_all().map_err(io_fail(&path))?;
             }
             let m = manifest(&store, &args.query, entries)?;
             write_durable(&out.join("manifest.json"), m.as_bytes())?;
@@ -136,11 +202,18 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
                 Failure::new(Exit::IOERR, format!("{}: {e}", tmp.display()))
             };
             for hit in &hits {
-                let bytes = raw(hit)?;
                 let name = format!("messages/{}.eml", hit.record.id);
                 zip.start_file(name.as_str(), opts).map_err(zip_err)?;
-                zip.write_all(&bytes).map_err(io_fail(&tmp))?;
-                entries.push(manifest_entry(hit, &name, &bytes));
+                let d = match stream_into(&store, hit, &mut zip) {
+                    Ok(d) => d,
+                    Err(f) => {
+                        drop(zip);
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(f);
+                    }
+                };
+                let entry = manifest_entry(hit, &name, &d);
+                entries.push(entry);
             }
             let m = manifest(&store, &args.query, entries)?;
             zip.start_file("manifest.json", opts).map_err(zip_err)?;

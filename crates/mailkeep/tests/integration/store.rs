@@ -1110,5 +1110,31 @@ print(rc, rss if rss > before else 0, len(got) == len(want) and hashlib.sha256(g
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(65), "{err}");
         assert!(err.contains("not the archived message"), "{err}");
+        // Export streams too, and leaves nothing of a damaged message.
+        for format in ["zip", "eml", "mbox"] {
+            let target = sub.join(format!("export.{format}"));
+            let out = mailkeep(&config)
+                .args(["export", "", "--format", format, "--out"])
+                .arg(&target)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(65), "{format}: {err}");
+            assert!(err.contains("nothing of it is exported"), "{format}: {err}");
+            let partial = sub.join(format!("export.{format}.partial"));
+            assert!(!partial.exists(), "{format}: a partial zip was left");
+            if format == "eml" {
+                assert_eq!(
+                    std::fs::read_dir(&target).unwrap().count(),
+                    0,
+                    "a partial .eml was left"
+                );
+            } else {
+                assert!(
+                    !target.exists() || std::fs::metadata(&target).unwrap().len() == 0,
+                    "{format}"
+                );
+            }
+        }
     }
 }
