@@ -3,11 +3,14 @@
 //! nobody removes the trace unnoticed.
 //!
 //! The log is a JSON Lines file (`jq` and `grep` read it). Entry *n* holds
-//! `hash_n = BLAKE3("mailkeep-audit-v1" ‖ hash_{n-1} ‖ body_n)`, where
-//! `body_n` is the entry's JSON without its `hash` field; the first entry
-//! links to [`GENESIS`]. Editing, removing or reordering an entry breaks the
-//! chain from there on; a checkpoint of the head (kept elsewhere) catches a
-//! log cut short or rewritten whole.
+//! `hash_n = BLAKE3("mailkeep-audit-v1" ‖ hash_{n-1} ‖ line_n)`, where
+//! `line_n` is the entry's line exactly as written, with its `hash` value
+//! (the last field) empty: the bytes on disk are what is hashed, so any
+//! edit (a value, an added field, a duplicate key, the spacing) breaks the
+//! chain from there on, whatever JSON library reads it. The first entry
+//! links to [`genesis`] of the store's id, so a log from another store does
+//! not pass for this one's. A checkpoint of the head (kept elsewhere)
+//! catches a log cut short or rewritten up to it.
 //!
 //! An access is recorded *before* its result is shown, and [`AuditLog::
 //! append`] returns only once the line is on disk (fsync), so when it
@@ -17,7 +20,10 @@
 //! line and writes its own with one `write` in append mode. A line cut by a
 //! crash mid-write was never acknowledged (the access it recorded failed):
 //! the next append takes it off before adding its own, and says so in the
-//! entry (`repaired`).
+//! entry (`repaired`). A complete line that is not an entry (damage, an
+//! edit) is left where it is for `verify` to name, and the next entry links
+//! to the last good one, so a damaged log does not stop every access.
+//! Readers take a shared lock, so they never see a line being written.
 
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,8 +33,13 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The hash the first entry links to.
-pub const GENESIS: [u8; 32] = [0; 32];
+/// The hash the first entry of store `store_id`'s log links to, hex.
+pub fn genesis(store_id: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"mailkeep-audit-genesis-v1");
+    h.update(store_id.as_bytes());
+    h.finalize().to_hex().to_string()
+}
 
 /// Longest line accepted, newline included: a query or an id list longer
 /// than this is cut (and marked) before it is written, so the last line
@@ -98,6 +109,7 @@ fn user_name(uid: u32) -> Option<String> {
 
 /// One entry, as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     /// Format version.
     pub v: u32,
@@ -124,15 +136,34 @@ pub struct Entry {
     pub hash: String,
 }
 
+/// The end of every line: the `hash` field, last, and the closing brace.
+const HASH_FIELD: &str = ",\"hash\":\"";
+
 impl Entry {
-    /// The bytes the chain hashes: the entry's JSON without `hash`.
-    fn body(&self) -> String {
-        let mut v = serde_json::to_value(self).expect("an entry always serialises");
-        if let Value::Object(m) = &mut v {
-            m.remove("hash");
-        }
-        serde_json::to_string(&v).expect("a JSON value always serialises")
+    /// The line this entry is written as (without its newline), its hash
+    /// computed over the line with the hash value empty.
+    fn seal(&mut self) -> String {
+        self.hash = String::new();
+        let blank = serde_json::to_string(self).expect("an entry always serialises");
+        self.hash = link(&self.prev, &blank);
+        let cut = blank.len() - 2; // before `"}`
+        format!("{}{}\"}}", &blank[..cut], self.hash)
     }
+}
+
+/// Parses one line (without its newline), and tells whether its hash is
+/// that of the line as written.
+fn open_line(line: &[u8]) -> Result<(Entry, bool), String> {
+    let entry: Entry = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(line).map_err(|e| e.to_string())?;
+    let tail = format!("{HASH_FIELD}{}\"}}", entry.hash);
+    let sound = match text.strip_suffix(&tail) {
+        Some(head) if entry.hash.len() == 64 => {
+            link(&entry.prev, &format!("{head}{HASH_FIELD}\"}}")) == entry.hash
+        }
+        _ => false,
+    };
+    Ok((entry, sound))
 }
 
 /// Why the log could not be written or read.
@@ -146,14 +177,17 @@ pub enum AuditError {
         /// What failed.
         source: io::Error,
     },
-    /// The last entry is not an entry: the log was edited or damaged.
-    #[error("the audit log {path}: its last line is not an entry ({why}); run `mailkeep verify`")]
+    /// The log is damaged past what the next entry can link over.
+    #[error("the audit log {path}: {why}; run `mailkeep verify`")]
     Damaged {
         /// The log.
         path: PathBuf,
         /// What is wrong with it.
         why: String,
     },
+    /// The entry was not written: the log's state refused it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl AuditError {
@@ -162,15 +196,16 @@ impl AuditError {
     pub fn kind(&self) -> Option<io::ErrorKind> {
         match self {
             AuditError::Io { source, .. } => Some(source.kind()),
-            AuditError::Damaged { .. } => None,
+            AuditError::Damaged { .. } | AuditError::Refused(_) => None,
         }
     }
 }
 
-/// The log at one path.
+/// The log at one path, of one store.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     path: PathBuf,
+    genesis: String,
 }
 
 /// What [`AuditLog::verify`] found.
@@ -185,9 +220,12 @@ pub struct AuditReport {
 }
 
 impl AuditLog {
-    /// The log at `path` (nothing is opened yet).
-    pub fn new(path: impl Into<PathBuf>) -> AuditLog {
-        AuditLog { path: path.into() }
+    /// The log at `path` of the store `store_id` (nothing is opened yet).
+    pub fn new(path: impl Into<PathBuf>, store_id: &str) -> AuditLog {
+        AuditLog {
+            path: path.into(),
+            genesis: genesis(store_id),
+        }
     }
 
     /// Where it is.
@@ -239,7 +277,21 @@ impl AuditLog {
         &self,
         actor: &Actor,
         action: &str,
+        detail: Map<String, Value>,
+    ) -> Result<Entry, AuditError> {
+        self.append_checked(actor, action, detail, |_| Ok(()))
+    }
+
+    /// [`AuditLog::append`] once `check` accepted the entries in the log,
+    /// read under the same exclusive lock as the append: a decision that
+    /// depends on the log (is a hold of that name in force?) cannot race
+    /// with another process's append. A refusal is [`AuditError::Refused`].
+    pub fn append_checked(
+        &self,
+        actor: &Actor,
+        action: &str,
         mut detail: Map<String, Value>,
+        check: impl FnOnce(&[Entry]) -> Result<(), String>,
     ) -> Result<Entry, AuditError> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -248,8 +300,8 @@ impl AuditLog {
             .map_err(|e| self.io(e))?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| self.io(e.into()))?;
-        let (last, torn) = self.last_entry(&mut file)?;
-        if let Some(good) = torn {
+        let tail = self.tail(&mut file)?;
+        if let Some(good) = tail.torn {
             // A line a crash cut short: its access never completed.
             file.set_len(good).map_err(|e| self.io(e))?;
             detail.insert(
@@ -257,12 +309,29 @@ impl AuditLog {
                 Value::from("a line cut short by a crash was removed"),
             );
         }
+        if tail.skipped > 0 {
+            detail.insert(
+                "links_past".into(),
+                Value::from(format!(
+                    "{} damaged line(s) before this entry; `mailkeep verify` names them",
+                    tail.skipped
+                )),
+            );
+        }
+        let mut all = Vec::new();
+        self.scan(&file, |_, entry| {
+            if let Ok((e, _)) = entry {
+                all.push(e);
+            }
+        })?;
+        check(&all).map_err(AuditError::Refused)?;
+        drop(all);
         for value in detail.values_mut() {
             cut(value);
         }
-        let (seq, prev) = match &last {
+        let (seq, prev) = match &tail.last {
             Some(e) => (e.seq + 1, e.hash.clone()),
-            None => (1, crate::hex(&GENESIS)),
+            None => (1, self.genesis.clone()),
         };
         let mut entry = Entry {
             v: 1,
@@ -277,106 +346,155 @@ impl AuditLog {
             prev,
             hash: String::new(),
         };
-        entry.hash = link(&entry.prev, &entry.body());
-        let mut line = serde_json::to_string(&entry).expect("an entry always serialises");
-        line.push('\n');
-        if line.len() > MAX_LINE {
+        let mut line = entry.seal();
+        if line.len() + 1 > MAX_LINE {
             entry.detail = Map::from_iter([(
                 "cut".to_string(),
                 Value::from(format!("the details were {} bytes", line.len())),
             )]);
-            entry.hash = link(&entry.prev, &entry.body());
-            line = serde_json::to_string(&entry).expect("an entry always serialises");
-            line.push('\n');
+            line = entry.seal();
         }
+        line.push('\n');
         file.write_all(line.as_bytes()).map_err(|e| self.io(e))?;
         file.sync_data().map_err(|e| self.io(e))?;
         Ok(entry)
     }
 
-    /// The last complete entry, and, when the file does not end with a
+    /// The end of the log: the last entry that parses, how many complete
+    /// lines after it do not, and, when the file does not end with a
     /// newline, the length to cut it back to.
-    fn last_entry(&self, file: &mut File) -> Result<(Option<Entry>, Option<u64>), AuditError> {
+    fn tail(&self, file: &mut File) -> Result<Tail, AuditError> {
         let len = file.metadata().map_err(|e| self.io(e))?.len();
+        let mut tail = Tail::default();
         if len == 0 {
-            return Ok((None, None));
+            return Ok(tail);
         }
         let start = len.saturating_sub(2 * MAX_LINE as u64);
         file.seek(SeekFrom::Start(start)).map_err(|e| self.io(e))?;
-        let mut tail = Vec::with_capacity((len - start) as usize);
-        file.read_to_end(&mut tail).map_err(|e| self.io(e))?;
-        let mut torn = None;
-        let mut end = tail.len();
-        if tail.last() != Some(&b'\n') {
-            end = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            torn = Some(start + end as u64);
+        let mut buf = Vec::with_capacity((len - start) as usize);
+        file.read_to_end(&mut buf).map_err(|e| self.io(e))?;
+        let mut end = buf.len();
+        if buf.last() != Some(&b'\n') {
+            end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            tail.torn = Some(start + end as u64);
         }
-        let complete = &tail[..end];
-        let body = complete.strip_suffix(b"\n").unwrap_or(complete);
-        if body.is_empty() {
-            return Ok((None, torn));
-        }
-        let line_start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if line_start == 0 && start > 0 {
-            return Err(AuditError::Damaged {
-                path: self.path.clone(),
-                why: format!("longer than {MAX_LINE} bytes"),
-            });
-        }
-        let entry: Entry =
-            serde_json::from_slice(&body[line_start..]).map_err(|e| AuditError::Damaged {
-                path: self.path.clone(),
-                why: e.to_string(),
-            })?;
-        Ok((Some(entry), torn))
-    }
-
-    /// Every entry, in order, that `keep` accepts. A line that is not an
-    /// entry is an error (`mailkeep verify` says where).
-    pub fn entries(&self, mut keep: impl FnMut(&Entry) -> bool) -> Result<Vec<Entry>, AuditError> {
-        let file = File::open(&self.path).map_err(|e| self.io(e))?;
-        let mut out = Vec::new();
-        for (n, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| self.io(e))?;
-            let entry: Entry = serde_json::from_str(&line).map_err(|e| AuditError::Damaged {
-                path: self.path.clone(),
-                why: format!("line {}: {e}", n + 1),
-            })?;
-            if keep(&entry) {
-                out.push(entry);
+        // Complete lines, newest first; when the window does not start the
+        // file, its first piece may be the end of a longer line.
+        let mut lines: Vec<&[u8]> = buf[..end].split(|b| *b == b'\n').collect();
+        lines.pop(); // what follows the last newline
+        let first_whole = usize::from(start > 0).min(lines.len());
+        for line in lines[first_whole..].iter().rev() {
+            match open_line(line) {
+                Ok((entry, _)) => {
+                    tail.last = Some(entry);
+                    return Ok(tail);
+                }
+                Err(_) => tail.skipped += 1,
             }
         }
-        Ok(out)
+        if start > 0 {
+            return Err(AuditError::Damaged {
+                path: self.path.clone(),
+                why: format!("its last {} bytes hold no entry to link to", len - start),
+            });
+        }
+        Ok(tail)
     }
 
-    /// Re-links every entry from the first: a changed, removed, inserted or
-    /// reordered entry is named by its line.
-    pub fn verify(&self) -> Result<AuditReport, AuditError> {
-        let file = File::open(&self.path).map_err(|e| self.io(e))?;
-        let mut report = AuditReport::default();
-        let mut prev = crate::hex(&GENESIS);
-        let mut seq = 0u64;
+    /// Reads every complete line (the caller holds a lock on the file),
+    /// giving each line's number and its entry (with whether its hash is
+    /// sound) or why it is not one. A last line without its newline was
+    /// cut by a crash.
+    fn scan(
+        &self,
+        file: &File,
+        mut each: impl FnMut(u64, Result<(Entry, bool), String>),
+    ) -> Result<(), AuditError> {
         let mut reader = BufReader::new(file);
+        reader.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
         let mut raw = Vec::new();
         let mut n = 0u64;
         loop {
             raw.clear();
             let read = reader.read_until(b'\n', &mut raw).map_err(|e| self.io(e))?;
             if read == 0 {
-                break;
+                return Ok(());
             }
             n += 1;
             if raw.last() != Some(&b'\n') {
-                report.problems.push(format!(
-                    "line {n}: cut short (no newline): a crash while writing it"
-                ));
-                break;
+                each(
+                    n,
+                    Err("cut short (no newline): a crash while writing it".into()),
+                );
+                return Ok(());
             }
-            let entry: Entry = match serde_json::from_slice(&raw) {
+            raw.pop();
+            each(n, open_line(&raw));
+        }
+    }
+
+    fn open_shared(&self) -> Result<File, AuditError> {
+        let file = File::open(&self.path).map_err(|e| self.io(e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| self.io(e.into()))?;
+        Ok(file)
+    }
+
+    /// The hash entry `seq` has now, if a line holds it (damaged lines are
+    /// passed over: this answers a checkpoint's question only).
+    pub fn hash_of(&self, seq: u64) -> Result<Option<String>, AuditError> {
+        let file = self.open_shared()?;
+        let mut found = None;
+        self.scan(&file, |_, entry| {
+            if let Ok((e, _)) = entry {
+                if e.seq == seq && found.is_none() {
+                    found = Some(e.hash);
+                }
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Every entry, in order, that `keep` accepts. A line that is not an
+    /// entry is an error (`mailkeep verify` says where).
+    pub fn entries(&self, mut keep: impl FnMut(&Entry) -> bool) -> Result<Vec<Entry>, AuditError> {
+        let file = self.open_shared()?;
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.scan(&file, |n, entry| match entry {
+            Ok((e, _)) => {
+                if bad.is_none() && keep(&e) {
+                    out.push(e);
+                }
+            }
+            Err(why) => {
+                bad.get_or_insert(format!("line {n}: {why}"));
+            }
+        })?;
+        match bad {
+            Some(why) => Err(AuditError::Damaged {
+                path: self.path.clone(),
+                why,
+            }),
+            None => Ok(out),
+        }
+    }
+
+    /// Re-links every entry from the first: a changed, removed, inserted or
+    /// reordered entry is named by its line.
+    pub fn verify(&self) -> Result<AuditReport, AuditError> {
+        let file = self.open_shared()?;
+        let mut report = AuditReport::default();
+        let mut prev = self.genesis.clone();
+        let mut seq = 0u64;
+        self.scan(&file, |n, entry| {
+            let (entry, sound) = match entry {
                 Ok(e) => e,
-                Err(e) => {
-                    report.problems.push(format!("line {n}: not an entry: {e}"));
-                    continue;
+                Err(why) => {
+                    report
+                        .problems
+                        .push(format!("line {n}: not an entry: {why}"));
+                    return;
                 }
             };
             report.entries += 1;
@@ -387,12 +505,16 @@ impl AuditLog {
                 ));
             }
             if entry.prev != prev {
-                report.problems.push(format!(
-                    "line {n}: entry {} does not link to the entry before it",
-                    entry.seq
-                ));
+                let what = if entry.seq == 1 {
+                    "does not start this store's log (another store's log, or rewritten)"
+                } else {
+                    "does not link to the entry before it"
+                };
+                report
+                    .problems
+                    .push(format!("line {n}: entry {} {what}", entry.seq));
             }
-            if link(&entry.prev, &entry.body()) != entry.hash {
+            if !sound {
                 report.problems.push(format!(
                     "line {n}: entry {} was changed after it was written",
                     entry.seq
@@ -401,12 +523,21 @@ impl AuditLog {
             seq = entry.seq;
             prev = entry.hash.clone();
             report.head = Some((entry.seq, entry.hash));
-        }
+        })?;
         Ok(report)
     }
 }
 
-/// `hash_n`, hex, from `hash_{n-1}` (hex) and the entry's body.
+/// What the end of the log holds.
+#[derive(Debug, Default)]
+struct Tail {
+    last: Option<Entry>,
+    skipped: u64,
+    torn: Option<u64>,
+}
+
+/// `hash_n`, hex, from `hash_{n-1}` (hex) and the entry's line with its
+/// hash value empty.
 fn link(prev_hex: &str, body: &str) -> String {
     let mut h = blake3::Hasher::new();
     h.update(b"mailkeep-audit-v1");
@@ -473,7 +604,7 @@ mod tests {
     }
 
     fn new_log(dir: &Path) -> AuditLog {
-        let log = AuditLog::new(dir.join("audit.log"));
+        let log = AuditLog::new(dir.join("audit.log"), "test-store");
         log.create(0o600, |_| Ok(())).unwrap();
         log
     }
@@ -550,6 +681,78 @@ mod tests {
     }
 
     #[test]
+    fn the_bytes_written_are_what_is_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = new_log(dir.path());
+        for q in ["a", "b", "c"] {
+            log.append(&actor(), "search", detail(q)).unwrap();
+        }
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        // Same JSON meaning, other bytes: a space, an added field, a
+        // duplicate key.
+        for (what, edited) in [
+            (
+                "space",
+                text.replacen("\"query\":\"b\"", "\"query\": \"b\"", 1),
+            ),
+            (
+                "field",
+                text.replacen("\"query\":\"b\"", "\"query\":\"b\",\"note\":\"x\"", 1),
+            ),
+        ] {
+            std::fs::write(log.path(), &edited).unwrap();
+            let report = log.verify().unwrap();
+            assert!(
+                report.problems.iter().any(|p| p.starts_with("line 2:")),
+                "{what}: {:?}",
+                report.problems
+            );
+        }
+        // Another store's log does not pass for this one's.
+        std::fs::write(log.path(), &text).unwrap();
+        let other = AuditLog::new(log.path(), "another-store");
+        let report = other.verify().unwrap();
+        assert!(
+            report.problems[0].contains("does not start this store's log"),
+            "{:?}",
+            report.problems
+        );
+    }
+
+    #[test]
+    fn a_damaged_line_is_named_and_the_next_entry_links_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = new_log(dir.path());
+        log.append(&actor(), "search", detail("a")).unwrap();
+        let mut f = OpenOptions::new().append(true).open(log.path()).unwrap();
+        f.write_all(b"garbage that is not an entry\n").unwrap();
+        drop(f);
+        assert!(log.entries(|_| true).is_err());
+        let e = log.append(&actor(), "verify", detail("")).unwrap();
+        assert_eq!(e.seq, 2);
+        assert!(e.detail.contains_key("links_past"));
+        let report = log.verify().unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(report.problems[0].starts_with("line 2: not an entry"));
+        assert_eq!(report.entries, 2);
+    }
+
+    #[test]
+    fn a_refused_check_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = new_log(dir.path());
+        log.append(&actor(), "hold", detail("x")).unwrap();
+        let err = log
+            .append_checked(&actor(), "hold", detail("y"), |all| {
+                assert_eq!(all.len(), 1);
+                Err("no".into())
+            })
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Refused(ref w) if w == "no"));
+        assert_eq!(log.verify().unwrap().entries, 1);
+    }
+
+    #[test]
     fn appends_from_many_threads_make_one_chain() {
         let dir = tempfile::tempdir().unwrap();
         let log = new_log(dir.path());
@@ -575,7 +778,7 @@ mod tests {
     #[test]
     fn an_unwritable_log_fails_the_append() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path().join("missing").join("audit.log"));
+        let log = AuditLog::new(dir.path().join("missing").join("audit.log"), "test-store");
         let err = log.append(&actor(), "search", detail("a")).unwrap_err();
         assert_eq!(err.kind(), Some(io::ErrorKind::NotFound));
         assert!(log.create(0o600, |_| Ok(())).is_err());

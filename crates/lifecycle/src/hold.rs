@@ -31,6 +31,10 @@ pub struct Hold {
 /// The audit action of a hold being placed or released.
 pub const ACTION: &str = "hold";
 
+/// Longest query a hold takes: the audit log cuts longer values, and a
+/// hold's query must be kept exactly.
+pub const MAX_QUERY: usize = 16 * 1024;
+
 /// The holds in force: every `add` not followed by a `release` of its name.
 pub fn in_force(log: &AuditLog) -> Result<Vec<Hold>, AuditError> {
     let entries = log.entries(|e| e.action == ACTION)?;
@@ -50,8 +54,11 @@ pub fn replay(entries: &[Entry]) -> Vec<Hold> {
     for e in entries.iter().filter(|e| e.action == ACTION) {
         let name = text(e, "name");
         match e.detail.get("op").and_then(Value::as_str) {
+            // A second add of a name in force never replaces the first (the
+            // command refuses it; a log that has one anyway keeps the
+            // first hold, so nothing loses its protection).
+            Some("add") if holds.iter().any(|h| h.name == name) => {}
             Some("add") => {
-                holds.retain(|h| h.name != name);
                 holds.push(Hold {
                     query: text(e, "query"),
                     reason: text(e, "reason"),
@@ -96,7 +103,7 @@ mod tests {
     #[test]
     fn holds_in_force_are_added_and_not_released() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path().join("audit.log"));
+        let log = AuditLog::new(dir.path().join("audit.log"), "test-store");
         log.create(0o600, |_| Ok(())).unwrap();
         let me = Actor {
             user: "legal".into(),

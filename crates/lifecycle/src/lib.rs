@@ -17,8 +17,3 @@ pub mod hold;
 pub mod retention;
 
 pub use audit::{Actor, AuditError, AuditLog, AuditReport, Entry};
-
-/// Lower-case hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}

@@ -213,7 +213,7 @@ impl Retention {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("policy {}", i + 1));
-            let signature = format!("{:?} {:?}", p.conditions, p.query);
+            let signature = signature(&p.conditions, p.query.as_deref());
             let conditions = Conditions::compile(p.conditions, &mut |key, item, message| {
                 let at = item.map(|n| format!("[{n}]")).unwrap_or_default();
                 errors.push(format!("retention.policy {:?}: {key}{at}: {message}", name));
@@ -250,7 +250,7 @@ impl Retention {
     /// is loaded, and named in a warning.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let everything = format!("{:?} {:?}", RawConditions::default(), None::<String>);
+        let everything = signature(&RawConditions::default(), None);
         for (i, p) in self.policies.iter().enumerate() {
             if let Some(earlier) = self.policies[..i]
                 .iter()
@@ -315,6 +315,32 @@ impl Retention {
             until: self.default.until(received),
         }
     }
+}
+
+/// The keys of a policy in one normal form, to find policies that repeat
+/// another: a value and a one-element list are the same, case and order
+/// within a list do not count, an empty list or query is no key at all.
+fn signature(c: &RawConditions, query: Option<&str>) -> String {
+    let norm = |v: &mailkeep_rules::OneOrMany| {
+        let mut items: Vec<String> = v.items().iter().map(|(_, s)| s.to_lowercase()).collect();
+        items.sort();
+        items.dedup();
+        items.join("\u{1f}")
+    };
+    let size = c.size_over.as_ref().and_then(|s| s.bytes().ok());
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}",
+        norm(&c.login),
+        norm(&c.sender),
+        norm(&c.recipient),
+        norm(&c.from),
+        norm(&c.to),
+        norm(&c.client),
+        norm(&c.tag),
+        norm(&c.capture),
+        size,
+        query.map(str::trim).unwrap_or("")
+    )
 }
 
 /// Expiries by month (`2027-03`), and how many never expire.
@@ -515,9 +541,9 @@ mod tests {
             vec![
                 policy("bob", "1y", |c| c.login = OneOrMany::One("bob".into())),
                 policy("bob again", "2y", |c| {
-                    c.login = OneOrMany::One("bob".into())
+                    c.login = OneOrMany::Many(vec!["BOB".into()])
                 }),
-                policy("all", "5y", |_| {}),
+                policy("all", "5y", |c| c.login = OneOrMany::Many(Vec::new())),
                 policy("after all", "1d", |c| {
                     c.login = OneOrMany::One("carol".into())
                 }),

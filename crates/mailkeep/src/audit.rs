@@ -56,7 +56,12 @@ impl Settings {
                 format!("{}: there is no [store] section", self.source),
             ));
         };
-        let log = AuditLog::new(path);
+        // The log is bound to its store: its first entry links to the
+        // store's id.
+        let store_id = mailkeep_store::Store::open_read_only(store.clone())
+            .map_err(|e| Failure::from_store(Exit::IOERR, &e))?
+            .id();
+        let log = AuditLog::new(path, &store_id);
         let mode = if store.group.is_some() { 0o660 } else { 0o600 };
         log.create(mode, |file| {
             Ownership::for_store(&store.path, store.group)?.apply(file, false)
@@ -86,6 +91,34 @@ impl Audit {
     /// The log.
     pub fn log(&self) -> &AuditLog {
         &self.log
+    }
+
+    /// [`Audit::record`] once `check` accepted the log's entries, read
+    /// under the append's own lock; a refusal is a usage error (64) with
+    /// `check`'s reason, and is itself recorded (as `refused_action`).
+    pub fn record_checked(
+        &self,
+        action: &str,
+        detail: Value,
+        check: impl FnOnce(&[mailkeep_lifecycle::Entry]) -> Result<(), String>,
+    ) -> Result<(), Failure> {
+        let map = match detail {
+            Value::Object(m) => m,
+            other => Map::from_iter([("detail".to_string(), other)]),
+        };
+        match self
+            .log
+            .append_checked(&self.actor, action, map.clone(), check)
+        {
+            Ok(_) => Ok(()),
+            Err(AuditError::Refused(why)) => {
+                let mut refused = map;
+                refused.insert("refused".into(), Value::from(why.clone()));
+                self.record(&format!("refused_{action}"), Value::Object(refused))?;
+                Err(Failure::new(Exit::USAGE, why))
+            }
+            Err(e) => Err(fail(e)),
+        }
     }
 }
 

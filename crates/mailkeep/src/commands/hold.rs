@@ -80,17 +80,19 @@ fn add(store: &Store, audit: &Audit, args: HoldAddArgs) -> Result<Exit, Failure>
             "--reason: say why the hold is placed",
         ));
     }
-    let (deliveries, messages) = covers(store, &args.query)?;
-    if in_force(audit)?.iter().any(|h| h.name == args.name) {
+    if args.query.len() > hold::MAX_QUERY {
         return Err(Failure::new(
             Exit::USAGE,
             format!(
-                "a hold named {:?} is in force already (release it first, or choose another name)",
-                args.name
+                "--query: {} bytes; a hold's query is at most {} (split it into several holds)",
+                args.query.len(),
+                hold::MAX_QUERY
             ),
         ));
     }
-    audit.record(
+    let (deliveries, messages) = covers(store, &args.query)?;
+    let name = args.name.clone();
+    audit.record_checked(
         hold::ACTION,
         json!({
             "op": "add",
@@ -99,6 +101,16 @@ fn add(store: &Store, audit: &Audit, args: HoldAddArgs) -> Result<Exit, Failure>
             "reason": args.reason,
             "deliveries_now": deliveries,
         }),
+        |entries| {
+            if hold::replay(entries).iter().any(|h| h.name == name) {
+                Err(format!(
+                    "a hold named {name:?} is in force already (release it first, or choose \
+                     another name)"
+                ))
+            } else {
+                Ok(())
+            }
+        },
     )?;
     println!(
         "hold {:?} placed: it covers {deliveries} deliveries ({messages} messages) now, and what \
@@ -142,16 +154,23 @@ fn release(audit: &Audit, args: HoldReleaseArgs) -> Result<Exit, Failure> {
             "--reason: say why the hold is released",
         ));
     }
-    if !in_force(audit)?.iter().any(|h| h.name == args.name) {
-        return Err(Failure::new(
-            Exit::NOTHING,
-            format!("no hold named {:?} is in force", args.name),
-        ));
-    }
-    audit.record(
-        hold::ACTION,
-        json!({"op": "release", "name": args.name, "reason": args.reason}),
-    )?;
+    let name = args.name.clone();
+    audit
+        .record_checked(
+            hold::ACTION,
+            json!({"op": "release", "name": args.name, "reason": args.reason}),
+            |entries| {
+                if hold::replay(entries).iter().any(|h| h.name == name) {
+                    Ok(())
+                } else {
+                    Err(format!("no hold named {name:?} is in force"))
+                }
+            },
+        )
+        .map_err(|f| match f.code {
+            Exit::USAGE => Failure::new(Exit::NOTHING, f.message),
+            _ => f,
+        })?;
     println!("hold {:?} released", args.name);
     Ok(Exit::OK)
 }

@@ -292,11 +292,7 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
         skipped,
         tally,
     };
-    let exit = if args.rules {
-        summary.print_rules(args.json)
-    } else {
-        summary.print_store(args.json)
-    };
+    // Recorded before the summary is shown, like every other result.
     if let Some(a) = &audit {
         let t = &summary.tally;
         a.record(
@@ -309,11 +305,15 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
                 "new_deliveries": t.new,
                 "already_archived": t.duplicate,
                 "failed": t.failed.len() + t.not_written.len(),
-                "exit": match &exit { Ok(e) => e.0, Err(f) => f.code.0 },
+                "skipped": summary.skipped.values().map(Vec::len).sum::<usize>(),
             }),
         )?;
     }
-    exit
+    if args.rules {
+        summary.print_rules(args.json)
+    } else {
+        summary.print_store(args.json)
+    }
 }
 
 /// The figures of one run, printed one way or the other.

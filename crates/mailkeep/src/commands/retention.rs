@@ -121,7 +121,7 @@ fn show(settings: &Settings, args: RetentionShowArgs) -> Result<Exit, Failure> {
             );
         }
         if settings.retention.locked {
-            println!("Locked:    yes (policies may only be lengthened)");
+            println!("Locked:    yes (`locked = true`)");
         }
     }
     Ok(Exit::OK)

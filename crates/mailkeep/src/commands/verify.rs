@@ -72,14 +72,14 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
         if let Some((entry, hash)) = &cp.audit {
             let found = audit
                 .log()
-                .entries(|e| e.seq == *entry)
+                .hash_of(*entry)
                 .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
-            match found.first() {
+            match found {
                 None => report.problems.push(format!(
                     "checkpoint {}: audit entry {entry} is gone (the audit log was cut)",
                     path.display()
                 )),
-                Some(e) if &e.hash != hash => report.problems.push(format!(
+                Some(h) if &h != hash => report.problems.push(format!(
                     "checkpoint {}: audit entry {entry} differs from the checkpoint of {} \
                      (the audit log was rewritten)",
                     path.display(),

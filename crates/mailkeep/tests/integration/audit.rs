@@ -65,7 +65,14 @@ fn every_command_is_recorded_with_its_user_before_it_answers() {
         .unwrap());
     let export = dir.path().join("out.zip");
     let checkpoint = dir.path().join("cp.txt");
-    ok(&run(&config, &["search", "--json", "subject:audited"]));
+    let found = ok(&run(&config, &["search", "--json", "subject:audited"]));
+    // Import commits in parallel: ids follow commit order, not the mbox's.
+    let audited_1 = found
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|h| h["subject"] == "audited 1")
+        .map(|h| h["id"].to_string())
+        .unwrap();
     ok(&run(&config, &["show", "2", "--raw"]));
     ok(&run(
         &config,
@@ -125,7 +132,7 @@ fn every_command_is_recorded_with_its_user_before_it_answers() {
         all[3]["detail"],
         serde_json::json!({"id": 2, "view": "raw"})
     );
-    assert_eq!(all[4]["detail"]["ids"], "2");
+    assert_eq!(all[4]["detail"]["ids"], audited_1.as_str());
     assert_eq!(all[4]["detail"]["format"], "zip");
     // `audit --json` lists what the file holds, its own entry included.
     assert_eq!(listed.lines().count(), all.len());
