@@ -279,7 +279,7 @@ impl AuditLog {
         action: &str,
         detail: Map<String, Value>,
     ) -> Result<Entry, AuditError> {
-        self.append_checked(actor, action, detail, |_| Ok(()))
+        self.write_entry(actor, action, detail, None)
     }
 
     /// [`AuditLog::append`] once `check` accepted the entries in the log,
@@ -290,8 +290,21 @@ impl AuditLog {
         &self,
         actor: &Actor,
         action: &str,
-        mut detail: Map<String, Value>,
+        detail: Map<String, Value>,
         check: impl FnOnce(&[Entry]) -> Result<(), String>,
+    ) -> Result<Entry, AuditError> {
+        self.write_entry(actor, action, detail, Some(Box::new(check)))
+    }
+
+    /// The append itself; the whole log is read only when there is a
+    /// `check` (an ordinary access reads the last lines alone).
+    #[allow(clippy::type_complexity)]
+    fn write_entry(
+        &self,
+        actor: &Actor,
+        action: &str,
+        mut detail: Map<String, Value>,
+        check: Option<Box<dyn FnOnce(&[Entry]) -> Result<(), String> + '_>>,
     ) -> Result<Entry, AuditError> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -301,6 +314,15 @@ impl AuditLog {
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| self.io(e.into()))?;
         let tail = self.tail(&mut file)?;
+        if let Some(check) = check {
+            let mut all = Vec::new();
+            self.scan(&file, |_, entry| {
+                if let Ok((e, _)) = entry {
+                    all.push(e);
+                }
+            })?;
+            check(&all).map_err(AuditError::Refused)?;
+        }
         if let Some(good) = tail.torn {
             // A line a crash cut short: its access never completed.
             file.set_len(good).map_err(|e| self.io(e))?;
@@ -318,14 +340,6 @@ impl AuditLog {
                 )),
             );
         }
-        let mut all = Vec::new();
-        self.scan(&file, |_, entry| {
-            if let Ok((e, _)) = entry {
-                all.push(e);
-            }
-        })?;
-        check(&all).map_err(AuditError::Refused)?;
-        drop(all);
         for value in detail.values_mut() {
             cut(value);
         }
@@ -333,14 +347,19 @@ impl AuditLog {
             Some(e) => (e.seq + 1, e.hash.clone()),
             None => (1, self.genesis.clone()),
         };
+        let short = |text: &str| {
+            let mut v = Value::from(text);
+            cut_to(&mut v, MAX_NAME);
+            v.as_str().unwrap_or_default().to_string()
+        };
         let mut entry = Entry {
             v: 1,
             seq,
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-            user: actor.user.clone(),
+            user: short(&actor.user),
             uid: actor.uid,
-            via: actor.via.clone(),
-            from: actor.from.clone(),
+            via: short(&actor.via),
+            from: short(&actor.from),
             action: action.to_string(),
             detail,
             prev,
@@ -348,11 +367,13 @@ impl AuditLog {
         };
         let mut line = entry.seal();
         if line.len() + 1 > MAX_LINE {
-            entry.detail = Map::from_iter([(
-                "cut".to_string(),
-                Value::from(format!("the details were {} bytes", line.len())),
-            )]);
-            line = entry.seal();
+            // Not written with its details dropped: a hold placed without
+            // its query would not be in force although the command said so.
+            return Err(AuditError::Refused(format!(
+                "the audit entry would be {} bytes, more than the {MAX_LINE} an entry may take; \
+                 nothing was done",
+                line.len()
+            )));
         }
         line.push('\n');
         file.write_all(line.as_bytes()).map_err(|e| self.io(e))?;
@@ -383,15 +404,23 @@ impl AuditLog {
         let mut lines: Vec<&[u8]> = buf[..end].split(|b| *b == b'\n').collect();
         lines.pop(); // what follows the last newline
         let first_whole = usize::from(start > 0).min(lines.len());
-        for line in lines[first_whole..].iter().rev() {
-            match open_line(line) {
-                Ok((entry, _)) => {
-                    tail.last = Some(entry);
-                    return Ok(tail);
+        // The entry to link to: the sound one with the highest number (a
+        // copied or edited line after it is passed over, and named by
+        // verify); the lines after it that are not it are counted.
+        let mut best: Option<(usize, Entry)> = None;
+        for (i, line) in lines.iter().enumerate().skip(first_whole) {
+            if let Ok((entry, true)) = open_line(line) {
+                if best.as_ref().is_none_or(|(_, b)| entry.seq > b.seq) {
+                    best = Some((i, entry));
                 }
-                Err(_) => tail.skipped += 1,
             }
         }
+        if let Some((i, entry)) = best {
+            tail.skipped = (lines.len() - 1 - i) as u64;
+            tail.last = Some(entry);
+            return Ok(tail);
+        }
+        tail.skipped = (lines.len() - first_whole) as u64;
         if start > 0 {
             return Err(AuditError::Damaged {
                 path: self.path.clone(),
@@ -445,14 +474,18 @@ impl AuditLog {
     pub fn hash_of(&self, seq: u64) -> Result<Option<String>, AuditError> {
         let file = self.open_shared()?;
         let mut found = None;
+        let mut sound_found = None;
         self.scan(&file, |_, entry| {
-            if let Ok((e, _)) = entry {
-                if e.seq == seq && found.is_none() {
-                    found = Some(e.hash);
+            if let Ok((e, sound)) = entry {
+                if e.seq == seq {
+                    if sound {
+                        sound_found = Some(e.hash.clone());
+                    }
+                    found.get_or_insert(e.hash);
                 }
             }
         })?;
-        Ok(found)
+        Ok(sound_found.or(found))
     }
 
     /// Every entry, in order, that `keep` accepts. A line that is not an
@@ -548,9 +581,16 @@ fn link(prev_hex: &str, body: &str) -> String {
 
 /// Cuts a long string (a query, an id list) to [`MAX_FIELD`] bytes.
 fn cut(value: &mut Value) {
+    cut_to(value, MAX_FIELD)
+}
+
+/// Longest user name, way in or origin kept.
+const MAX_NAME: usize = 512;
+
+fn cut_to(value: &mut Value, max: usize) {
     if let Value::String(s) = value {
-        if s.len() > MAX_FIELD {
-            let mut end = MAX_FIELD;
+        if s.len() > max {
+            let mut end = max;
             while !s.is_char_boundary(end) {
                 end -= 1;
             }
@@ -735,6 +775,47 @@ mod tests {
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         assert!(report.problems[0].starts_with("line 2: not an entry"));
         assert_eq!(report.entries, 2);
+    }
+
+    #[test]
+    fn a_copied_line_at_the_end_is_not_linked_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = new_log(dir.path());
+        for q in ["a", "b", "c"] {
+            log.append(&actor(), "search", detail(q)).unwrap();
+        }
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let first = text.lines().next().unwrap().to_string();
+        std::fs::write(log.path(), format!("{text}{first}\n")).unwrap();
+        let e = log.append(&actor(), "search", detail("d")).unwrap();
+        assert_eq!(e.seq, 4);
+        assert!(e.detail.contains_key("links_past"));
+        let three = log.entries(|e| e.seq == 3).unwrap();
+        assert_eq!(e.prev, three[0].hash);
+        assert_eq!(log.hash_of(3).unwrap(), Some(three[0].hash.clone()));
+        assert!(log
+            .verify()
+            .unwrap()
+            .problems
+            .iter()
+            .any(|p| p.starts_with("line 4:")));
+    }
+
+    #[test]
+    fn an_entry_too_long_is_refused_not_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = new_log(dir.path());
+        let mut big = Map::new();
+        for i in 0..40 {
+            big.insert(format!("k{i}"), Value::from("\u{1}".repeat(MAX_FIELD)));
+        }
+        let err = log.append(&actor(), "hold", big).unwrap_err();
+        assert!(matches!(err, AuditError::Refused(_)), "{err}");
+        let mut who = actor();
+        who.from = "\u{1}".repeat(200_000);
+        let e = log.append(&who, "search", detail("x")).unwrap();
+        assert!(e.from.len() < 1024, "{}", e.from.len());
+        assert!(log.verify().unwrap().problems.is_empty());
     }
 
     #[test]

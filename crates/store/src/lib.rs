@@ -779,15 +779,20 @@ impl Store {
             .blobs
             .stream(loc)
             .map_err(io_err(format!("reading {}", at())))?;
-        record::decode_to(stream, &blake3::Hash::from_bytes(hash), &self.keys, out).map_err(|e| {
-            match e {
-                record::StreamError::Record(source) => StoreError::Record {
-                    hash: hash_hex.to_string(),
-                    source,
-                },
-                record::StreamError::Read(e) => io_err(format!("reading {}", at()))(e),
-                record::StreamError::Write(e) => io_err("writing the message out".to_string())(e),
-            }
+        record::decode_to(
+            stream,
+            loc.len,
+            &blake3::Hash::from_bytes(hash),
+            &self.keys,
+            out,
+        )
+        .map_err(|e| match e {
+            record::StreamError::Record(source) => StoreError::Record {
+                hash: hash_hex.to_string(),
+                source,
+            },
+            record::StreamError::Read(e) => io_err(format!("reading {}", at()))(e),
+            record::StreamError::Write(e) => io_err("writing the message out".to_string())(e),
         })
     }
 

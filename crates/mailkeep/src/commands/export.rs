@@ -65,7 +65,7 @@ fn stream_into<W: Write>(store: &Store, hit: &Hit, out: W) -> Result<Digesting<W
         Err(e @ mailkeep_store::StoreError::Record { .. }) => Err(Failure::new(
             Exit::DATAERR,
             format!(
-                "delivery {}: {}; nothing of it is exported (run `mailkeep verify`)",
+                "delivery {}: {}; the export is not written (run `mailkeep verify`)",
                 hit.record.id,
                 mailkeep_capture::error_chain(&e)
             ),
@@ -136,95 +136,109 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
         return Ok(Exit::NOTHING);
     }
     let out = &args.out;
-    match args.format {
-        ExportFormat::Mbox => {
-            // The error names the mbox (and a lock's holder).
-            let mut locked = mbox::lock(out, std::time::Duration::from_secs(10))
-                .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
-            for hit in &hits {
-                // Through the spool (memory up to its threshold, an unnamed
-                // file past it): the mbox writer needs the whole message.
-                let spool = SpoolWriter::new(&settings.spool_dir, settings.spool_threshold);
-                let message = stream_into(&store, hit, spool)?
-                    .out
-                    .finish()
-                    .map_err(io_fail(&settings.spool_dir))?;
-                let head = message.head().map_err(io_fail(&settings.spool_dir))?;
-                let eol = line_ending(&head);
-                let env = mailkeep_store::envelope_of(&hit.record, message);
-                let headers = envelope_headers(&env, &settings.hostname, eol);
-                locked
-                    .append(env.received, env.sender.as_deref(), &headers, &env.message)
+    let tmp = out.with_extension("zip.partial");
+    let written = (|| -> Result<(), Failure> {
+        match args.format {
+            ExportFormat::Mbox => {
+                // The error names the mbox (and a lock's holder).
+                let mut locked = mbox::lock(out, std::time::Duration::from_secs(10))
+                    .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
+                for hit in &hits {
+                    // Through the spool (memory up to its threshold, an unnamed
+                    // file past it): the mbox writer needs the whole message.
+                    let spool = SpoolWriter::new(&settings.spool_dir, settings.spool_threshold);
+                    let message = stream_into(&store, hit, spool)?
+                        .out
+                        .finish()
+                        .map_err(io_fail(&settings.spool_dir))?;
+                    let head = message.head().map_err(io_fail(&settings.spool_dir))?;
+                    let eol = line_ending(&head);
+                    let env = mailkeep_store::envelope_of(&hit.record, message);
+                    let headers = envelope_headers(&env, &settings.hostname, eol);
+                    locked
+                        .append(env.received, env.sender.as_deref(), &headers, &env.message)
+                        .map_err(io_fail(out))?;
+                }
+                locked.sync().map_err(io_fail(out))?;
+            }
+            ExportFormat::Eml => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(out)
                     .map_err(io_fail(out))?;
+                let mut entries = Vec::new();
+                for hit in &hits {
+                    let name = format!("{}.eml", hit.record.id);
+                    let path = out.join(&name);
+                    let file = private_file(&path)?;
+                    let d = match stream_into(&store, hit, std::io::BufWriter::new(file)) {
+                        Ok(d) => d,
+                        Err(f) => {
+                            let _ = std::fs::remove_file(&path);
+                            return Err(f);
+                        }
+                    };
+                    entries.push(manifest_entry(hit, &name, &d));
+                    let file = d
+                        .out
+                        .into_inner()
+                        .map_err(|e| io_fail(&path)(e.into_error()))?;
+                    file.sync_all().map_err(io_fail(&path))?;
+                }
+                let m = manifest(&store, &args.query, entries)?;
+                write_durable(&out.join("manifest.json"), m.as_bytes())?;
+                mailkeep_store::fsync_dir(out).map_err(io_fail(out))?;
             }
-            locked.sync().map_err(io_fail(out))?;
-        }
-        ExportFormat::Eml => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(out)
-                .map_err(io_fail(out))?;
-            let mut entries = Vec::new();
-            for hit in &hits {
-                let name = format!("{}.eml", hit.record.id);
-                let path = out.join(&name);
-                let file = private_file(&path)?;
-                let d = match stream_into(&store, hit, std::io::BufWriter::new(file)) {
-                    Ok(d) => d,
-                    Err(f) => {
-                        let _ = std::fs::remove_file(&path);
-                        return Err(f);
-                    }
+            ExportFormat::Zip => {
+                // Written under a temporary name and renamed when complete, so
+                // a crash never leaves a zip that looks whole.
+                let file = private_file(&tmp)?;
+                let mut zip = zip::ZipWriter::new(file);
+                let opts = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated)
+                    .large_file(true);
+                let mut entries = Vec::new();
+                let zip_err = |e: zip::result::ZipError| {
+                    Failure::new(Exit::IOERR, format!("{}: {e}", tmp.display()))
                 };
-                entries.push(manifest_entry(hit, &name, &d));
-                let file = d
-                    .out
-                    .into_inner()
-                    .map_err(|e| io_fail(&path)(e.into_error()))?;
-                file.sync_all().map_err(io_fail(&path))?;
-            }
-            let m = manifest(&store, &args.query, entries)?;
-            write_durable(&out.join("manifest.json"), m.as_bytes())?;
-            mailkeep_store::fsync_dir(out).map_err(io_fail(out))?;
-        }
-        ExportFormat::Zip => {
-            // Written under a temporary name and renamed when complete, so
-            // a crash never leaves a zip that looks whole.
-            let tmp = out.with_extension("zip.partial");
-            let file = private_file(&tmp)?;
-            let mut zip = zip::ZipWriter::new(file);
-            let opts = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated)
-                .large_file(true);
-            let mut entries = Vec::new();
-            let zip_err = |e: zip::result::ZipError| {
-                Failure::new(Exit::IOERR, format!("{}: {e}", tmp.display()))
-            };
-            for hit in &hits {
-                let name = format!("messages/{}.eml", hit.record.id);
-                zip.start_file(name.as_str(), opts).map_err(zip_err)?;
-                let d = match stream_into(&store, hit, &mut zip) {
-                    Ok(d) => d,
-                    Err(f) => {
-                        drop(zip);
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(f);
-                    }
-                };
-                let entry = manifest_entry(hit, &name, &d);
-                entries.push(entry);
-            }
-            let m = manifest(&store, &args.query, entries)?;
-            zip.start_file("manifest.json", opts).map_err(zip_err)?;
-            zip.write_all(m.as_bytes()).map_err(io_fail(&tmp))?;
-            let file = zip.finish().map_err(zip_err)?;
-            file.sync_all().map_err(io_fail(&tmp))?;
-            std::fs::rename(&tmp, out).map_err(io_fail(out))?;
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                mailkeep_store::fsync_dir(dir).map_err(io_fail(dir))?;
+                for hit in &hits {
+                    let name = format!("messages/{}.eml", hit.record.id);
+                    zip.start_file(name.as_str(), opts).map_err(zip_err)?;
+                    let d = match stream_into(&store, hit, &mut zip) {
+                        Ok(d) => d,
+                        Err(f) => {
+                            drop(zip);
+                            let _ = std::fs::remove_file(&tmp);
+                            return Err(f);
+                        }
+                    };
+                    let entry = manifest_entry(hit, &name, &d);
+                    entries.push(entry);
+                }
+                let m = manifest(&store, &args.query, entries)?;
+                zip.start_file("manifest.json", opts).map_err(zip_err)?;
+                zip.write_all(m.as_bytes()).map_err(io_fail(&tmp))?;
+                let file = zip.finish().map_err(zip_err)?;
+                file.sync_all().map_err(io_fail(&tmp))?;
+                std::fs::rename(&tmp, out).map_err(io_fail(out))?;
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    mailkeep_store::fsync_dir(dir).map_err(io_fail(dir))?;
+                }
             }
         }
+        Ok(())
+    })();
+    if let Err(f) = written {
+        // Nothing of a failed export stays behind to look like one (the
+        // target did not exist before: export never overwrites).
+        let _ = std::fs::remove_file(&tmp);
+        if out.is_dir() {
+            let _ = std::fs::remove_dir_all(out);
+        } else {
+            let _ = std::fs::remove_file(out);
+        }
+        return Err(f);
     }
     eprintln!("exported {} message(s) to {}", hits.len(), out.display());
     Ok(if hits.is_empty() {

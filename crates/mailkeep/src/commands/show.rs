@@ -85,6 +85,18 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
         let flushed = buffered.flush();
         return match (written, flushed) {
             (Ok(_), Ok(())) => Ok(Exit::OK),
+            (
+                Err(
+                    e @ mailkeep_store::StoreError::Record {
+                        source: mailkeep_store::blobs::record::RecordError::MissingKey(_),
+                        ..
+                    },
+                ),
+                _,
+            ) => Err(Failure::new(
+                Exit::CONFIG,
+                mailkeep_capture::error_chain(&e),
+            )),
             (Err(e @ mailkeep_store::StoreError::Record { .. }), _) => Err(Failure::new(
                 Exit::DATAERR,
                 format!(

@@ -252,13 +252,22 @@ pub fn decode(
 /// is opened in memory.
 pub fn decode_to(
     mut record: impl Read,
+    record_len: u64,
     expected: &blake3::Hash,
     keys: &Keyring,
     out: &mut impl Write,
 ) -> Result<u64, StreamError> {
     let mut head = [0u8; HEADER_LEN];
-    record.read_exact(&mut head).map_err(StreamError::Read)?;
+    record.read_exact(&mut head).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => StreamError::Record(RecordError::Malformed("short record")),
+        _ => StreamError::Read(e),
+    })?;
     let h = header(&head)?;
+    // The length the catalog gives must be the header's: nothing is read,
+    // let alone allocated, on the word of a header that does not fit.
+    if record_len != HEADER_LEN as u64 + u64::from(h.payload_len) {
+        return Err(RecordError::Malformed("length does not match header").into());
+    }
     if &h.hash != expected.as_bytes() {
         return Err(RecordError::WrongHash {
             expected: expected.to_hex().to_string(),
@@ -269,9 +278,11 @@ pub fn decode_to(
     // The payload must be exactly the record's rest: counted as it is
     // read, and nothing may follow it.
     let consumed = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let read_failed = std::rc::Rc::new(std::cell::Cell::new(false));
     let payload = Counting {
         inner: (&mut record).take(u64::from(h.payload_len)),
         n: consumed.clone(),
+        failed: read_failed.clone(),
     };
     let compressed: Box<dyn Read + '_> = if h.flags & ENCRYPTED != 0 {
         let key = keys
@@ -296,7 +307,12 @@ pub fn decode_to(
             let mut payload = payload;
             payload
                 .read_to_end(&mut sealed)
-                .map_err(StreamError::Read)?;
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => StreamError::Record(RecordError::Malformed(
+                        "the segment ends inside the record",
+                    )),
+                    _ => StreamError::Read(e),
+                })?;
             let opened = key
                 .open(&nonce, &sealed, &head[..AAD_LEN])
                 .ok_or(RecordError::Authentication)?;
@@ -317,12 +333,15 @@ pub fn decode_to(
     // more than that.
     let copied = io::copy(&mut decoder.take(h.raw_len.saturating_add(1)), &mut hashing);
     if let Err(e) = copied {
+        // Sorted by where it came from: writing out, reading the segment
+        // (an I/O error, not damage), or the record itself.
         return Err(if hashing.failed {
             StreamError::Write(e)
+        } else if read_failed.get() {
+            StreamError::Read(e)
         } else {
             match e.get_ref().and_then(|i| i.downcast_ref::<RecordError>()) {
                 Some(r) => StreamError::Record(r.clone()),
-                None if e.kind() == io::ErrorKind::UnexpectedEof => StreamError::Read(e),
                 None => StreamError::Record(RecordError::Decompress(e.to_string())),
             }
         });
@@ -357,17 +376,32 @@ pub enum StreamError {
     Write(io::Error),
 }
 
-/// Counts the bytes read through it.
+/// Counts the bytes read through it, and notes an I/O error of the
+/// reader below (the segment file); a segment that ends inside the record
+/// is damage, not an I/O error.
 struct Counting<R: Read> {
     inner: R,
     n: std::rc::Rc<std::cell::Cell<u64>>,
+    failed: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n.set(self.n.get() + n as u64);
-        Ok(n)
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.n.set(self.n.get() + n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::Interrupted
+                ) {
+                    self.failed.set(true);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -381,7 +415,15 @@ struct HashingWriter<'w, W: Write> {
 
 impl<W: Write> Write for HashingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf).inspect_err(|_| self.failed = true)?;
+        let n = self.out.write(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.failed = true;
+            }
+        })?;
+        if n == 0 && !buf.is_empty() {
+            self.failed = true;
+            return Err(io::ErrorKind::WriteZero.into());
+        }
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
@@ -712,7 +754,7 @@ mod tests {
 
     fn read_streaming(rec: &[u8], hash: &blake3::Hash, ring: &Keyring) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
-        decode_to(rec, hash, ring, &mut out).map_err(|e| e.to_string())?;
+        decode_to(rec, rec.len() as u64, hash, ring, &mut out).map_err(|e| e.to_string())?;
         Ok(out)
     }
 
