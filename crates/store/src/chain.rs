@@ -86,3 +86,49 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// A chain entry that records a removal (expiry by a retention policy, or
+/// an erasure request): which delivery, its content and its chain hash,
+/// and why. The removed delivery's own row keeps its place, its `prev` and
+/// its `hash`, so the chain still links and a checkpoint taken before the
+/// removal still matches; its record (the envelope: personal data) is
+/// replaced by a [`DeletedMarker`] naming this entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TombstoneRecord {
+    /// Record format version.
+    pub v: u32,
+    /// Chain position.
+    pub id: i64,
+    /// `tombstone`.
+    pub kind: String,
+    /// The delivery removed.
+    pub deleted: i64,
+    /// Its chain hash, hex (what checkpoints recorded).
+    pub deleted_hash: String,
+    /// BLAKE3 of its message, hex.
+    pub content: String,
+    /// The policy or request that removed it.
+    pub reason: String,
+    /// When, microseconds since the Unix epoch (UTC).
+    pub time: i64,
+}
+
+impl TombstoneRecord {
+    /// The canonical bytes the chain hashes.
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).expect("a plain struct always serialises")
+    }
+}
+
+/// What a removed delivery's row holds instead of its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedMarker {
+    /// Format version.
+    pub v: u32,
+    /// The row's id.
+    pub id: i64,
+    /// `deleted`.
+    pub kind: String,
+    /// The tombstone entry that records why.
+    pub tombstone: i64,
+}

@@ -246,6 +246,31 @@ pub struct Stored {
     pub new_message: bool,
 }
 
+/// Records are copied by compaction in writes of about this many bytes.
+const COMPACT_CHUNK: u64 = 32 << 20;
+
+/// What [`Store::remove`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RemoveReport {
+    /// (delivery id, tombstone id) for each delivery removed.
+    pub deliveries: Vec<(i64, i64)>,
+    /// Messages deleted (their last delivery was removed).
+    pub messages: u64,
+    /// The compaction that followed.
+    pub compacted: CompactReport,
+}
+
+/// What [`Store::compact`] did.
+#[derive(Debug, Clone, Default)]
+pub struct CompactReport {
+    /// Segments rewritten without their dead records.
+    pub segments_rewritten: u64,
+    /// Segment files of an interrupted compaction deleted.
+    pub orphans_removed: u64,
+    /// Bytes given back.
+    pub freed: u64,
+}
+
 /// The store.
 pub struct Store {
     config: StoreConfig,
@@ -808,6 +833,100 @@ impl Store {
             hash: hash.to_hex().to_string(),
             source,
         })
+    }
+
+    /// Removes deliveries for good: each `(delivery id, reason)` gets a
+    /// tombstone in the chain and loses its envelope and search rows; a
+    /// message no delivery refers to any more is deleted from the catalog
+    /// and then, by [`Store::compact`] (which this runs), from the
+    /// segments, so its bytes are in no file of the store. Deliveries
+    /// already removed are passed over.
+    pub fn remove(&self, removals: &[(i64, String)]) -> Result<RemoveReport, StoreError> {
+        let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
+        let removed = {
+            let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+            let now = chrono::Utc::now().timestamp_micros();
+            let mut catalog = self.catalog();
+            let removed = catalog.remove(removals, now)?;
+            catalog.purge()?;
+            removed
+        };
+        let compacted = self.compact()?;
+        Ok(RemoveReport {
+            deliveries: removed.deliveries,
+            messages: removed.messages.len() as u64,
+            compacted,
+        })
+    }
+
+    /// Rewrites every segment that holds records no message refers to: the
+    /// live records are copied into a new segment, the catalog points at
+    /// the copies in one transaction, and only then is the old segment
+    /// deleted. A crash before the transaction leaves the new segment's
+    /// bytes past any committed length (cut off by the next writer); a
+    /// crash after it leaves the old file, which the next compaction
+    /// deletes first. Returns the bytes given back.
+    pub fn compact(&self) -> Result<CompactReport, StoreError> {
+        let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
+        let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+        let mut catalog = self.catalog();
+        let usage = catalog.segment_usage()?;
+        let mut report = CompactReport::default();
+        let highest_known = usage.iter().map(|u| u.id).max().unwrap_or(0);
+        // A segment file the catalog no longer names, below the newest it
+        // does, was dropped by a compaction that stopped before deleting it.
+        for seg in self.blobs.list().map_err(io_err("listing the segments"))? {
+            if seg < highest_known && !usage.iter().any(|u| u.id == seg) {
+                report.freed += self.blobs.len(seg).unwrap_or(0);
+                self.blobs
+                    .remove(seg)
+                    .map_err(io_err(format!("deleting segment {seg}")))?;
+                report.orphans_removed += 1;
+            }
+        }
+        let mut next = highest_known;
+        for u in usage {
+            if u.live + SEGMENT_MAGIC.len() as u64 >= u.length {
+                continue;
+            }
+            next += 1;
+            let records = catalog.live_records(u.id)?;
+            let mut at = 0u64;
+            let mut moves = Vec::with_capacity(records.len());
+            let mut parts = vec![Part::Bytes(SEGMENT_MAGIC.to_vec())];
+            let mut pending = SEGMENT_MAGIC.len() as u64;
+            let mut offset = pending;
+            for (id, loc) in records {
+                let bytes = self
+                    .blobs
+                    .get(loc)
+                    .map_err(io_err(format!("reading segment {} for compaction", u.id)))?;
+                moves.push((id, offset));
+                offset += bytes.len() as u64;
+                pending += bytes.len() as u64;
+                parts.push(Part::Bytes(bytes));
+                if pending >= COMPACT_CHUNK {
+                    self.blobs
+                        .put(next, at, &parts)
+                        .map_err(io_err(format!("writing segment {next}")))?;
+                    at = offset;
+                    parts.clear();
+                    pending = 0;
+                }
+            }
+            if !parts.is_empty() {
+                self.blobs
+                    .put(next, at, &parts)
+                    .map_err(io_err(format!("writing segment {next}")))?;
+            }
+            catalog.move_segment(u.id, next, &u.key, offset, &moves)?;
+            self.blobs
+                .remove(u.id)
+                .map_err(io_err(format!("deleting segment {}", u.id)))?;
+            report.segments_rewritten += 1;
+            report.freed += u.length.saturating_sub(offset);
+        }
+        Ok(report)
     }
 
     /// Totals for `mailkeep stats`.

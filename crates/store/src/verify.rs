@@ -44,6 +44,9 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
     /// The chain head: (entry, hash hex).
     pub head: Option<(i64, String)>,
+    /// Deliveries removed by a retention policy or an erasure request, as
+    /// their tombstones record it.
+    pub removed: Vec<String>,
 }
 
 impl VerifyReport {
@@ -75,6 +78,11 @@ impl Store {
         let store_id = self.id();
         let mut prev = chain::genesis(&store_id);
         let mut expected_id = 1i64;
+        // Removed deliveries, by id: (their chain hash, the tombstone that
+        // says so, if one does).
+        let mut removed: std::collections::BTreeMap<i64, (Vec<u8>, i64)> = Default::default();
+        let mut tombstones: std::collections::BTreeMap<i64, chain::TombstoneRecord> =
+            Default::default();
         {
             let catalog = self.catalog();
             catalog.chain(&mut |row: ChainRow| {
@@ -101,7 +109,45 @@ impl Store {
                         ),
                     );
                 }
+                let kind = serde_json::from_str::<serde_json::Value>(&row.record)
+                    .ok()
+                    .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string));
+                if kind.as_deref() == Some("deleted") {
+                    // Its record was removed on purpose: the link cannot be
+                    // recomputed, but its place is kept (`prev` above) and a
+                    // tombstone further on must name it with this hash.
+                    match serde_json::from_str::<chain::DeletedMarker>(&row.record) {
+                        Ok(m) if m.id == row.id => {
+                            removed.insert(row.id, (row.hash.clone(), m.tombstone));
+                        }
+                        _ => note(
+                            &mut problems,
+                            format!("delivery {}: unreadable removal marker", row.id),
+                        ),
+                    }
+                    prev = row.hash.as_slice().try_into().unwrap_or(prev);
+                    return Ok(());
+                }
                 let computed = chain::link(&prev, &row.record);
+                if kind.as_deref() == Some("tombstone") {
+                    if row.hash != computed {
+                        note(
+                            &mut problems,
+                            format!("entry {}: tombstone altered (hash does not match)", row.id),
+                        );
+                    }
+                    match serde_json::from_str::<chain::TombstoneRecord>(&row.record) {
+                        Ok(t) if t.id == row.id => {
+                            tombstones.insert(row.id, t);
+                        }
+                        _ => note(
+                            &mut problems,
+                            format!("entry {}: unreadable tombstone", row.id),
+                        ),
+                    }
+                    prev = row.hash.as_slice().try_into().unwrap_or(computed);
+                    return Ok(());
+                }
                 if row.hash != computed {
                     note(
                         &mut problems,
@@ -148,6 +194,29 @@ impl Store {
             })?;
             if let Some((id, hash)) = catalog.head()? {
                 report.head = Some((id, chain::hex(&hash)));
+            }
+        }
+        // Every removed record must be named, with the hash it had, by the
+        // tombstone it names: that is what tells a removal by policy or
+        // request apart from a record deleted by hand.
+        for (id, (hash, tomb)) in &removed {
+            match tombstones.get(tomb) {
+                Some(t) if t.deleted == *id && t.deleted_hash == chain::hex(hash) => {
+                    let when = chrono::DateTime::from_timestamp_micros(t.time)
+                        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_default();
+                    report.removed.push(format!(
+                        "delivery {id} removed by {} on {when} (tombstone {tomb})",
+                        t.reason
+                    ));
+                }
+                _ => note(
+                    &mut problems,
+                    format!(
+                        "delivery {id}: its record is gone and no tombstone names it \
+                         (missing or tampered)"
+                    ),
+                ),
             }
         }
         // Message records: collected first so the catalog lock is not held

@@ -82,6 +82,10 @@ pub trait BlobBackend: Send + Sync {
     }
     /// The current physical length of a segment (0 when it does not exist).
     fn len(&self, segment: u32) -> io::Result<u64>;
+    /// Deletes a segment durably (compaction moved what it held).
+    fn remove(&self, segment: u32) -> io::Result<()>;
+    /// The segments that exist.
+    fn list(&self) -> io::Result<Vec<u32>>;
 }
 
 /// Segments as files `NNNNNNNN.seg` in one directory.
@@ -207,6 +211,31 @@ impl BlobBackend for SegmentDir {
             at: loc.offset,
             end: loc.offset.saturating_add(loc.len),
         }))
+    }
+
+    fn remove(&self, segment: u32) -> io::Result<()> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&segment);
+        match std::fs::remove_file(self.path(segment)) {
+            Ok(()) => crate::fsync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self) -> io::Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
     }
 
     fn len(&self, segment: u32) -> io::Result<u64> {

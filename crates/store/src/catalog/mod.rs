@@ -117,6 +117,28 @@ pub struct ChainRow {
     pub has_message: bool,
 }
 
+/// What [`Catalog::remove`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// (delivery id, tombstone id).
+    pub deliveries: Vec<(i64, i64)>,
+    /// Messages deleted (no delivery left), with their locations.
+    pub messages: Vec<crate::blobs::Location>,
+}
+
+/// How much of a segment is still in use.
+#[derive(Debug, Clone)]
+pub struct SegmentUsage {
+    /// Segment number.
+    pub id: u32,
+    /// Key id, hex.
+    pub key: String,
+    /// Committed length.
+    pub length: u64,
+    /// Bytes of records still referred to.
+    pub live: u64,
+}
+
 /// Totals for `mailkeep stats`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Totals {
@@ -174,4 +196,32 @@ pub trait Catalog: Send {
     fn totals(&self) -> Result<Totals, CatalogError>;
     /// Committed segment lengths.
     fn segments(&self) -> Result<Vec<(u32, u64)>, CatalogError>;
+    /// Removes deliveries (see [`crate::chain::TombstoneRecord`]): for each
+    /// `(delivery id, reason)`, a tombstone entry is appended to the chain,
+    /// the delivery's record is replaced by a marker, its search rows are
+    /// deleted, and a message no live delivery refers to any more is
+    /// deleted with its search rows; all in one transaction. Returns the
+    /// deliveries removed (a removed or unknown id is passed over) and the
+    /// messages deleted.
+    fn remove(&mut self, removals: &[(i64, String)], now: i64) -> Result<Removed, CatalogError>;
+    /// Per segment: (id, key id hex, committed length, bytes of live records).
+    fn segment_usage(&self) -> Result<Vec<SegmentUsage>, CatalogError>;
+    /// The live records of a segment: (message id, location), by offset.
+    fn live_records(
+        &self,
+        segment: u32,
+    ) -> Result<Vec<(i64, crate::blobs::Location)>, CatalogError>;
+    /// Points the messages at their copies in `new` (committed with
+    /// `new_len` bytes) and drops segment `old`, in one transaction.
+    fn move_segment(
+        &mut self,
+        old: u32,
+        new: u32,
+        key_hex: &str,
+        new_len: u64,
+        moves: &[(i64, u64)],
+    ) -> Result<(), CatalogError>;
+    /// Rewrites the full-text indexes without what was deleted and
+    /// truncates the write-ahead log, so removed text is in no file.
+    fn purge(&mut self) -> Result<(), CatalogError>;
 }

@@ -4,7 +4,9 @@
 //! find rows). The reasons and the measurements behind FTS5 are in
 //! docs/decisions.md.
 
-use super::{Catalog, CatalogError, ChainRow, CommitBatch, Hit, MessageRow, Totals};
+use super::{
+    Catalog, CatalogError, ChainRow, CommitBatch, Hit, MessageRow, Removed, SegmentUsage, Totals,
+};
 use crate::blobs::crypto::KeyId;
 use crate::blobs::Location;
 use crate::chain::{self, DeliveryRecord};
@@ -101,6 +103,9 @@ impl Sqlite {
         // FULL: a commit is fsync'd to the WAL before it returns, which is
         // what "acknowledged only after its catalog row is durable" needs.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // What is deleted (expired or erased mail, its search text) is
+        // overwritten with zeros, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let setup = (|| -> Result<String, CatalogError> {
@@ -838,9 +843,9 @@ impl Catalog for Sqlite {
     }
 
     fn deliveries_of(&self, hash: &[u8; 32]) -> Result<Vec<i64>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id FROM deliveries WHERE content = ?1 ORDER BY id")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM deliveries WHERE content = ?1 AND message != 0 ORDER BY id",
+        )?;
         let ids = stmt.query_map([&hash[..]], |r| r.get(0))?;
         Ok(ids.collect::<Result<Vec<i64>, _>>()?)
     }
@@ -900,5 +905,193 @@ impl Catalog for Sqlite {
             out.push((id as u32, len as u64));
         }
         Ok(out)
+    }
+
+    fn remove(&mut self, removals: &[(i64, String)], now: i64) -> Result<Removed, CatalogError> {
+        let store_id = self.store_id.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Removed::default();
+        let (mut last_id, mut prev): (i64, [u8; 32]) = match tx
+            .query_row(
+                "SELECT id, hash FROM deliveries ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?
+        {
+            Some((id, hash)) => (id, hash32(hash)?),
+            None => (0, chain::genesis(&store_id)),
+        };
+        for (victim, reason) in removals {
+            let row: Option<(i64, Vec<u8>, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT message, content, hash FROM deliveries WHERE id = ?1 AND message != 0",
+                    [victim],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((message, content, victim_hash)) = row else {
+                continue;
+            };
+            last_id += 1;
+            let tomb = chain::TombstoneRecord {
+                v: 1,
+                id: last_id,
+                kind: "tombstone".into(),
+                deleted: *victim,
+                deleted_hash: chain::hex(&victim_hash),
+                content: chain::hex(&content),
+                reason: reason.clone(),
+                time: now,
+            };
+            let canonical = tomb.canonical();
+            let hash = chain::link(&prev, &canonical);
+            let mut dkey = blake3::Hasher::new_derive_key("mailkeep 2026-12 tombstone key");
+            dkey.update(&victim.to_le_bytes());
+            tx.execute(
+                "INSERT INTO deliveries (id, message, content, dkey, received, login, capture, record, prev, hash)
+                 VALUES (?1, 0, ?2, ?3, ?4, NULL, 'tombstone', ?5, ?6, ?7)",
+                params![
+                    last_id,
+                    &content[..],
+                    &dkey.finalize().as_bytes()[..],
+                    now,
+                    canonical,
+                    &prev[..],
+                    &hash[..]
+                ],
+            )?;
+            prev = hash;
+            let marker = chain::DeletedMarker {
+                v: 1,
+                id: *victim,
+                kind: "deleted".into(),
+                tombstone: last_id,
+            };
+            tx.execute(
+                "UPDATE deliveries SET message = 0, login = NULL, capture = 'deleted', record = ?2
+                 WHERE id = ?1",
+                params![
+                    victim,
+                    serde_json::to_string(&marker).expect("a plain struct always serialises")
+                ],
+            )?;
+            tx.execute("DELETE FROM envelope_text WHERE rowid = ?1", [victim])?;
+            out.deliveries.push((*victim, last_id));
+            let still: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE message = ?1)",
+                [message],
+                |r| r.get(0),
+            )?;
+            if !still {
+                let loc: (i64, i64, i64) = tx.query_row(
+                    "SELECT segment, offset, record_len FROM messages WHERE id = ?1",
+                    [message],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                tx.execute("DELETE FROM message_text WHERE rowid = ?1", [message])?;
+                tx.execute("DELETE FROM messages WHERE id = ?1", [message])?;
+                out.messages.push(location(loc.0, loc.1, loc.2)?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn segment_usage(&self) -> Result<Vec<SegmentUsage>, CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.id, s.key_id, s.length,
+                    coalesce((SELECT sum(m.record_len) FROM messages m WHERE m.segment = s.id), 0)
+             FROM segments s ORDER BY s.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, key, length, live) = row?;
+            out.push(SegmentUsage {
+                id: u32::try_from(id)
+                    .map_err(|_| CatalogError::Corrupt(format!("segment number {id}")))?,
+                key,
+                length: length as u64,
+                live: live as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn live_records(&self, segment: u32) -> Result<Vec<(i64, Location)>, CatalogError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, segment, offset, record_len FROM messages WHERE segment = ?1 ORDER BY offset",
+        )?;
+        let rows = stmt.query_map([segment as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, seg, off, len) = row?;
+            out.push((id, location(seg, off, len)?));
+        }
+        Ok(out)
+    }
+
+    fn move_segment(
+        &mut self,
+        old: u32,
+        new: u32,
+        key_hex: &str,
+        new_len: u64,
+        moves: &[(i64, u64)],
+    ) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO segments (id, key_id, length) VALUES (?1, ?2, ?3)",
+            params![new as i64, key_hex, new_len as i64],
+        )?;
+        {
+            let mut update =
+                tx.prepare_cached("UPDATE messages SET segment = ?2, offset = ?3 WHERE id = ?1")?;
+            for (id, offset) in moves {
+                update.execute(params![id, new as i64, *offset as i64])?;
+            }
+        }
+        let left: i64 = tx.query_row(
+            "SELECT count(*) FROM messages WHERE segment = ?1",
+            [old as i64],
+            |r| r.get(0),
+        )?;
+        if left != 0 {
+            return Err(CatalogError::Corrupt(format!(
+                "segment {old} still holds {left} records after compaction"
+            )));
+        }
+        tx.execute("DELETE FROM segments WHERE id = ?1", [old as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn purge(&mut self) -> Result<(), CatalogError> {
+        self.conn.execute_batch(
+            "INSERT INTO message_text (message_text) VALUES ('optimize');
+             INSERT INTO envelope_text (envelope_text) VALUES ('optimize');",
+        )?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 }
