@@ -66,6 +66,10 @@ pub enum Command {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// Remove the deliveries past their retention that no hold covers, for good.
+    Expire(ExpireArgs),
+    /// Remove what a query matches (an erasure request), except what a hold covers.
+    Erase(EraseArgs),
     /// How long deliveries are kept: which policy applies, and what expires when.
     Retention {
         #[command(subcommand)]
@@ -219,6 +223,37 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "HEX", requires = "checkpoint")]
     pub public_key: Option<String>,
     /// JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep expire`.
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep erase`.
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// What to remove: the language of `mailkeep search`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub query: String,
+    /// Why (the request; recorded in each tombstone and the audit log).
+    #[arg(long)]
+    pub reason: String,
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Needed when the query matches every delivery in the store.
+    #[arg(long)]
+    pub yes: bool,
+    /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -3,6 +3,7 @@
 mod audit;
 mod check_config;
 mod checkpoint;
+mod expire;
 mod export;
 mod file;
 mod hold;
@@ -49,6 +50,8 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Audit(args) => audit::run(&load(cfg)?, args),
         Command::Retention { command } => retention::run(&load(cfg)?, command),
         Command::Hold { command } => hold::run(&load(cfg)?, command),
+        Command::Expire(args) => expire::expire(&load(cfg)?, args),
+        Command::Erase(args) => expire::erase(&load(cfg)?, args),
         Command::Queue { command } => queue::run(&load(cfg)?, command),
     }
 }

@@ -23,7 +23,10 @@ pub fn run(settings: &Settings, command: RetentionCommand) -> Result<Exit, Failu
 }
 
 /// For each policy with a `query`, the delivery ids it matches.
-fn query_hits(store: &Store, retention: &Retention) -> Result<Vec<Option<HashSet<i64>>>, Failure> {
+pub(super) fn query_hits(
+    store: &Store,
+    retention: &Retention,
+) -> Result<Vec<Option<HashSet<i64>>>, Failure> {
     retention
         .policies
         .iter()
@@ -40,7 +43,7 @@ fn query_hits(store: &Store, retention: &Retention) -> Result<Vec<Option<HashSet
 }
 
 /// The deliveries the holds in force cover now, by hold name.
-fn held(
+pub(super) fn held(
     store: &Store,
     audit: &crate::audit::Audit,
 ) -> Result<Vec<(String, HashSet<i64>)>, Failure> {

@@ -103,6 +103,7 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
                     "entries": audit_report.entries,
                     "head": audit_report.head.as_ref().map(|(id, h)| json!({"entry": id, "hash": h})),
                 },
+                "removed": report.removed,
                 "first_problem": report.problems.first(),
                 "problems": report.problems,
             })
@@ -118,6 +119,9 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
             report.head.as_ref().map(|h| h.1.as_str()).unwrap_or("-"),
             audit_report.entries,
         );
+        for r in &report.removed {
+            println!("  {r}");
+        }
     } else {
         println!("FAILED: first bad record: {}", report.problems[0]);
         for p in report.problems.iter().skip(1) {

@@ -281,3 +281,171 @@ fn a_hold_covers_mail_before_and_after_it_until_released() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// One message with mailkeep's envelope block (as an mbox destination
+/// writes it), so an import restores its receive time.
+fn aged(from: &str, subject: &str, marker: &str, days_ago: i64) -> String {
+    let mut env = mailkeep_envelope::Envelope::new(
+        mailkeep_envelope::CapturePath::Milter,
+        mailkeep_envelope::RawMessage::from_bytes(Vec::new()),
+    );
+    env.received = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    env.received = chrono::DateTime::from_timestamp(env.received.timestamp(), 0).unwrap();
+    env.sender = Some("x@example.com".into());
+    env.recipients = vec!["carol@example.com".into()];
+    let block = mailkeep_envelope::block::envelope_headers(&env, "archive.example", "\n");
+    format!(
+        "From x@example.com Mon Nov 30 10:00:00 2026\n{block}From: {from}\nTo: carol@example.com\n\
+         Subject: {subject}\n\n{marker}\n\n"
+    )
+}
+
+#[test]
+fn expire_removes_exactly_the_expired_and_unheld_and_erase_refuses_what_is_held() {
+    let dir = sandbox();
+    let config = config(
+        dir.path(),
+        "[retention]\ndefault = \"1y\"\n\n[[retention.policy]]\nname = \"news\"\nfrom = \"*@news.*\"\nkeep = \"90d\"\n",
+    );
+    let text = [
+        aged("Bob <bob@example.com>", "old", "7zoldmarker", 800),
+        aged("Daily <d@news.example>", "old news", "8znewsmarker", 100),
+        aged("Daily <d@news.example>", "fresh news", "9zfreshmarker", 10),
+        aged(
+            "Alice <alice@example.com>",
+            "old but held",
+            "6zheldmarker",
+            800,
+        ),
+    ]
+    .concat();
+    import_text(dir.path(), &config, "aged", &text);
+    let run = |args: &[&str]| mailkeep(&config).args(args).output().unwrap();
+    let count = |q: &str| {
+        String::from_utf8_lossy(&run(&["search", "--json", q]).stdout)
+            .lines()
+            .count()
+    };
+    assert_eq!(count(""), 4);
+    assert!(run(&[
+        "hold",
+        "add",
+        "alice",
+        "--query",
+        "from:alice@example.com",
+        "--reason",
+        "case 3"
+    ])
+    .status
+    .success());
+
+    let dry = json_of(&config, &["expire", "--dry-run", "--json"]);
+    assert_eq!(dry["due"], 2, "{dry}");
+    assert_eq!(dry["kept_by_hold"], 1, "{dry}");
+    assert_eq!(count(""), 4, "a dry run removed something");
+
+    let store_dir = dir.path().join("store");
+    let before: Vec<_> = ["7zoldmarker", "8znewsmarker"]
+        .iter()
+        .map(|m| files_holding(&store_dir, m.as_bytes()))
+        .collect();
+    assert!(before.iter().all(|f| !f.is_empty()), "{before:?}");
+    let done = json_of(&config, &["expire", "--json"]);
+    assert_eq!(done["removed"], 2, "{done}");
+    assert_eq!(done["messages_removed"], 2, "{done}");
+    let subjects: Vec<String> = String::from_utf8_lossy(&run(&["search", "--json", ""]).stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["subject"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(subjects.len(), 2);
+    assert!(
+        subjects.contains(&"fresh news".to_string())
+            && subjects.contains(&"old but held".to_string())
+    );
+    for m in ["7zoldmarker", "8znewsmarker"] {
+        let left = files_holding(&store_dir, m.as_bytes());
+        assert!(left.is_empty(), "{m} still in {left:?}");
+    }
+    let verify = run(&["verify"]);
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{out}");
+    assert_eq!(
+        out.matches("removed by retention policy").count(),
+        2,
+        "{out}"
+    );
+
+    // Erase: what a hold covers is refused and listed; released, it goes.
+    let out = run(&[
+        "erase",
+        "--query",
+        "from:alice@example.com",
+        "--reason",
+        "request 9",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("under a legal hold"));
+    assert_eq!(count("from:alice@example.com"), 1);
+    assert!(run(&["hold", "release", "alice", "--reason", "closed"])
+        .status
+        .success());
+    let out = run(&[
+        "erase",
+        "--query",
+        "from:alice@example.com",
+        "--reason",
+        "request 9",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count("from:alice@example.com"), 0);
+    // A query that matches everything asks for --yes.
+    assert_eq!(
+        run(&["erase", "--query", "", "--reason", "all"])
+            .status
+            .code(),
+        Some(64)
+    );
+    assert_eq!(count(""), 1);
+    assert!(files_holding(&store_dir, b"6zheldmarker").is_empty());
+    assert!(run(&["verify"]).status.success());
+
+    // Locked: erase refuses.
+    let locked = config(dir.path(), "[retention]\nlocked = true\n");
+    let out = mailkeep(&locked)
+        .args(["erase", "--query", "subject:fresh", "--reason", "r"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+    assert_eq!(count(""), 1);
+}
+
+fn files_holding(dir: &Path, marker: &[u8]) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "audit.log"))
+        .filter(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes.windows(marker.len()).any(|w| w == marker)
+        })
+        .collect()
+}

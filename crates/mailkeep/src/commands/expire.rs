@@ -1,0 +1,254 @@
+//! `mailkeep expire` and `mailkeep erase`: removing deliveries for good
+//! (`Store::remove`: a tombstone in the chain for each, and a message left
+//! without a delivery compacted out of the segments).
+//!
+//! Both refuse to touch what a legal hold covers, and both refuse to run
+//! on an audit log that fails verification (the holds are entries of that
+//! log: a damaged one may hide a hold). `expire` also refuses while the
+//! clock is before the newest receive time (a clock set back would make
+//! deliveries look older than they are, never younger, but a clock that
+//! jumped may have jumped forward before: mailkeep does not guess), and
+//! removes only what is past the retention its policy gives, counted from
+//! the recorded receive time. `erase` refuses everything when `[retention]
+//! locked = true`. What is to be removed is recorded in the audit log
+//! before anything is removed.
+
+use super::retention::{held, query_hits};
+use crate::audit::Audit;
+use crate::cli::{EraseArgs, ExpireArgs};
+use crate::config::Settings;
+use crate::exit::{Exit, Failure};
+use mailkeep_lifecycle::audit::id_ranges;
+use mailkeep_store::{RemoveReport, Store};
+use serde_json::json;
+use std::collections::HashSet;
+
+/// The store opened for writing, and its audit log, which must verify.
+fn open(settings: &Settings) -> Result<(Store, Audit), Failure> {
+    let cfg = settings.store.clone().ok_or_else(|| {
+        Failure::new(
+            Exit::CONFIG,
+            format!("{}: there is no [store] section", settings.source),
+        )
+    })?;
+    let store = Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let audit = settings.audit()?;
+    let report = audit
+        .log()
+        .verify()
+        .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
+    if let Some(p) = report.problems.first() {
+        return Err(Failure::new(
+            Exit::DATAERR,
+            format!(
+                "the audit log fails verification ({p}); legal holds are entries of it, so \
+                 nothing is removed until `mailkeep verify` passes"
+            ),
+        ));
+    }
+    Ok((store, audit))
+}
+
+fn held_ids(store: &Store, audit: &Audit) -> Result<HashSet<i64>, Failure> {
+    Ok(held(store, audit)?
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect())
+}
+
+fn report_json(r: &RemoveReport) -> serde_json::Value {
+    json!({
+        "removed": r.deliveries.len(),
+        "messages_removed": r.messages,
+        "segments_rewritten": r.compacted.segments_rewritten,
+        "bytes_freed": r.compacted.freed,
+    })
+}
+
+pub fn expire(settings: &Settings, args: ExpireArgs) -> Result<Exit, Failure> {
+    let (store, audit) = open(settings)?;
+    let all = store
+        .search(
+            &mailkeep_query::parse("").map_err(|e| Failure::new(Exit::SOFTWARE, e.to_string()))?,
+            None,
+        )
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let now = chrono::Utc::now();
+    let newest = all.iter().map(|h| h.record.received).max().unwrap_or(0);
+    if now.timestamp_micros() < newest {
+        return Err(Failure::new(
+            Exit::TEMPFAIL,
+            format!(
+                "the clock says {now}, before the newest receive time in the store ({}); \
+                 nothing expires until the clock is right",
+                chrono::DateTime::from_timestamp_micros(newest).unwrap_or_default()
+            ),
+        ));
+    }
+    let hits = query_hits(&store, &settings.retention)?;
+    let held = held_ids(&store, &audit)?;
+    let mut due = Vec::new();
+    let mut kept_by_hold = Vec::new();
+    for hit in &all {
+        let d = settings.retention.decide(hit, &hits);
+        if d.until.is_some_and(|t| t <= now) {
+            if held.contains(&hit.record.id) {
+                kept_by_hold.push(hit.record.id);
+            } else {
+                due.push((
+                    hit.record.id,
+                    format!("retention policy {:?} (keep {})", d.name, d.keep),
+                ));
+            }
+        }
+    }
+    let ids: Vec<i64> = due.iter().map(|(id, _)| *id).collect();
+    audit.record(
+        "expire",
+        json!({
+            "dry_run": args.dry_run,
+            "due": ids.len(),
+            "ids": id_ranges(&ids),
+            "kept_by_hold": id_ranges(&kept_by_hold),
+        }),
+    )?;
+    if args.dry_run {
+        if args.json {
+            println!(
+                "{}",
+                json!({"due": ids.len(), "ids": id_ranges(&ids), "kept_by_hold": kept_by_hold.len()})
+            );
+        } else {
+            println!(
+                "{} deliveries are past their retention and would be removed ({}); {} more are \
+                 past it but held",
+                ids.len(),
+                if ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    id_ranges(&ids)
+                },
+                kept_by_hold.len()
+            );
+        }
+        return Ok(Exit::OK);
+    }
+    let report = store
+        .remove(&due)
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    audit.record(
+        "expire",
+        json!({"done": true, "result": report_json(&report)}),
+    )?;
+    print_report(&report, kept_by_hold.len(), "held", args.json);
+    Ok(Exit::OK)
+}
+
+fn print_report(r: &RemoveReport, kept: usize, why: &str, json: bool) {
+    if json {
+        let mut v = report_json(r);
+        v["kept"] = json!(kept);
+        println!("{v}");
+    } else {
+        println!(
+            "removed {} deliveries ({} messages no longer stored); {} segment(s) rewritten, {} \
+             bytes given back; {kept} kept ({why})",
+            r.deliveries.len(),
+            r.messages,
+            r.compacted.segments_rewritten,
+            r.compacted.freed
+        );
+    }
+}
+
+pub fn erase(settings: &Settings, args: EraseArgs) -> Result<Exit, Failure> {
+    let query =
+        mailkeep_query::parse(&args.query).map_err(|e| Failure::new(Exit::USAGE, e.to_string()))?;
+    if args.reason.trim().is_empty() {
+        return Err(Failure::new(Exit::USAGE, "--reason: name the request"));
+    }
+    let (store, audit) = open(settings)?;
+    if settings.retention.locked {
+        audit.record(
+            "refused_erase",
+            json!({"query": args.query, "reason": args.reason, "refused": "retention is locked"}),
+        )?;
+        return Err(Failure::new(
+            Exit::USAGE,
+            "[retention] locked = true: nothing may be erased before its retention ends",
+        ));
+    }
+    let matches = store
+        .search(&query, None)
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let total = store
+        .totals()
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?
+        .deliveries;
+    if !matches.is_empty() && matches.len() as u64 == total && !args.yes {
+        return Err(Failure::new(
+            Exit::USAGE,
+            format!(
+                "{:?} matches every delivery in the store ({total}); add --yes to erase them all",
+                args.query
+            ),
+        ));
+    }
+    let held = held_ids(&store, &audit)?;
+    let (refused, to_remove): (Vec<i64>, Vec<i64>) = matches
+        .iter()
+        .map(|h| h.record.id)
+        .partition(|id| held.contains(id));
+    audit.record(
+        "erase",
+        json!({
+            "query": args.query,
+            "reason": args.reason,
+            "dry_run": args.dry_run,
+            "matches": matches.len(),
+            "ids": id_ranges(&to_remove),
+            "refused_held": id_ranges(&refused),
+        }),
+    )?;
+    if matches.is_empty() {
+        eprintln!("nothing matched; nothing erased");
+        return Ok(Exit::NOTHING);
+    }
+    if !refused.is_empty() {
+        eprintln!(
+            "refused, under a legal hold: {} deliveries ({})",
+            refused.len(),
+            id_ranges(&refused)
+        );
+    }
+    if args.dry_run {
+        println!(
+            "{} deliveries would be erased ({}); {} refused (held)",
+            to_remove.len(),
+            id_ranges(&to_remove),
+            refused.len()
+        );
+        return Ok(if refused.is_empty() {
+            Exit::OK
+        } else {
+            Exit::DATAERR
+        });
+    }
+    let removals: Vec<(i64, String)> = to_remove
+        .iter()
+        .map(|id| (*id, format!("erasure request: {}", args.reason)))
+        .collect();
+    let report = store
+        .remove(&removals)
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    audit.record(
+        "erase",
+        json!({"done": true, "result": report_json(&report)}),
+    )?;
+    print_report(&report, refused.len(), "under a legal hold", args.json);
+    Ok(if refused.is_empty() {
+        Exit::OK
+    } else {
+        Exit::DATAERR
+    })
+}
