@@ -424,7 +424,7 @@ fn expire_removes_exactly_the_expired_and_unheld_and_erase_refuses_what_is_held(
     assert!(run(&["verify"]).status.success());
 
     // Locked: erase refuses.
-    let locked = config(dir.path(), "[retention]\nlocked = true\n");
+    let locked = crate::retention::config(dir.path(), "[retention]\nlocked = true\n");
     let out = mailkeep(&locked)
         .args(["erase", "--query", "subject:fresh", "--reason", "r"])
         .output()
