@@ -449,3 +449,132 @@ fn files_holding(dir: &Path, marker: &[u8]) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+/// `kill -9` at any moment of expiry (removal, compaction) while imports
+/// run: nothing acknowledged is lost, nothing removed comes back, and the
+/// store verifies after every kill.
+#[test]
+fn kill_9_during_expiry_loses_nothing_and_resurrects_nothing() {
+    let dir = sandbox();
+    let config = config(dir.path(), "[retention]\ndefault = \"1y\"\n");
+    let mut old = String::new();
+    for i in 0..1500 {
+        old.push_str(&aged(
+            "Bob <bob@example.com>",
+            &format!("old {i}"),
+            &format!("5zold{i}marker {}", "filler ".repeat(i % 400)),
+            800,
+        ));
+    }
+    import_text(dir.path(), &config, "old", &old);
+    let fresh_count = |config: &Path| {
+        let out = mailkeep(config)
+            .args(["search", "--json", "subject:fresh"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let old_left = |config: &Path| {
+        let out = mailkeep(config)
+            .args(["search", "--json", "subject:old"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+
+    // Imports of fresh mail run all along; each acknowledged one is counted.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = {
+        let (stop, config, dir) = (stop.clone(), config.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut acked = 0usize;
+            let mut round = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut text = String::new();
+                for i in 0..5 {
+                    text.push_str(&format!(
+                        "From a@example.com Mon Nov 30 10:00:00 2026\nFrom: a@example.com\n\
+                         Subject: fresh {round}-{i}\nMessage-ID: <f{round}.{i}@example.com>\n\nfresh body {round} {i}\n\n"
+                    ));
+                }
+                let mbox = dir.join(format!("fresh{round}.mbox"));
+                std::fs::write(&mbox, text).unwrap();
+                if mailkeep(&config)
+                    .arg("import")
+                    .arg(&mbox)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+                {
+                    acked += 5;
+                }
+                round += 1;
+            }
+            acked
+        })
+    };
+    // Kills spread from the end of the preparation (what a dry run takes)
+    // over the removal and the compaction after it.
+    let started = std::time::Instant::now();
+    assert!(mailkeep(&config)
+        .args(["expire", "--dry-run"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let prep = started.elapsed().as_millis() as u64;
+    let mut seen_left = usize::MAX;
+    for kill in 0..16u64 {
+        let mut child = mailkeep(&config)
+            .arg("expire")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(prep + kill * prep * 2 / 5));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = mailkeep(&config)
+            .args(["verify", "--json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["ok"], true, "after kill {kill}: {v}");
+        let left = old_left(&config);
+        eprintln!("after kill {kill}: {left} old deliveries left");
+        assert!(
+            left <= seen_left,
+            "after kill {kill}: {left} old deliveries, {seen_left} before: one came back"
+        );
+        seen_left = left;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = ingest.join().unwrap();
+    let out = mailkeep(&config).arg("expire").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(old_left(&config), 0);
+    assert!(
+        fresh_count(&config) >= acked,
+        "{} fresh in the store, {acked} acknowledged",
+        fresh_count(&config)
+    );
+    assert!(mailkeep(&config)
+        .arg("verify")
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let store_dir = dir.path().join("store");
+    for i in [0, 750, 1499] {
+        let m = format!("5zold{i}marker");
+        assert!(
+            files_holding(&store_dir, m.as_bytes()).is_empty(),
+            "{m} is still in the store"
+        );
+    }
+}
