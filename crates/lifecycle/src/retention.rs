@@ -61,6 +61,11 @@ impl Period {
         Ok(p)
     }
 
+    /// The period in days, when it is given in days or weeks.
+    pub fn days_only(&self) -> Option<u32> {
+        (self.months == 0).then_some(self.days)
+    }
+
     /// The moment this period after `t` ends.
     pub fn after(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         t.checked_add_months(Months::new(self.months))

@@ -209,6 +209,7 @@ struct RawRetention {
     default: Option<String>,
     #[serde(default)]
     locked: bool,
+    expire_every: Option<String>,
     #[serde(default)]
     policy: Vec<RawRetentionPolicy>,
 }
@@ -364,6 +365,9 @@ pub struct Settings {
     pub forward: Option<(ForwardConfig, PathBuf)>,
     /// How long deliveries are kept (`[retention]`; none: forever).
     pub retention: Retention,
+    /// How often `serve` runs expiry (`[retention] expire_every`, default a
+    /// day; `"off"` or no `[retention]`: never).
+    pub expire_every: Option<std::time::Duration>,
     /// Every path the configuration makes mailkeep write or read.
     pub places: Vec<Place>,
 }
@@ -629,9 +633,29 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
     if let Some(st) = &store {
         destinations.push(("store.path".into(), st.path.clone(), "store.path".into()));
     }
+    let mut expire_every = None;
     let retention = match raw.retention {
         None => Retention::default(),
         Some(r) => {
+            expire_every = match r.expire_every.as_deref().map(str::trim) {
+                None => Some(std::time::Duration::from_secs(86_400)),
+                Some("off") => None,
+                Some(text) => match mailkeep_lifecycle::retention::Period::parse(text) {
+                    Ok(p) if p.days_only().is_some() => p
+                        .days_only()
+                        .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
+                    _ => {
+                        cx.err(
+                            "retention.expire_every",
+                            format!(
+                                "retention.expire_every: {text:?} is not a number of days or \
+                                 weeks like \"1d\" or \"1w\", nor \"off\""
+                            ),
+                        );
+                        None
+                    }
+                },
+            };
             let policies = r
                 .policy
                 .into_iter()
@@ -720,6 +744,7 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
         audit_log,
         forward,
         retention,
+        expire_every,
         places,
     }
 }

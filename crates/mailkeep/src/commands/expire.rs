@@ -23,8 +23,9 @@ use mailkeep_store::{RemoveReport, Store};
 use serde_json::json;
 use std::collections::HashSet;
 
-/// The store opened for writing, and its audit log, which must verify.
-fn open(settings: &Settings) -> Result<(Store, Audit), Failure> {
+/// The store opened for writing, and its audit log (as `via`), which must
+/// verify.
+fn open(settings: &Settings, via: &str) -> Result<(Store, Audit), Failure> {
     let cfg = settings.store.clone().ok_or_else(|| {
         Failure::new(
             Exit::CONFIG,
@@ -32,7 +33,7 @@ fn open(settings: &Settings) -> Result<(Store, Audit), Failure> {
         )
     })?;
     let store = Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
-    let audit = settings.audit()?;
+    let audit = settings.audit_as(via)?;
     let report = audit
         .log()
         .verify()
@@ -65,8 +66,48 @@ fn report_json(r: &RemoveReport) -> serde_json::Value {
     })
 }
 
+/// What one expiry found and did.
+pub struct Expiry {
+    /// Deliveries past their retention and not held.
+    pub due: Vec<i64>,
+    /// Past their retention, but held.
+    pub kept_by_hold: Vec<i64>,
+    /// What was removed (`None` for a dry run).
+    pub report: Option<RemoveReport>,
+}
+
 pub fn expire(settings: &Settings, args: ExpireArgs) -> Result<Exit, Failure> {
-    let (store, audit) = open(settings)?;
+    let e = run_expiry(settings, "cli", args.dry_run)?;
+    let ids = &e.due;
+    match &e.report {
+        None => {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"due": ids.len(), "ids": id_ranges(ids), "kept_by_hold": e.kept_by_hold.len()})
+                );
+            } else {
+                println!(
+                    "{} deliveries are past their retention and would be removed ({}); {} more \
+                     are past it but held",
+                    ids.len(),
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        id_ranges(ids)
+                    },
+                    e.kept_by_hold.len()
+                );
+            }
+        }
+        Some(report) => print_report(report, e.kept_by_hold.len(), "held", args.json),
+    }
+    Ok(Exit::OK)
+}
+
+/// One expiry, for the command and for `serve`'s daily run (`via`).
+pub fn run_expiry(settings: &Settings, via: &str, dry_run: bool) -> Result<Expiry, Failure> {
+    let (store, audit) = open(settings, via)?;
     let all = store
         .search(
             &mailkeep_query::parse("").map_err(|e| Failure::new(Exit::SOFTWARE, e.to_string()))?,
@@ -106,32 +147,18 @@ pub fn expire(settings: &Settings, args: ExpireArgs) -> Result<Exit, Failure> {
     audit.record(
         "expire",
         json!({
-            "dry_run": args.dry_run,
+            "dry_run": dry_run,
             "due": ids.len(),
             "ids": id_ranges(&ids),
             "kept_by_hold": id_ranges(&kept_by_hold),
         }),
     )?;
-    if args.dry_run {
-        if args.json {
-            println!(
-                "{}",
-                json!({"due": ids.len(), "ids": id_ranges(&ids), "kept_by_hold": kept_by_hold.len()})
-            );
-        } else {
-            println!(
-                "{} deliveries are past their retention and would be removed ({}); {} more are \
-                 past it but held",
-                ids.len(),
-                if ids.is_empty() {
-                    "none".to_string()
-                } else {
-                    id_ranges(&ids)
-                },
-                kept_by_hold.len()
-            );
-        }
-        return Ok(Exit::OK);
+    if dry_run {
+        return Ok(Expiry {
+            due: ids,
+            kept_by_hold,
+            report: None,
+        });
     }
     let report = store
         .remove(&due)
@@ -140,8 +167,11 @@ pub fn expire(settings: &Settings, args: ExpireArgs) -> Result<Exit, Failure> {
         "expire",
         json!({"done": true, "result": report_json(&report)}),
     )?;
-    print_report(&report, kept_by_hold.len(), "held", args.json);
-    Ok(Exit::OK)
+    Ok(Expiry {
+        due: ids,
+        kept_by_hold,
+        report: Some(report),
+    })
 }
 
 fn print_report(r: &RemoveReport, kept: usize, why: &str, json: bool) {
@@ -167,7 +197,7 @@ pub fn erase(settings: &Settings, args: EraseArgs) -> Result<Exit, Failure> {
     if args.reason.trim().is_empty() {
         return Err(Failure::new(Exit::USAGE, "--reason: name the request"));
     }
-    let (store, audit) = open(settings)?;
+    let (store, audit) = open(settings, "cli")?;
     if settings.retention.locked {
         audit.record(
             "refused_erase",

@@ -185,6 +185,12 @@ async fn serve(
         .forward
         .clone()
         .map(|cfg| spawn_queue_runner(cfg, queue_stop.clone()));
+    // Expiry once every `expire_every`, with the settings of the latest
+    // reload.
+    let shared = Arc::new(std::sync::RwLock::new(settings.clone()));
+    let expirer = settings
+        .expire_every
+        .map(|every| spawn_expirer(shared.clone(), every, queue_stop.clone()));
     let (settings_tx, settings_rx) = watch::channel(snapshot(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -279,6 +285,7 @@ async fn serve(
                     tracing::info!(source = %new.source,
                         rules = new.archiver.rules().rules().len(), "configuration reloaded");
                     crate::audit::record_config(&new, "reload");
+                    *shared.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
                     current = new;
                 }
                 Err(e) => for e in &e.0 {
@@ -302,6 +309,9 @@ async fn serve(
     if let Some(runner) = queue_runner {
         let _ = runner.join();
     }
+    if let Some(expirer) = expirer {
+        let _ = expirer.join();
+    }
     let stats = committer.stats();
     tracing::info!(
         messages = stats.messages(),
@@ -320,6 +330,40 @@ async fn serve(
 /// Delivers spooled archive copies: a pass every second (each copy is
 /// tried when its back-off allows), until `stop`. The relay settings are
 /// the ones at start; changing them needs a restart.
+/// Runs expiry five minutes after the start and then every `every`, until
+/// `stop`; a failed run is logged and tried again at the next time.
+fn spawn_expirer(
+    settings: Arc<std::sync::RwLock<Settings>>,
+    every: std::time::Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    println!("expiry: every {} h", every.as_secs() / 3600);
+    std::thread::spawn(move || {
+        let mut next = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if std::time::Instant::now() < next {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+            next = std::time::Instant::now() + every;
+            let s = settings.read().unwrap_or_else(|e| e.into_inner()).clone();
+            match super::expire::run_expiry(&s, "serve", false) {
+                Ok(e) => {
+                    let r = e.report.unwrap_or_default();
+                    tracing::info!(
+                        removed = r.deliveries.len(),
+                        messages = r.messages,
+                        bytes_freed = r.compacted.freed,
+                        kept_by_hold = e.kept_by_hold.len(),
+                        "expiry ran"
+                    );
+                }
+                Err(f) => tracing::error!("expiry failed (tried again later): {}", f.message),
+            }
+        }
+    })
+}
+
 fn spawn_queue_runner(
     cfg: Arc<mailkeep_destinations::forward::ForwardConfig>,
     stop: Arc<std::sync::atomic::AtomicBool>,
