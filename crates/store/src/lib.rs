@@ -248,6 +248,11 @@ pub struct Stored {
 
 /// Records are copied by compaction in writes of about this many bytes.
 const COMPACT_CHUNK: u64 = 32 << 20;
+/// Deliveries removed per catalog transaction.
+const REMOVE_CHUNK: usize = 500;
+/// Pause between a removal's transactions (and compaction's segments), so
+/// a writer waiting for the lock gets it.
+const LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What [`Store::remove`] did.
 #[derive(Debug, Clone, Default)]
@@ -843,14 +848,24 @@ impl Store {
     /// already removed are passed over.
     pub fn remove(&self, removals: &[(i64, String)]) -> Result<RemoveReport, StoreError> {
         let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
-        let removed = {
+        let mut removed = catalog::Removed::default();
+        // In transactions of a few hundred, each under the writers' lock on
+        // its own, so commits (the daemon, an import) go on in between.
+        for chunk in removals.chunks(REMOVE_CHUNK) {
             let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
             let now = chrono::Utc::now().timestamp_micros();
-            let mut catalog = self.catalog();
-            let removed = catalog.remove(removals, now)?;
-            catalog.purge()?;
-            removed
-        };
+            let r = self.catalog().remove(chunk, now)?;
+            removed.deliveries.extend(r.deliveries);
+            removed.messages.extend(r.messages);
+            drop(_flock);
+            // `flock` is not fair: without a pause, a writer waiting for it
+            // would wait for the whole removal.
+            std::thread::sleep(LOCK_PAUSE);
+        }
+        {
+            let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+            self.catalog().purge()?;
+        }
         let compacted = self.compact()?;
         Ok(RemoveReport {
             deliveries: removed.deliveries,
@@ -868,28 +883,37 @@ impl Store {
     /// deletes first. Returns the bytes given back.
     pub fn compact(&self) -> Result<CompactReport, StoreError> {
         let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
-        let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
-        let mut catalog = self.catalog();
-        let usage = catalog.segment_usage()?;
         let mut report = CompactReport::default();
-        let highest_known = usage.iter().map(|u| u.id).max().unwrap_or(0);
-        // A segment file the catalog no longer names, below the newest it
-        // does, was dropped by a compaction that stopped before deleting it.
-        for seg in self.blobs.list().map_err(io_err("listing the segments"))? {
-            if seg < highest_known && !usage.iter().any(|u| u.id == seg) {
-                report.freed += self.blobs.len(seg).unwrap_or(0);
-                self.blobs
-                    .remove(seg)
-                    .map_err(io_err(format!("deleting segment {seg}")))?;
-                report.orphans_removed += 1;
+        {
+            let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+            let usage = self.catalog().segment_usage()?;
+            let highest = usage.iter().map(|u| u.id).max().unwrap_or(0);
+            // A segment file the catalog no longer names, below the newest
+            // it does, was dropped by a compaction that stopped before
+            // deleting it.
+            for seg in self.blobs.list().map_err(io_err("listing the segments"))? {
+                if seg < highest && !usage.iter().any(|u| u.id == seg) {
+                    report.freed += self.blobs.len(seg).unwrap_or(0);
+                    self.blobs
+                        .remove(seg)
+                        .map_err(io_err(format!("deleting segment {seg}")))?;
+                    report.orphans_removed += 1;
+                }
             }
         }
-        let mut next = highest_known;
-        for u in usage {
-            if u.live + SEGMENT_MAGIC.len() as u64 >= u.length {
-                continue;
-            }
-            next += 1;
+        // One segment at a time, each under the writers' lock on its own,
+        // so commits go on between them.
+        loop {
+            let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+            let mut catalog = self.catalog();
+            let usage = catalog.segment_usage()?;
+            let next = usage.iter().map(|u| u.id).max().unwrap_or(0) + 1;
+            let Some(u) = usage
+                .into_iter()
+                .find(|u| u.live + (SEGMENT_MAGIC.len() as u64) < u.length)
+            else {
+                break;
+            };
             let records = catalog.live_records(u.id)?;
             let mut at = 0u64;
             let mut moves = Vec::with_capacity(records.len());
@@ -925,6 +949,9 @@ impl Store {
                 .map_err(io_err(format!("deleting segment {}", u.id)))?;
             report.segments_rewritten += 1;
             report.freed += u.length.saturating_sub(offset);
+            drop(catalog);
+            drop(_flock);
+            std::thread::sleep(LOCK_PAUSE);
         }
         Ok(report)
     }
