@@ -322,6 +322,74 @@ impl Retention {
     }
 }
 
+impl Retention {
+    /// The policies as the audit log records them, to compare a later
+    /// configuration with ([`Retention::lengthens`]).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "default": self.default.to_string(),
+            "locked": self.locked,
+            "policies": self.policies.iter().map(|p| serde_json::json!({
+                "name": p.name,
+                "keys": p.signature,
+                "keep": p.keep.to_string(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// With the retention `old` (as [`Retention::describe`] gave it) locked,
+    /// whether this one keeps every delivery at least as long: still
+    /// locked, a default at least as long, the old policies first and in
+    /// order with the same keys and periods at least as long, and any
+    /// policy after them at least as long as the old default (it can only
+    /// take deliveries the old default decided). `Err` says what shortens.
+    pub fn lengthens(&self, old: &serde_json::Value) -> Result<(), String> {
+        if old["locked"] != true {
+            return Ok(());
+        }
+        let keep = |v: &serde_json::Value| {
+            Keep::parse(v.as_str().unwrap_or(""))
+                .map_err(|e| format!("the recorded retention: {e}"))
+        };
+        if !self.locked {
+            return Err("retention was locked; `locked = true` cannot be taken back".into());
+        }
+        let old_default = keep(&old["default"])?;
+        if !self.default.at_least(&old_default) {
+            return Err(format!(
+                "the default would go from {old_default} to {}",
+                self.default
+            ));
+        }
+        let old_policies = old["policies"].as_array().cloned().unwrap_or_default();
+        for (i, o) in old_policies.iter().enumerate() {
+            let name = o["name"].as_str().unwrap_or("");
+            let Some(p) = self.policies.get(i) else {
+                return Err(format!("policy {name:?} would be removed"));
+            };
+            if p.signature != o["keys"].as_str().unwrap_or("") {
+                return Err(format!(
+                    "policy {} ({name:?}) would change what it matches; add a new policy after the old ones instead",
+                    i + 1
+                ));
+            }
+            let was = keep(&o["keep"])?;
+            if !p.keep.at_least(&was) {
+                return Err(format!("policy {name:?} would go from {was} to {}", p.keep));
+            }
+        }
+        for p in self.policies.iter().skip(old_policies.len()) {
+            if !p.keep.at_least(&old_default) {
+                return Err(format!(
+                    "the new policy {:?} ({}) is shorter than the default ({old_default}) that kept what it matches",
+                    p.name, p.keep
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The keys of a policy in one normal form, to find policies that repeat
 /// another: a value and a one-element list are the same, case and order
 /// within a list do not count, an empty list or query is no key at all.
@@ -559,6 +627,68 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:#?}");
         assert!(w[0].contains("\"bob again\" contradicts") && w[0].contains("\"bob\""));
         assert!(w[1].contains("\"after all\" is never used") && w[1].contains("\"all\""));
+    }
+
+    #[test]
+    fn a_locked_retention_may_only_lengthen() {
+        let old = Retention::compile(
+            Some("1y"),
+            true,
+            vec![policy("finance", "10y", |c| {
+                c.login = OneOrMany::One("*@finance.example.com".into())
+            })],
+        )
+        .unwrap()
+        .describe();
+        let try_ = |default: &str, locked: bool, policies: Vec<RawPolicy>| {
+            Retention::compile(Some(default), locked, policies)
+                .unwrap()
+                .lengthens(&old)
+        };
+        let finance = |keep: &str| {
+            policy("finance", keep, |c| {
+                c.login = OneOrMany::One("*@finance.example.com".into())
+            })
+        };
+        assert!(try_(
+            "2y",
+            true,
+            vec![
+                finance("12y"),
+                policy("news", "1y", |c| c.from = OneOrMany::One("*@news.*".into()))
+            ]
+        )
+        .is_ok());
+        for (why, result) in [
+            ("unlocked", try_("1y", false, vec![finance("10y")])),
+            ("default shorter", try_("6m", true, vec![finance("10y")])),
+            ("policy shorter", try_("1y", true, vec![finance("5y")])),
+            ("policy removed", try_("1y", true, vec![])),
+            (
+                "keys changed",
+                try_(
+                    "1y",
+                    true,
+                    vec![policy("finance", "10y", |c| {
+                        c.login = OneOrMany::One("*".into())
+                    })],
+                ),
+            ),
+            (
+                "new one shorter than the default",
+                try_("1y", true, vec![finance("10y"), policy("x", "90d", |_| {})]),
+            ),
+        ] {
+            assert!(result.is_err(), "{why}");
+        }
+        // Not locked before: anything goes.
+        let free = Retention::compile(Some("10y"), false, vec![])
+            .unwrap()
+            .describe();
+        assert!(Retention::compile(Some("1d"), false, vec![])
+            .unwrap()
+            .lengthens(&free)
+            .is_ok());
     }
 
     #[test]

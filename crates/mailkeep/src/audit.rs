@@ -6,6 +6,7 @@
 
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
+use mailkeep_lifecycle::retention::Retention;
 use mailkeep_lifecycle::{Actor, AuditError, AuditLog};
 use mailkeep_store::owner::Ownership;
 use serde_json::{Map, Value};
@@ -33,6 +34,29 @@ pub fn record_config(settings: &Settings, event: &str) {
         );
     }
 }
+
+/// [`Audit::settle_retention`] for `serve`: a locked retention that
+/// would shorten is an error (the configuration is refused); the log
+/// being unwritable is logged and the configuration used (capture goes on).
+pub fn settle_serve_retention(settings: &Settings) -> Result<(), Failure> {
+    if settings.store.is_none() {
+        return Ok(());
+    }
+    match settings
+        .audit_as("serve")
+        .and_then(|a| a.settle_retention(&settings.retention))
+    {
+        Err(f) if f.code == Exit::CONFIG => Err(f),
+        Err(f) => {
+            tracing::error!("retention not recorded in the audit log: {}", f.message);
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The audit action recording the retention in force.
+const RETENTION_CONFIG: &str = "retention_config";
 
 /// The log of one store and who this process records as.
 pub struct Audit {
@@ -91,6 +115,47 @@ impl Audit {
     /// The log.
     pub fn log(&self) -> &AuditLog {
         &self.log
+    }
+
+    /// Holds the configured retention against the last one the log
+    /// recorded: once `locked = true` is recorded, a configuration that
+    /// would keep anything for less time is refused (78), whoever loads it;
+    /// a retention that changed is recorded (`retention_config`).
+    pub fn settle_retention(&self, retention: &Retention) -> Result<(), Failure> {
+        let current = retention.describe();
+        let last = |entries: &[mailkeep_lifecycle::Entry]| {
+            entries
+                .iter()
+                .rev()
+                .find(|e| e.action == RETENTION_CONFIG)
+                .and_then(|e| e.detail.get("retention").cloned())
+        };
+        let known = self
+            .log
+            .entries(|e| e.action == RETENTION_CONFIG)
+            .map_err(fail)?;
+        if last(&known).as_ref() == Some(&current) {
+            return Ok(());
+        }
+        let check = |entries: &[mailkeep_lifecycle::Entry]| match last(entries) {
+            Some(old) => retention.lengthens(&old),
+            None => Ok(()),
+        };
+        self.record_checked(
+            RETENTION_CONFIG,
+            serde_json::json!({"retention": current}),
+            check,
+        )
+        .map_err(|f| match f.code {
+            Exit::USAGE => Failure::new(
+                Exit::CONFIG,
+                format!(
+                    "[retention] is locked: {}; this configuration is refused",
+                    f.message
+                ),
+            ),
+            _ => f,
+        })
     }
 
     /// [`Audit::record`] once `check` accepted the log's entries, read

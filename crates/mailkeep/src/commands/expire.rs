@@ -47,6 +47,7 @@ fn open(settings: &Settings, via: &str) -> Result<(Store, Audit), Failure> {
             ),
         ));
     }
+    audit.settle_retention(&settings.retention)?;
     Ok((store, audit))
 }
 

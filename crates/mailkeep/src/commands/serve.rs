@@ -165,6 +165,7 @@ async fn serve(
     let mut int = signal(SignalKind::interrupt()).map_err(sig_err)?;
     let mut hup = signal(SignalKind::hangup()).map_err(sig_err)?;
     crate::audit::record_config(&settings, "start");
+    crate::audit::settle_serve_retention(&settings)?;
     println!(
         "mailkeep {} serve: configuration {} ({} rule(s))",
         env!("CARGO_PKG_VERSION"),
@@ -275,6 +276,10 @@ async fn serve(
                     Err(message) => Err(config::ConfigError { source: new.source.clone(), line: None, message }.into()),
                 }) {
                 Ok(new) => {
+                    if let Err(f) = crate::audit::settle_serve_retention(&new) {
+                        tracing::error!("reload refused, keeping the previous configuration: {}", f.message);
+                        continue;
+                    }
                     if new.milter.as_ref().map(|m| &m.listen) != current.milter.as_ref().map(|m| &m.listen) {
                         tracing::warn!("milter.listen changed: restart mailkeep to listen on the new address");
                     }

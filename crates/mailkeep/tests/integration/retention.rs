@@ -578,3 +578,71 @@ fn kill_9_during_expiry_loses_nothing_and_resurrects_nothing() {
         );
     }
 }
+
+/// `locked = true`, once recorded, holds: a configuration that would keep
+/// anything for less time is refused by expire, erase and serve; a longer
+/// one is accepted.
+#[test]
+fn a_locked_retention_refuses_every_shortening() {
+    let dir = sandbox();
+    let locked = |retention: &str| crate::retention::config(dir.path(), retention);
+    let cfg = locked("[retention]\ndefault = \"10y\"\nlocked = true\n");
+    import_text(
+        dir.path(),
+        &cfg,
+        "one",
+        &aged("Bob <bob@example.com>", "one", "x", 1),
+    );
+    let dry = |cfg: &Path| {
+        mailkeep(cfg)
+            .args(["expire", "--dry-run"])
+            .output()
+            .unwrap()
+    };
+    assert!(dry(&cfg).status.success());
+    for (shorter, says) in [
+        ("default = \"1y\"\nlocked = true\n", "the default would go from 10y to 1y"),
+        ("default = \"10y\"\n", "cannot be taken back"),
+        (
+            "default = \"10y\"\nlocked = true\n\n[[retention.policy]]\nname = \"news\"\nfrom = \"*@news.*\"\nkeep = \"90d\"\n",
+            "shorter than the default",
+        ),
+    ] {
+        let cfg = locked(&format!("[retention]\n{shorter}"));
+        let out = dry(&cfg);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{shorter}: {err}");
+        assert!(err.contains(says), "{shorter}: {err}");
+        let out = mailkeep(&cfg).args(["erase", "--query", "subject:one", "--reason", "r"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut serve = mailkeep(&cfg)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = serve.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = serve.kill();
+                panic!("serve kept running with a shortened locked retention");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(78), "{shorter}");
+    }
+    // Longer is fine, and becomes the new floor.
+    let longer = locked("[retention]\ndefault = \"20y\"\nlocked = true\n");
+    assert!(dry(&longer).status.success());
+    // (One configuration file: written again with the earlier 10 years.)
+    let cfg = locked("[retention]\ndefault = \"10y\"\nlocked = true\n");
+    assert_eq!(
+        dry(&cfg).status.code(),
+        Some(78),
+        "10y after 20y was recorded"
+    );
+    assert!(String::from_utf8_lossy(&dry(&cfg).stderr).contains("from 20y to 10y"));
+}
