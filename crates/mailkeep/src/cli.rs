@@ -61,6 +61,11 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// The audit log: every access to the store, who, when, what, from where.
     Audit(AuditArgs),
+    /// Local accounts for the web interface (argon2id).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Legal holds: what they cover is never expired or erased while they stand.
     Hold {
         #[command(subcommand)]
@@ -256,6 +261,48 @@ pub struct EraseArgs {
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `mailkeep user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add an account, or replace the role, addresses and password of one.
+    Add(UserAddArgs),
+    /// The accounts (never their passwords).
+    List(UserListArgs),
+    /// Remove an account.
+    Remove(UserRemoveArgs),
+}
+
+/// `mailkeep user add`.
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// The login name (an address, or a plain name with `--address`).
+    pub name: String,
+    /// user (their own mail), auditor (all, read-only) or admin.
+    #[arg(long)]
+    pub role: String,
+    /// A file holding the password (its first line; at least 12 characters).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// An address whose mail is theirs; repeatable.
+    #[arg(long = "address", value_name = "A")]
+    pub addresses: Vec<String>,
+}
+
+/// `mailkeep user list`.
+#[derive(Debug, Args)]
+pub struct UserListArgs {
+    /// One JSON object per account.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mailkeep user remove`.
+#[derive(Debug, Args)]
+pub struct UserRemoveArgs {
+    /// The login name.
+    pub name: String,
 }
 
 /// `mailkeep hold ...`.

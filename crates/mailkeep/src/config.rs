@@ -201,6 +201,14 @@ pub struct RawConfig {
     store: Option<RawStore>,
     forward: Option<RawForward>,
     retention: Option<RawRetention>,
+    web: Option<RawWeb>,
+}
+
+/// `[web]`: so far where the local accounts are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    users_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,6 +373,9 @@ pub struct Settings {
     pub forward: Option<(ForwardConfig, PathBuf)>,
     /// How long deliveries are kept (`[retention]`; none: forever).
     pub retention: Retention,
+    /// The local accounts (`[web] users_file`, default `users.json` in the
+    /// store directory), when there is a store or the file is given.
+    pub users_file: Option<PathBuf>,
     /// How often `serve` runs expiry (`[retention] expire_every`, default a
     /// day; `"off"` or no `[retention]`: never).
     pub expire_every: Option<std::time::Duration>,
@@ -633,6 +644,10 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
     if let Some(st) = &store {
         destinations.push(("store.path".into(), st.path.clone(), "store.path".into()));
     }
+    let users_file = raw
+        .web
+        .and_then(|w| cx.opt_path("web.users_file", w.users_file))
+        .or_else(|| store.as_ref().map(|s| s.path.join("users.json")));
     let mut expire_every = None;
     let retention = match raw.retention {
         None => Retention::default(),
@@ -745,6 +760,7 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
         forward,
         retention,
         expire_every,
+        users_file,
         places,
     }
 }

@@ -18,6 +18,7 @@ mod serve;
 mod show;
 mod snippet;
 mod stats;
+mod user;
 mod verify;
 
 use crate::cli::{Cli, Command, RulesCommand};
@@ -50,6 +51,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Audit(args) => audit::run(&load(cfg)?, args),
         Command::Retention { command } => retention::run(&load(cfg)?, command),
         Command::Hold { command } => hold::run(&load(cfg)?, command),
+        Command::User { command } => user::run(&load(cfg)?, command),
         Command::Expire(args) => expire::expire(&load(cfg)?, args),
         Command::Erase(args) => expire::erase(&load(cfg)?, args),
         Command::Queue { command } => queue::run(&load(cfg)?, command),

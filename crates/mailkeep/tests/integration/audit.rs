@@ -264,3 +264,61 @@ fn an_unwritable_audit_log_stops_every_access() {
         .unwrap();
     assert_eq!(out.status.code(), Some(74));
 }
+
+/// Local accounts for the web interface: argon2id in a 0600 file, the
+/// password never in the audit log or the listing.
+#[test]
+fn user_accounts_are_kept_hashed_and_their_changes_audited() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = sandbox();
+    let config = config(dir.path(), "");
+    ok(&mailkeep(&config)
+        .arg("import")
+        .arg(mbox(dir.path()))
+        .output()
+        .unwrap());
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "a long secret passphrase\n").unwrap();
+    let add = |name: &str, role: &str, extra: &[&str]| {
+        mailkeep(&config)
+            .args(["user", "add", name, "--role", role, "--password-file"])
+            .arg(&pw)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    ok(&add(
+        "bob@example.com",
+        "user",
+        &["--address", "Bob@Example.org"],
+    ));
+    ok(&add("audit1", "auditor", &[]));
+    assert_eq!(add("x", "root", &[]).status.code(), Some(64));
+    std::fs::write(&pw, "short\n").unwrap();
+    assert_eq!(
+        add("carol@example.com", "user", &[]).status.code(),
+        Some(64)
+    );
+    let listed = ok(&run(&config, &["user", "list", "--json"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("\"addresses\":[\"bob@example.com\",\"bob@example.org\"]"),
+        "{listed}"
+    );
+    assert!(!listed.contains("argon2") && !listed.contains("passphrase"));
+    let file = dir.path().join("store").join("users.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("$argon2id$") && !text.contains("passphrase"));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    ok(&run(&config, &["user", "remove", "audit1"]));
+    assert_eq!(
+        run(&config, &["user", "remove", "audit1"]).status.code(),
+        Some(1)
+    );
+    let log = std::fs::read_to_string(dir.path().join("store").join("audit.log")).unwrap();
+    assert!(log.contains("\"action\":\"user\""));
+    assert!(!log.contains("passphrase") && !log.contains("argon2"));
+}
