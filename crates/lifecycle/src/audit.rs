@@ -469,6 +469,33 @@ impl AuditLog {
         Ok(file)
     }
 
+    /// The log's length now, in bytes: a mark for [`AuditLog::actions_since`].
+    pub fn mark(&self) -> Result<u64, AuditError> {
+        let file = self.open_shared()?;
+        file.metadata().map(|m| m.len()).map_err(|e| self.io(e))
+    }
+
+    /// The actions of the entries written after `mark` (read from there
+    /// on only, so it is cheap however long the log is).
+    pub fn actions_since(&self, mark: u64) -> Result<Vec<String>, AuditError> {
+        let file = self.open_shared()?;
+        let mut reader = BufReader::new(&file);
+        reader.seek(SeekFrom::Start(mark)).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            let n = reader.read_until(b'\n', &mut raw).map_err(|e| self.io(e))?;
+            if n == 0 || raw.last() != Some(&b'\n') {
+                return Ok(out);
+            }
+            raw.pop();
+            if let Ok((e, _)) = open_line(&raw) {
+                out.push(e.action);
+            }
+        }
+    }
+
     /// The hash entry `seq` has now, if a line holds it (damaged lines are
     /// passed over: this answers a checkpoint's question only).
     pub fn hash_of(&self, seq: u64) -> Result<Option<String>, AuditError> {

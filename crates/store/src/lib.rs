@@ -263,6 +263,12 @@ pub struct RemoveReport {
     pub messages: u64,
     /// The compaction that followed.
     pub compacted: CompactReport,
+    /// `go_on` stopped it before the end.
+    pub stopped: bool,
+    /// The catalog's write-ahead log could be emptied (a reader holding it
+    /// open prevents that; removed text may then stay in it until the
+    /// next checkpoint).
+    pub wal_truncated: bool,
 }
 
 /// What [`Store::compact`] did.
@@ -847,11 +853,27 @@ impl Store {
     /// segments, so its bytes are in no file of the store. Deliveries
     /// already removed are passed over.
     pub fn remove(&self, removals: &[(i64, String)]) -> Result<RemoveReport, StoreError> {
+        self.remove_while(removals, &mut || true)
+    }
+
+    /// [`Store::remove`] that asks `go_on` before each transaction and
+    /// stops when it says no (a legal hold was placed meanwhile): what was
+    /// removed by then is reported, tombstones and all, and compacted.
+    pub fn remove_while(
+        &self,
+        removals: &[(i64, String)],
+        go_on: &mut dyn FnMut() -> bool,
+    ) -> Result<RemoveReport, StoreError> {
         let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
         let mut removed = catalog::Removed::default();
+        let mut stopped = false;
         // In transactions of a few hundred, each under the writers' lock on
         // its own, so commits (the daemon, an import) go on in between.
         for chunk in removals.chunks(REMOVE_CHUNK) {
+            if !go_on() {
+                stopped = true;
+                break;
+            }
             let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
             let now = chrono::Utc::now().timestamp_micros();
             let r = self.catalog().remove(chunk, now)?;
@@ -862,15 +884,26 @@ impl Store {
             // would wait for the whole removal.
             std::thread::sleep(LOCK_PAUSE);
         }
-        {
-            let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
-            self.catalog().purge()?;
+        if removed.deliveries.is_empty() {
+            // Nothing removed: no index to rewrite (a full rewrite holds the
+            // writers' lock a while on a large store).
+            return Ok(RemoveReport {
+                stopped,
+                compacted: self.compact()?,
+                ..RemoveReport::default()
+            });
         }
+        let purged = {
+            let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+            self.catalog().purge()?
+        };
         let compacted = self.compact()?;
         Ok(RemoveReport {
             deliveries: removed.deliveries,
             messages: removed.messages.len() as u64,
             compacted,
+            stopped,
+            wal_truncated: purged,
         })
     }
 

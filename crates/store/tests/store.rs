@@ -699,3 +699,44 @@ fn removal_leaves_no_byte_of_the_message_and_verify_tells_it_from_tampering() {
         v.problems
     );
 }
+
+/// A removal asked to stop (a legal hold was placed meanwhile) stops
+/// before its next transaction, with what it removed by then recorded and
+/// the store valid.
+#[test]
+fn a_removal_stops_between_transactions_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    let batch: Vec<_> = (0..1200)
+        .map(|i| {
+            let body = format!("Subject: m{i}\r\n\r\nbody {i}\r\n");
+            store
+                .prepare(&envelope(
+                    body.as_bytes(),
+                    "a@example.com",
+                    &["b@example.com"],
+                    None,
+                ))
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<(i64, String)> = store
+        .commit(batch)
+        .unwrap()
+        .iter()
+        .map(|s| (s.id, "test".to_string()))
+        .collect();
+    let mut asked = 0;
+    let report = store
+        .remove_while(&ids, &mut || {
+            asked += 1;
+            asked == 1
+        })
+        .unwrap();
+    assert!(report.stopped);
+    assert_eq!(report.deliveries.len(), 500);
+    assert_eq!(store.search(&query(""), None).unwrap().len(), 700);
+    let v = store.verify(&mut |_, _| {}).unwrap();
+    assert!(v.ok(), "{:?}", v.problems);
+    assert_eq!(v.removed.len(), 500);
+}

@@ -58,6 +58,48 @@ fn held_ids(store: &Store, audit: &Audit) -> Result<HashSet<i64>, Failure> {
         .collect())
 }
 
+/// Removes, stopping before the next transaction once a hold was placed
+/// or released after `mark` (when the holds were read): what a new hold
+/// covers is then decided again by the next run. A stop is exit 75.
+fn remove_unless_holds_change(
+    store: &Store,
+    audit: &Audit,
+    mark: u64,
+    removals: &[(i64, String)],
+) -> Result<RemoveReport, Failure> {
+    let mut changed = false;
+    let report = store
+        .remove_while(removals, &mut || {
+            changed = changed
+                || audit
+                    .log()
+                    .actions_since(mark)
+                    .map(|a| a.iter().any(|a| a == mailkeep_lifecycle::hold::ACTION))
+                    .unwrap_or(true);
+            !changed
+        })
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    if report.stopped {
+        audit.record("removal_stopped", json!({"result": report_json(&report)}))?;
+        return Err(Failure::new(
+            Exit::TEMPFAIL,
+            format!(
+                "a legal hold was placed or released while removing: stopped after {} \
+                 deliveries (each with its tombstone); run again to decide the rest under the \
+                 holds in force",
+                report.deliveries.len()
+            ),
+        ));
+    }
+    if !report.wal_truncated {
+        tracing::warn!(
+            "the catalog's write-ahead log is held open by a reader: removed text may stay in \
+             it until the next checkpoint"
+        );
+    }
+    Ok(report)
+}
+
 fn report_json(r: &RemoveReport) -> serde_json::Value {
     json!({
         "removed": r.deliveries.len(),
@@ -128,6 +170,12 @@ pub fn run_expiry(settings: &Settings, via: &str, dry_run: bool) -> Result<Expir
         ));
     }
     let hits = query_hits(&store, &settings.retention)?;
+    // The log's length when the holds were read: a hold placed after it
+    // stops the removal (see `remove_while`).
+    let mark = audit
+        .log()
+        .mark()
+        .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
     let held = held_ids(&store, &audit)?;
     let mut due = Vec::new();
     let mut kept_by_hold = Vec::new();
@@ -161,9 +209,7 @@ pub fn run_expiry(settings: &Settings, via: &str, dry_run: bool) -> Result<Expir
             report: None,
         });
     }
-    let report = store
-        .remove(&due)
-        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let report = remove_unless_holds_change(&store, &audit, mark, &due)?;
     audit.record(
         "expire",
         json!({"done": true, "result": report_json(&report)}),
@@ -209,14 +255,17 @@ pub fn erase(settings: &Settings, args: EraseArgs) -> Result<Exit, Failure> {
             "[retention] locked = true: nothing may be erased before its retention ends",
         ));
     }
-    let matches = store
-        .search(&query, None)
-        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    // The total first: a delivery arriving during the search must not make
+    // "everything" look like "everything but one".
     let total = store
         .totals()
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?
         .deliveries;
-    if !matches.is_empty() && matches.len() as u64 == total && !args.yes {
+    let matches = store
+        .search(&query, None)
+        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let everything = args.query.trim().is_empty() || matches.len() as u64 >= total;
+    if !matches.is_empty() && everything && !args.yes {
         return Err(Failure::new(
             Exit::USAGE,
             format!(
@@ -225,6 +274,12 @@ pub fn erase(settings: &Settings, args: EraseArgs) -> Result<Exit, Failure> {
             ),
         ));
     }
+    // The log's length when the holds were read: a hold placed after it
+    // stops the removal (see `remove_while`).
+    let mark = audit
+        .log()
+        .mark()
+        .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?;
     let held = held_ids(&store, &audit)?;
     let (refused, to_remove): (Vec<i64>, Vec<i64>) = matches
         .iter()
@@ -269,9 +324,7 @@ pub fn erase(settings: &Settings, args: EraseArgs) -> Result<Exit, Failure> {
         .iter()
         .map(|id| (*id, format!("erasure request: {}", args.reason)))
         .collect();
-    let report = store
-        .remove(&removals)
-        .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let report = remove_unless_holds_change(&store, &audit, mark, &removals)?;
     audit.record(
         "erase",
         json!({"done": true, "result": report_json(&report)}),

@@ -332,9 +332,6 @@ async fn serve(
     Ok(Exit::OK)
 }
 
-/// Delivers spooled archive copies: a pass every second (each copy is
-/// tried when its back-off allows), until `stop`. The relay settings are
-/// the ones at start; changing them needs a restart.
 /// Runs expiry five minutes after the start and then every `every`, until
 /// `stop`; a failed run is logged and tried again at the next time.
 fn spawn_expirer(
@@ -369,6 +366,9 @@ fn spawn_expirer(
     })
 }
 
+/// Delivers spooled archive copies: a pass every second (each copy is
+/// tried when its back-off allows), until `stop`. The relay settings are
+/// the ones at start; changing them needs a restart.
 fn spawn_queue_runner(
     cfg: Arc<mailkeep_destinations::forward::ForwardConfig>,
     stop: Arc<std::sync::atomic::AtomicBool>,

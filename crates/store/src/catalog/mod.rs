@@ -223,5 +223,6 @@ pub trait Catalog: Send {
     ) -> Result<(), CatalogError>;
     /// Rewrites the full-text indexes without what was deleted and
     /// truncates the write-ahead log, so removed text is in no file.
-    fn purge(&mut self) -> Result<(), CatalogError>;
+    /// Returns whether the write-ahead log could be emptied.
+    fn purge(&mut self) -> Result<bool, CatalogError>;
 }

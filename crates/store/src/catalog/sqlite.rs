@@ -1085,13 +1085,21 @@ impl Catalog for Sqlite {
         Ok(())
     }
 
-    fn purge(&mut self) -> Result<(), CatalogError> {
+    fn purge(&mut self) -> Result<bool, CatalogError> {
         self.conn.execute_batch(
             "INSERT INTO message_text (message_text) VALUES ('optimize');
              INSERT INTO envelope_text (envelope_text) VALUES ('optimize');",
         )?;
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        // A reader in another process can hold the log: try a few times.
+        for attempt in 0..20 {
+            let busy: i64 = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(true);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50 * (attempt + 1)));
+        }
+        Ok(false)
     }
 }
