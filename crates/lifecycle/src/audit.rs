@@ -469,6 +469,12 @@ impl AuditLog {
         Ok(file)
     }
 
+    /// The last entry: (seq, hash hex), or `None` for an empty log.
+    pub fn head(&self) -> Result<Option<(u64, String)>, AuditError> {
+        let mut file = self.open_shared()?;
+        Ok(self.tail(&mut file)?.last.map(|e| (e.seq, e.hash)))
+    }
+
     /// The log's length now, in bytes: a mark for [`AuditLog::actions_since`].
     pub fn mark(&self) -> Result<u64, AuditError> {
         let file = self.open_shared()?;

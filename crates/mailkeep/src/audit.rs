@@ -117,6 +117,41 @@ impl Audit {
         &self.log
     }
 
+    /// Records the log's head in the store (`Store::set_audit_anchor`), so
+    /// a later removal can tell that this is still the log it knew.
+    pub fn anchor(&self, store: &mailkeep_store::Store) -> Result<(), Failure> {
+        if let Some((seq, hash)) = self.log.head().map_err(fail)? {
+            store
+                .set_audit_anchor(seq, &hash)
+                .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses (65) when the log no longer holds, unchanged, the entry the
+    /// store last recorded as its head: the log was replaced, moved or cut,
+    /// and the legal holds and the locked retention in it with it.
+    pub fn check_anchor(&self, store: &mailkeep_store::Store) -> Result<(), Failure> {
+        let Some((seq, hash)) = store
+            .audit_anchor()
+            .map_err(|e| Failure::from_store(Exit::IOERR, &e))?
+        else {
+            return Ok(());
+        };
+        if self.log.hash_of(seq).map_err(fail)?.as_deref() == Some(hash.as_str()) {
+            return Ok(());
+        }
+        Err(Failure::new(
+            Exit::DATAERR,
+            format!(
+                "{}: does not hold entry {seq} as the store last recorded it: the audit log was \
+                 replaced, moved or cut, and the legal holds and the locked retention are in it, \
+                 so nothing is removed (restore the log, or compare it with a checkpoint)",
+                self.log.path().display()
+            ),
+        ))
+    }
+
     /// Holds the configured retention against the last one the log
     /// recorded: once `locked = true` is recorded, a configuration that
     /// would keep anything for less time is refused (78), whoever loads it;

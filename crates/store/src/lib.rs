@@ -246,6 +246,9 @@ pub struct Stored {
     pub new_message: bool,
 }
 
+/// The `meta` key of [`Store::audit_anchor`].
+const AUDIT_ANCHOR: &str = "audit_anchor";
+
 /// Records are copied by compaction in writes of about this many bytes.
 const COMPACT_CHUNK: u64 = 32 << 20;
 /// Deliveries removed per catalog transaction.
@@ -987,6 +990,27 @@ impl Store {
             std::thread::sleep(LOCK_PAUSE);
         }
         Ok(report)
+    }
+
+    /// The audit log entry the store last recorded as the log's head
+    /// (seq, hash hex): the log that holds the legal holds and the locked
+    /// retention must still hold that entry unchanged.
+    pub fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let value = self.reader().meta_get(AUDIT_ANCHOR)?;
+        Ok(value.and_then(|v| {
+            let (seq, hash) = v.split_once(' ')?;
+            Some((seq.parse().ok()?, hash.to_string()))
+        }))
+    }
+
+    /// Records the audit log's head (after a hold, a removal or a retention
+    /// change was recorded in it).
+    pub fn set_audit_anchor(&self, seq: u64, hash: &str) -> Result<(), StoreError> {
+        let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
+        let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+        self.catalog()
+            .meta_set(AUDIT_ANCHOR, &format!("{seq} {hash}"))?;
+        Ok(())
     }
 
     /// Totals for `mailkeep stats`.

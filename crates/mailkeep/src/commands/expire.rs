@@ -47,7 +47,9 @@ fn open(settings: &Settings, via: &str) -> Result<(Store, Audit), Failure> {
             ),
         ));
     }
+    audit.check_anchor(&store)?;
     audit.settle_retention(&settings.retention)?;
+    audit.anchor(&store)?;
     Ok((store, audit))
 }
 

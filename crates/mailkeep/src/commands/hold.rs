@@ -17,7 +17,14 @@ pub fn run(settings: &Settings, command: HoldCommand) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
     let audit = settings.audit()?;
     match command {
-        HoldCommand::Add(args) => add(&store, &audit, args),
+        HoldCommand::Add(args) => {
+            let writer = writable(settings)?;
+            let exit = add(&store, &audit, args)?;
+            // The store remembers the log's head, so a removal can tell a
+            // log replaced or cut (and its holds gone with it).
+            audit.anchor(&writer)?;
+            Ok(exit)
+        }
         HoldCommand::List(args) => {
             audit.record("holds", json!({"list": true}))?;
             let holds = in_force(&audit)?;
@@ -48,8 +55,25 @@ pub fn run(settings: &Settings, command: HoldCommand) -> Result<Exit, Failure> {
             Ok(Exit::OK)
         }
         HoldCommand::Show(args) => show(&store, &audit, args),
-        HoldCommand::Release(args) => release(&audit, args),
+        HoldCommand::Release(args) => {
+            let writer = writable(settings)?;
+            let exit = release(&audit, args)?;
+            audit.anchor(&writer)?;
+            Ok(exit)
+        }
     }
+}
+
+/// The store opened for writing: placing or releasing a hold records the
+/// audit log's head in it (an administrator's task, not an auditor's).
+fn writable(settings: &Settings) -> Result<Store, Failure> {
+    let cfg = settings.store.clone().ok_or_else(|| {
+        Failure::new(
+            Exit::CONFIG,
+            format!("{}: there is no [store] section", settings.source),
+        )
+    })?;
+    Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))
 }
 
 fn in_force(audit: &Audit) -> Result<Vec<Hold>, Failure> {

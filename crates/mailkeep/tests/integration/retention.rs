@@ -646,3 +646,71 @@ fn a_locked_retention_refuses_every_shortening() {
     );
     assert!(String::from_utf8_lossy(&dry(&cfg).stderr).contains("from 20y to 10y"));
 }
+
+/// The holds live in the audit log: a log deleted, swapped or cut back
+/// after a hold was placed makes expire and erase refuse, instead of
+/// removing what the lost hold covered.
+#[test]
+fn a_replaced_or_cut_audit_log_stops_removal() {
+    let dir = sandbox();
+    let config = config(dir.path(), "[retention]\ndefault = \"1y\"\n");
+    import_text(
+        dir.path(),
+        &config,
+        "old",
+        &aged("Alice <alice@example.com>", "held", "3zheldmarker", 800),
+    );
+    let run = |args: &[&str]| mailkeep(&config).args(args).output().unwrap();
+    assert!(run(&[
+        "hold",
+        "add",
+        "a",
+        "--query",
+        "from:alice@example.com",
+        "--reason",
+        "case"
+    ])
+    .status
+    .success());
+    let log = dir.path().join("store").join("audit.log");
+    let kept = std::fs::read_to_string(&log).unwrap();
+    for (what, text) in [
+        ("deleted", String::new()),
+        (
+            "cut before the hold",
+            kept.lines().take(2).map(|l| format!("{l}\n")).collect(),
+        ),
+    ] {
+        if text.is_empty() {
+            std::fs::remove_file(&log).unwrap();
+        } else {
+            std::fs::write(&log, &text).unwrap();
+        }
+        for args in [
+            vec!["expire"],
+            vec![
+                "erase",
+                "--query",
+                "from:alice@example.com",
+                "--reason",
+                "r",
+            ],
+        ] {
+            let out = run(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(65), "{what}, {args:?}: {err}");
+            assert!(
+                err.contains("replaced, moved or cut") || err.contains("fails verification"),
+                "{what}: {err}"
+            );
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&run(&["search", "--json", "from:alice"]).stdout)
+                .lines()
+                .count(),
+            1,
+            "{what}: the held message went"
+        );
+        std::fs::write(&log, &kept).unwrap();
+    }
+}

@@ -160,6 +160,10 @@ pub struct Totals {
 pub trait Catalog: Send {
     /// This store's random id (names the chain's genesis).
     fn store_id(&self) -> String;
+    /// A value of the `meta` table.
+    fn meta_get(&self, key: &str) -> Result<Option<String>, CatalogError>;
+    /// Sets a value of the `meta` table (durably).
+    fn meta_set(&mut self, key: &str, value: &str) -> Result<(), CatalogError>;
     /// The segment to append to for `key`, and its committed length; a new
     /// segment number when the last one is full or uses another key.
     fn active_segment(&self, key: KeyId, max_len: u64) -> Result<(u32, u64), CatalogError>;

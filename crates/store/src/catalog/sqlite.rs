@@ -566,6 +566,22 @@ impl Catalog for Sqlite {
         self.store_id.clone()
     }
 
+    fn meta_get(&self, key: &str) -> Result<Option<String>, CatalogError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn meta_set(&mut self, key: &str, value: &str) -> Result<(), CatalogError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
     fn active_segment(&self, key: KeyId, max_len: u64) -> Result<(u32, u64), CatalogError> {
         let last: Option<(i64, String, i64)> = self
             .conn
