@@ -634,6 +634,20 @@ fn cut_to(value: &mut Value, max: usize) {
     }
 }
 
+/// The ids [`id_ranges`] wrote, as inclusive ranges (`None` for text that
+/// is not such a list).
+pub fn parse_ranges(text: &str) -> Option<Vec<(i64, i64)>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => part.parse().ok().map(|n| (n, n)),
+        })
+        .collect()
+}
+
 /// Delivery ids as ranges: `1-40,42,50-51`, so an export of 100,000
 /// consecutive deliveries is one short field.
 pub fn id_ranges(ids: &[i64]) -> String {
@@ -912,6 +926,11 @@ mod tests {
             q.len()
         );
         assert_eq!(id_ranges(&[5, 1, 2, 3, 9, 10, 3]), "1-3,5,9-10");
+        assert_eq!(
+            parse_ranges("1-3,5,9-10"),
+            Some(vec![(1, 3), (5, 5), (9, 10)])
+        );
+        assert_eq!(parse_ranges("1-3... (20 bytes)"), None);
         assert_eq!(id_ranges(&[]), "");
         assert!(log.verify().unwrap().problems.is_empty());
     }

@@ -856,16 +856,18 @@ impl Store {
     /// segments, so its bytes are in no file of the store. Deliveries
     /// already removed are passed over.
     pub fn remove(&self, removals: &[(i64, String)]) -> Result<RemoveReport, StoreError> {
-        self.remove_while(removals, &mut || true)
+        self.remove_while(removals, &mut |_| true)
     }
 
-    /// [`Store::remove`] that asks `go_on` before each transaction and
-    /// stops when it says no (a legal hold was placed meanwhile): what was
-    /// removed by then is reported, tombstones and all, and compacted.
+    /// [`Store::remove`] that asks `go_on` before each transaction, with
+    /// the removals it is about to make (so the caller can record them
+    /// first), and stops when it says no (a legal hold was placed
+    /// meanwhile): what was removed by then is reported, tombstones and
+    /// all, and compacted.
     pub fn remove_while(
         &self,
         removals: &[(i64, String)],
-        go_on: &mut dyn FnMut() -> bool,
+        go_on: &mut dyn FnMut(&[(i64, String)]) -> bool,
     ) -> Result<RemoveReport, StoreError> {
         let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
         let mut removed = catalog::Removed::default();
@@ -873,7 +875,7 @@ impl Store {
         // In transactions of a few hundred, each under the writers' lock on
         // its own, so commits (the daemon, an import) go on in between.
         for chunk in removals.chunks(REMOVE_CHUNK) {
-            if !go_on() {
+            if !go_on(chunk) {
                 stopped = true;
                 break;
             }

@@ -47,6 +47,8 @@ pub struct VerifyReport {
     /// Deliveries removed by a retention policy or an erasure request, as
     /// their tombstones record it.
     pub removed: Vec<String>,
+    /// Their ids, in the same order.
+    pub removed_ids: Vec<i64>,
 }
 
 impl VerifyReport {
@@ -205,6 +207,7 @@ impl Store {
                     let when = chrono::DateTime::from_timestamp_micros(t.time)
                         .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                         .unwrap_or_default();
+                    report.removed_ids.push(*id);
                     report.removed.push(format!(
                         "delivery {id} removed by {} on {when} (tombstone {tomb})",
                         t.reason

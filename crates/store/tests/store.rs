@@ -728,7 +728,7 @@ fn a_removal_stops_between_transactions_when_asked() {
         .collect();
     let mut asked = 0;
     let report = store
-        .remove_while(&ids, &mut || {
+        .remove_while(&ids, &mut |_| {
             asked += 1;
             asked == 1
         })

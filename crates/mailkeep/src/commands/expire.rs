@@ -70,17 +70,33 @@ fn remove_unless_holds_change(
     removals: &[(i64, String)],
 ) -> Result<RemoveReport, Failure> {
     let mut changed = false;
+    let mut unrecorded = None;
     let report = store
-        .remove_while(removals, &mut || {
+        .remove_while(removals, &mut |chunk| {
             changed = changed
                 || audit
                     .log()
                     .actions_since(mark)
                     .map(|a| a.iter().any(|a| a == mailkeep_lifecycle::hold::ACTION))
                     .unwrap_or(true);
-            !changed
+            if changed {
+                return false;
+            }
+            // Each transaction's deliveries are in the audit log before
+            // they go: `verify` holds every tombstone against these.
+            let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+            match audit.record(REMOVING, json!({"ids": id_ranges(&ids)})) {
+                Ok(()) => true,
+                Err(f) => {
+                    unrecorded = Some(f);
+                    false
+                }
+            }
         })
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    if let Some(f) = unrecorded {
+        return Err(f);
+    }
     if report.stopped {
         audit.record("removal_stopped", json!({"result": report_json(&report)}))?;
         return Err(Failure::new(
@@ -101,6 +117,10 @@ fn remove_unless_holds_change(
     }
     Ok(report)
 }
+
+/// The audit action naming the deliveries of one removal transaction,
+/// written before it.
+pub const REMOVING: &str = "removing";
 
 fn report_json(r: &RemoveReport) -> serde_json::Value {
     json!({

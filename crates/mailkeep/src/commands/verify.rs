@@ -52,6 +52,34 @@ pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
             .problems
             .push(format!("audit log {}: {p}", audit.log().path().display()));
     }
+    // Every removal the chain's tombstones record must have been recorded
+    // in the audit log before it was made: a tombstone without one was
+    // forged by someone who wrote the catalog, or the log was cut.
+    if !report.removed_ids.is_empty() && audit_report.problems.is_empty() {
+        let mut ranges = Vec::new();
+        for e in audit
+            .log()
+            .entries(|e| e.action == super::expire::REMOVING)
+            .map_err(|e| Failure::new(Exit::IOERR, e.to_string()))?
+        {
+            if let Some(r) = e
+                .detail
+                .get("ids")
+                .and_then(|v| v.as_str())
+                .and_then(mailkeep_lifecycle::audit::parse_ranges)
+            {
+                ranges.extend(r);
+            }
+        }
+        for id in &report.removed_ids {
+            if !ranges.iter().any(|(a, b)| a <= id && id <= b) {
+                report.problems.push(format!(
+                    "delivery {id}: its tombstone names no removal recorded in the audit log \
+                     (forged in the catalog, or the log was cut)"
+                ));
+            }
+        }
+    }
     if let Some(path) = &args.checkpoint {
         let cp = Checkpoint::load(path).map_err(|m| Failure::new(Exit::USAGE, m))?;
         if let Err(e) = cp.verify_signature(args.public_key.as_deref()) {

@@ -714,3 +714,45 @@ fn a_replaced_or_cut_audit_log_stops_removal() {
         std::fs::write(&log, &kept).unwrap();
     }
 }
+
+/// A removal made behind mailkeep's back (straight into the store, with a
+/// well-formed tombstone) is caught by `verify`: the audit log never
+/// recorded it.
+#[test]
+fn a_removal_the_audit_log_never_recorded_fails_verify() {
+    let dir = sandbox();
+    let config = config(dir.path(), "[retention]\ndefault = \"1y\"\n");
+    let text = [
+        aged("Bob <bob@example.com>", "expired", "4zexpmarker", 800),
+        aged("Carol <carol@example.com>", "kept", "4zkeptmarker", 1),
+    ]
+    .concat();
+    import_text(dir.path(), &config, "two", &text);
+    let run = |args: &[&str]| mailkeep(&config).args(args).output().unwrap();
+    assert!(run(&["expire"]).status.success());
+    assert!(
+        run(&["verify"]).status.success(),
+        "{}",
+        String::from_utf8_lossy(&run(&["verify"]).stdout)
+    );
+    let out = run(&["search", "--json", "subject:kept"]);
+    let kept: Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let id = kept["id"].as_i64().unwrap();
+    let store =
+        mailkeep_store::Store::open(mailkeep_store::StoreConfig::new(dir.path().join("store")))
+            .unwrap();
+    store
+        .remove(&[(id, "retention policy \"default\" (keep 1y)".into())])
+        .unwrap();
+    drop(store);
+    let out = run(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(65), "{text}");
+    assert!(
+        text.contains(&format!(
+            "delivery {id}: its tombstone names no removal recorded"
+        )),
+        "{text}"
+    );
+}
