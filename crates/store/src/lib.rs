@@ -246,6 +246,9 @@ pub struct Stored {
     pub new_message: bool,
 }
 
+/// One removal: the delivery id and why.
+pub type Removal = (i64, String);
+
 /// The `meta` key of [`Store::audit_anchor`].
 const AUDIT_ANCHOR: &str = "audit_anchor";
 
@@ -867,7 +870,7 @@ impl Store {
     pub fn remove_while(
         &self,
         removals: &[(i64, String)],
-        go_on: &mut dyn FnMut(&[(i64, String)]) -> bool,
+        go_on: &mut dyn FnMut(&[Removal]) -> bool,
     ) -> Result<RemoveReport, StoreError> {
         let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
         let mut removed = catalog::Removed::default();
