@@ -962,14 +962,31 @@ impl Store {
             let mut pending = SEGMENT_MAGIC.len() as u64;
             let mut offset = pending;
             for (id, loc) in records {
-                let bytes = self
-                    .blobs
-                    .get(loc)
-                    .map_err(io_err(format!("reading segment {} for compaction", u.id)))?;
+                let reading =
+                    |e: io::Error| io_err(format!("reading segment {} for compaction", u.id))(e);
+                // A large record goes through a staged file, not memory.
+                let part = if loc.len > COMPACT_CHUNK {
+                    let mut staged = tempfile::tempfile_in(self.staging_dir())
+                        .map_err(io_err("staging a record for compaction"))?;
+                    let mut from = self.blobs.stream(loc).map_err(reading)?;
+                    let copied = io::copy(&mut from, &mut staged).map_err(reading)?;
+                    if copied != loc.len {
+                        return Err(reading(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{copied} of {} bytes", loc.len),
+                        )));
+                    }
+                    Part::File {
+                        file: staged,
+                        len: loc.len,
+                    }
+                } else {
+                    Part::Bytes(self.blobs.get(loc).map_err(reading)?)
+                };
                 moves.push((id, offset));
-                offset += bytes.len() as u64;
-                pending += bytes.len() as u64;
-                parts.push(Part::Bytes(bytes));
+                offset += part.len();
+                pending += part.len();
+                parts.push(part);
                 if pending >= COMPACT_CHUNK {
                     self.blobs
                         .put(next, at, &parts)
