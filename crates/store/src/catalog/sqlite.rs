@@ -556,6 +556,26 @@ fn location(segment: i64, offset: i64, len: i64) -> Result<Location, CatalogErro
     })
 }
 
+/// The newest chain entry: (id, hash).
+fn last_entry(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, CatalogError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, hash FROM deliveries ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// What the next chain entry follows: the newest entry's id and hash, or
+/// 0 and the store's genesis.
+fn chain_tip(conn: &Connection, store_id: &str) -> Result<(i64, [u8; 32]), CatalogError> {
+    Ok(match last_entry(conn)? {
+        Some((id, hash)) => (id, hash32(hash)?),
+        None => (0, chain::genesis(store_id)),
+    })
+}
+
 fn hash32(v: Vec<u8>) -> Result<[u8; 32], CatalogError> {
     v.try_into()
         .map_err(|_| CatalogError::Corrupt("a stored hash is not 32 bytes".into()))
@@ -707,17 +727,7 @@ impl Catalog for Sqlite {
         }
         let mut ids = Vec::with_capacity(batch.deliveries.len());
         {
-            let (mut last_id, mut prev): (i64, [u8; 32]) = match tx
-                .query_row(
-                    "SELECT id, hash FROM deliveries ORDER BY id DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-                )
-                .optional()?
-            {
-                Some((id, hash)) => (id, hash32(hash)?),
-                None => (0, chain::genesis(&store_id)),
-            };
+            let (mut last_id, mut prev) = chain_tip(&tx, &store_id)?;
             let mut message_id = tx.prepare_cached("SELECT id FROM messages WHERE hash = ?1")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO deliveries (id, message, content, dkey, received, login, capture, record, prev, hash)
@@ -876,14 +886,7 @@ impl Catalog for Sqlite {
     }
 
     fn head(&self) -> Result<Option<(i64, Vec<u8>)>, CatalogError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, hash FROM deliveries ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        last_entry(&self.conn)
     }
 
     fn totals(&self) -> Result<Totals, CatalogError> {
@@ -929,17 +932,7 @@ impl Catalog for Sqlite {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Removed::default();
-        let (mut last_id, mut prev): (i64, [u8; 32]) = match tx
-            .query_row(
-                "SELECT id, hash FROM deliveries ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()?
-        {
-            Some((id, hash)) => (id, hash32(hash)?),
-            None => (0, chain::genesis(&store_id)),
-        };
+        let (mut last_id, mut prev) = chain_tip(&tx, &store_id)?;
         for (victim, reason) in removals {
             let row: Option<(i64, Vec<u8>, Vec<u8>)> = tx
                 .query_row(
