@@ -68,24 +68,26 @@ impl Settings {
     /// The audit log of the configured store, created (for the store's
     /// owner, 0600, or 0660 with `[store] group`, whose members then append
     /// to it) when it does not exist yet.
-    pub fn audit(&self) -> Result<Audit, Failure> {
-        self.audit_as("cli")
+    /// `store` is the store the command opened (the log is bound to its
+    /// id: its first entry links to it).
+    pub fn audit(&self, store: &mailkeep_store::Store) -> Result<Audit, Failure> {
+        self.audit_for("cli", store)
+    }
+
+    /// [`Settings::audit`] for a caller that has no store open (`serve`).
+    pub fn audit_as(&self, via: &str) -> Result<Audit, Failure> {
+        self.audit_for(via, &self.open_store()?)
     }
 
     /// [`Settings::audit`] for a way in other than the command line.
-    pub fn audit_as(&self, via: &str) -> Result<Audit, Failure> {
+    pub fn audit_for(&self, via: &str, opened: &mailkeep_store::Store) -> Result<Audit, Failure> {
         let (Some(store), Some(path)) = (&self.store, &self.audit_log) else {
             return Err(Failure::new(
                 Exit::CONFIG,
                 format!("{}: there is no [store] section", self.source),
             ));
         };
-        // The log is bound to its store: its first entry links to the
-        // store's id.
-        let store_id = mailkeep_store::Store::open_read_only(store.clone())
-            .map_err(|e| Failure::from_store(Exit::IOERR, &e))?
-            .id();
-        let log = AuditLog::new(path, &store_id);
+        let log = AuditLog::new(path, &opened.id());
         let mode = if store.group.is_some() { 0o660 } else { 0o600 };
         log.create(mode, |file| {
             Ownership::for_store(&store.path, store.group)?.apply(file, false)
@@ -102,12 +104,8 @@ impl Audit {
     /// Records `action` with `detail` (a JSON object), durably, before the
     /// command shows or does anything.
     pub fn record(&self, action: &str, detail: Value) -> Result<(), Failure> {
-        let detail = match detail {
-            Value::Object(m) => m,
-            other => Map::from_iter([("detail".to_string(), other)]),
-        };
         self.log
-            .append(&self.actor, action, detail)
+            .append(&self.actor, action, object(detail))
             .map(drop)
             .map_err(fail)
     }
@@ -202,10 +200,7 @@ impl Audit {
         detail: Value,
         check: impl FnOnce(&[mailkeep_lifecycle::Entry]) -> Result<(), String>,
     ) -> Result<(), Failure> {
-        let map = match detail {
-            Value::Object(m) => m,
-            other => Map::from_iter([("detail".to_string(), other)]),
-        };
+        let map = object(detail);
         match self
             .log
             .append_checked(&self.actor, action, map.clone(), check)
@@ -219,6 +214,14 @@ impl Audit {
             }
             Err(e) => Err(fail(e)),
         }
+    }
+}
+
+/// A detail as the log keeps it: a JSON object.
+fn object(detail: Value) -> Map<String, Value> {
+    match detail {
+        Value::Object(m) => m,
+        other => Map::from_iter([("detail".to_string(), other)]),
     }
 }
 

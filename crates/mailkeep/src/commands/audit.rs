@@ -25,7 +25,8 @@ fn since(text: &str) -> Result<DateTime<Utc>, Failure> {
 
 pub fn run(settings: &Settings, args: AuditArgs) -> Result<Exit, Failure> {
     let from = args.since.as_deref().map(since).transpose()?;
-    let audit = settings.audit()?;
+    let store = settings.open_store()?;
+    let audit = settings.audit(&store)?;
     audit.record(
         "audit",
         serde_json::json!({"since": args.since, "user": args.user}),

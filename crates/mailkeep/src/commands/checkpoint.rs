@@ -7,7 +7,7 @@ use std::io::Write;
 
 pub fn run(settings: &Settings, args: CheckpointArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    let audit = settings.audit()?;
+    let audit = settings.audit(&store)?;
     audit.record(
         "checkpoint",
         serde_json::json!({"out": args.out.as_ref().map(|p| p.display().to_string())}),

@@ -33,7 +33,7 @@ fn open(settings: &Settings, via: &str) -> Result<(Store, Audit), Failure> {
         )
     })?;
     let store = Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
-    let audit = settings.audit_as(via)?;
+    let audit = settings.audit_for(via, &store)?;
     let report = audit
         .log()
         .verify()

@@ -120,7 +120,7 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
     hits.reverse();
     let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
-    settings.audit()?.record(
+    settings.audit(&store)?.record(
         "export",
         json!({
             "query": args.query,

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 pub fn run(settings: &Settings, command: HoldCommand) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    let audit = settings.audit()?;
+    let audit = settings.audit(&store)?;
     match command {
         HoldCommand::Add(args) => {
             let writer = writable(settings)?;

@@ -189,9 +189,10 @@ pub fn run(settings: &mut Settings, args: ImportArgs) -> Result<Exit, Failure> {
     let archiver = archiver(settings, args.rules)?;
     // An import into a store is recorded in its audit log, before and
     // after (`import --rules` into files alone has no store to record in).
-    let audit = match settings.store {
-        Some(_) => Some(settings.audit()?),
-        None => None,
+    let audit = match (&archiver.options().store, &settings.store) {
+        (Some(store), _) => Some(settings.audit(store)?),
+        (None, Some(_)) => Some(settings.audit_as("cli")?),
+        (None, None) => None,
     };
     let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
     if let Some(a) = &audit {

@@ -70,7 +70,7 @@ fn until_text(d: &Decision) -> String {
 
 fn show(settings: &Settings, args: RetentionShowArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    let audit = settings.audit()?;
+    let audit = settings.audit(&store)?;
     audit.record("retention", json!({"show": args.id}))?;
     let hit = store.get(args.id).map_err(|e| match e {
         mailkeep_store::StoreError::NotFound(_) => Failure::new(Exit::NOTHING, e.to_string()),
@@ -132,7 +132,7 @@ fn show(settings: &Settings, args: RetentionShowArgs) -> Result<Exit, Failure> {
 
 fn plan(settings: &Settings, args: RetentionPlanArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    let audit = settings.audit()?;
+    let audit = settings.audit(&store)?;
     audit.record("retention", json!({"plan": true}))?;
     let everything =
         mailkeep_query::parse("").map_err(|e| Failure::new(Exit::SOFTWARE, e.to_string()))?;

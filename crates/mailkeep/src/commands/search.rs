@@ -10,7 +10,7 @@ pub fn run(settings: &Settings, args: SearchArgs) -> Result<Exit, Failure> {
     let query =
         mailkeep_query::parse(&args.query).map_err(|e| Failure::new(Exit::USAGE, e.to_string()))?;
     let store = settings.open_store()?;
-    let audit = settings.audit()?;
+    let audit = settings.audit(&store)?;
     let hits = store
         .search(&query, args.limit)
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;

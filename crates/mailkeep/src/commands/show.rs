@@ -53,7 +53,7 @@ pub fn run(settings: &Settings, args: ShowArgs) -> Result<Exit, Failure> {
     // Recorded before the lookup: a probe for an id that does not exist
     // leaves its trace too.
     settings
-        .audit()?
+        .audit(&store)?
         .record("show", serde_json::json!({"id": args.id, "view": view}))?;
     let hit = store.get(args.id).map_err(|e| match e {
         mailkeep_store::StoreError::NotFound(_) => Failure::new(Exit::NOTHING, e.to_string()),

@@ -20,7 +20,9 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 pub fn run(settings: &Settings, args: StatsArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    settings.audit()?.record("stats", serde_json::json!({}))?;
+    settings
+        .audit(&store)?
+        .record("stats", serde_json::json!({}))?;
     let t = store
         .totals()
         .map_err(|e| Failure::from_store(Exit::IOERR, &e))?;

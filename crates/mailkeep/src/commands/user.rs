@@ -34,7 +34,7 @@ pub fn run(settings: &Settings, command: UserCommand) -> Result<Exit, Failure> {
         )
     })?;
     let users = Users::new(path);
-    let audit = settings.audit()?;
+    let audit = settings.audit(&settings.open_store()?)?;
     match command {
         UserCommand::Add(args) => {
             let role = Role::parse(&args.role).ok_or_else(|| {

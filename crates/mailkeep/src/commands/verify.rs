@@ -10,7 +10,7 @@ use serde_json::json;
 
 pub fn run(settings: &Settings, args: VerifyArgs) -> Result<Exit, Failure> {
     let store = settings.open_store()?;
-    let audit = settings.audit()?;
+    let audit = settings.audit(&store)?;
     audit.record(
         "verify",
         json!({"checkpoint": args.checkpoint.as_ref().map(|p| p.display().to_string())}),
