@@ -414,14 +414,23 @@ impl Settings {
     /// (search, show, export, stats, verify, checkpoint): they need no write
     /// access and change nothing in it.
     pub fn open_store(&self) -> Result<Store, crate::exit::Failure> {
-        use crate::exit::{Exit, Failure};
-        let cfg = self.store.clone().ok_or_else(|| {
-            Failure::new(
-                Exit::CONFIG,
+        Store::open_read_only(self.store_config()?)
+            .map_err(|e| crate::exit::Failure::from_store(crate::exit::Exit::IOERR, &e))
+    }
+
+    /// Opens the configured store for writing (import, expire, erase, holds).
+    pub fn open_store_writable(&self) -> Result<Store, crate::exit::Failure> {
+        Store::open(self.store_config()?)
+            .map_err(|e| crate::exit::Failure::from_store(crate::exit::Exit::IOERR, &e))
+    }
+
+    fn store_config(&self) -> Result<StoreConfig, crate::exit::Failure> {
+        self.store.clone().ok_or_else(|| {
+            crate::exit::Failure::new(
+                crate::exit::Exit::CONFIG,
                 format!("{}: there is no [store] section", self.source),
             )
-        })?;
-        Store::open_read_only(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))
+        })
     }
 }
 

@@ -26,13 +26,7 @@ use std::collections::HashSet;
 /// The store opened for writing, and its audit log (as `via`), which must
 /// verify.
 fn open(settings: &Settings, via: &str) -> Result<(Store, Audit), Failure> {
-    let cfg = settings.store.clone().ok_or_else(|| {
-        Failure::new(
-            Exit::CONFIG,
-            format!("{}: there is no [store] section", settings.source),
-        )
-    })?;
-    let store = Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let store = settings.open_store_writable()?;
     let audit = settings.audit_for(via, &store)?;
     let report = audit
         .log()

@@ -18,7 +18,9 @@ pub fn run(settings: &Settings, command: HoldCommand) -> Result<Exit, Failure> {
     let audit = settings.audit(&store)?;
     match command {
         HoldCommand::Add(args) => {
-            let writer = writable(settings)?;
+            // Placing or releasing a hold records the log's head in the store:
+            // an administrator's task, not an auditor's.
+            let writer = settings.open_store_writable()?;
             let exit = add(&store, &audit, args)?;
             // The store remembers the log's head, so a removal can tell a
             // log replaced or cut (and its holds gone with it).
@@ -56,24 +58,12 @@ pub fn run(settings: &Settings, command: HoldCommand) -> Result<Exit, Failure> {
         }
         HoldCommand::Show(args) => show(&store, &audit, args),
         HoldCommand::Release(args) => {
-            let writer = writable(settings)?;
+            let writer = settings.open_store_writable()?;
             let exit = release(&audit, args)?;
             audit.anchor(&writer)?;
             Ok(exit)
         }
     }
-}
-
-/// The store opened for writing: placing or releasing a hold records the
-/// audit log's head in it (an administrator's task, not an auditor's).
-fn writable(settings: &Settings) -> Result<Store, Failure> {
-    let cfg = settings.store.clone().ok_or_else(|| {
-        Failure::new(
-            Exit::CONFIG,
-            format!("{}: there is no [store] section", settings.source),
-        )
-    })?;
-    Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))
 }
 
 fn in_force(audit: &Audit) -> Result<Vec<Hold>, Failure> {

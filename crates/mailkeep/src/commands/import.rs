@@ -20,7 +20,6 @@ use mailkeep_destinations::budget::Share;
 use mailkeep_destinations::{ArchiveError, Archiver, BatchLimits, GroupCommitter, Report};
 use mailkeep_envelope::Envelope;
 use mailkeep_rules::{DestKind, RuleSet};
-use mailkeep_store::Store;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
@@ -165,16 +164,7 @@ fn archiver(settings: &mut Settings, rules: bool) -> Result<Arc<Archiver>, Failu
             .map_err(|e| Failure::new(Exit::TEMPFAIL, e))?;
         return Ok(Arc::new(settings.archiver.clone()));
     }
-    let cfg = settings.store.clone().ok_or_else(|| {
-        Failure::new(
-            Exit::CONFIG,
-            format!(
-                "{}: there is no [store] section to import into",
-                settings.source
-            ),
-        )
-    })?;
-    let store = Store::open(cfg).map_err(|e| Failure::from_store(Exit::IOERR, &e))?;
+    let store = settings.open_store_writable()?;
     let mut archiver = Archiver::new(
         RuleSet::store_only("import into the store"),
         settings.archiver.options().clone(),
