@@ -204,11 +204,28 @@ pub struct RawConfig {
     web: Option<RawWeb>,
 }
 
-/// `[web]`: so far where the local accounts are.
+/// `[web]`: the web interface and where the local accounts are.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWeb {
     users_file: Option<PathBuf>,
+    listen: Option<String>,
+    base_url: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
+    auth: OneOrMany,
+    #[serde(default)]
+    auditors: Vec<String>,
+    #[serde(default)]
+    admins: Vec<String>,
+    default_domain: Option<String>,
+    #[serde(default)]
+    aliases: std::collections::HashMap<String, Vec<String>>,
+    session_idle: Option<u64>,
+    session_max: Option<u64>,
+    login_timeout: Option<u64>,
+    max_view_size: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +393,8 @@ pub struct Settings {
     /// The local accounts (`[web] users_file`, default `users.json` in the
     /// store directory), when there is a store or the file is given.
     pub users_file: Option<PathBuf>,
+    /// The web interface, when `[web] listen` is set (and there is a store).
+    pub web: Option<mailkeep_web::WebSettings>,
     /// How often `serve` runs expiry (`[retention] expire_every`, default a
     /// day; `"off"` or no `[retention]`: never).
     pub expire_every: Option<std::time::Duration>,
@@ -653,10 +672,16 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
     if let Some(st) = &store {
         destinations.push(("store.path".into(), st.path.clone(), "store.path".into()));
     }
-    let users_file = raw
-        .web
-        .and_then(|w| cx.opt_path("web.users_file", w.users_file))
-        .or_else(|| store.as_ref().map(|s| s.path.join("users.json")));
+    let (users_file, web) = match raw.web {
+        None => (store.as_ref().map(|s| s.path.join("users.json")), None),
+        Some(mut w) => {
+            let users_file = cx
+                .opt_path("web.users_file", w.users_file.take())
+                .or_else(|| store.as_ref().map(|s| s.path.join("users.json")));
+            let web = web_settings(cx, w, users_file.clone(), store.is_some());
+            (users_file, web)
+        }
+    };
     let mut expire_every = None;
     let retention = match raw.retention {
         None => Retention::default(),
@@ -770,8 +795,115 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
         retention,
         expire_every,
         users_file,
+        web,
         places,
     }
+}
+
+/// `[web]` checked; `None` without `listen` (or with errors, which are in
+/// `cx`).
+fn web_settings(
+    cx: &mut Cx<'_>,
+    w: RawWeb,
+    users_file: Option<PathBuf>,
+    has_store: bool,
+) -> Option<mailkeep_web::WebSettings> {
+    let listen = w.listen.as_deref().map(str::trim)?;
+    let listen = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.err(
+                "web.listen",
+                format!(
+                    "web.listen: {listen:?} is not an address and port like \"127.0.0.1:8025\""
+                ),
+            );
+            None
+        }
+    };
+    if !has_store {
+        cx.err(
+            "web.listen",
+            "web.listen: the web interface reads the store: add a [store] section",
+        );
+    }
+    if let Some(u) = &w.base_url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            cx.err(
+                "web.base_url",
+                format!("web.base_url: {u:?} is not an http:// or https:// URL"),
+            );
+        }
+    }
+    let mut trusted = Vec::new();
+    for (i, c) in w.trusted_proxies.iter().enumerate() {
+        match mailkeep_rules::parse_net(c) {
+            Ok(net) => trusted.push(net),
+            Err(m) => cx.err(
+                &format!("web.trusted_proxies.{i}"),
+                format!("web.trusted_proxies: {m}"),
+            ),
+        }
+    }
+    let names: Vec<String> = match w.auth {
+        OneOrMany::None => vec!["local".into()],
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    let mut backends = Vec::new();
+    for (i, b) in names.iter().enumerate() {
+        match mailkeep_web::Backend::parse(b.trim()) {
+            Ok(b) => backends.push(b),
+            Err(m) => {
+                let at = if names.len() > 1 {
+                    format!("web.auth.{i}")
+                } else {
+                    "web.auth".into()
+                };
+                cx.err(&at, format!("web.auth: {m}"))
+            }
+        }
+    }
+    if backends.is_empty() {
+        cx.err("web.auth", "web.auth: at least one login backend is needed");
+    }
+    for (name, list) in &w.aliases {
+        for a in list {
+            if !a.contains('@')
+                || a.contains('*')
+                || a.starts_with('@')
+                || a.chars().any(char::is_whitespace)
+            {
+                cx.err(
+                    &format!("web.aliases.{name}"),
+                    format!("web.aliases.{name}: {a:?} is not one address"),
+                );
+            }
+        }
+    }
+    let secs =
+        |v: Option<u64>, default: u64| Duration::from_secs(v.filter(|v| *v > 0).unwrap_or(default));
+    let max_view_bytes = cx
+        .size("web.max_view_size", w.max_view_size.as_ref())
+        .unwrap_or(32 << 20);
+    let users = mailkeep_web::Users::new(users_file.unwrap_or_else(|| PathBuf::from("users.json")));
+    Some(mailkeep_web::WebSettings {
+        listen: listen?,
+        base_url: w.base_url.map(|u| u.trim_end_matches('/').to_string()),
+        trusted_proxies: trusted,
+        auth: mailkeep_web::Auth {
+            backends,
+            users,
+            auditors: w.auditors,
+            admins: w.admins,
+            default_domain: w.default_domain.map(|d| d.trim().to_lowercase()),
+            aliases: w.aliases,
+            timeout: secs(w.login_timeout, 10),
+        },
+        session_idle: secs(w.session_idle, 30 * 60),
+        session_max: secs(w.session_max, 12 * 3600),
+        max_view_bytes,
+    })
 }
 
 /// The store's settings and where its audit log is.

@@ -118,6 +118,11 @@ pub enum TextField {
     /// Attachment file names and content types.
     Attachment,
     MessageId,
+    /// Header To and Cc only, not the envelope: no key of the language
+    /// names it; the web interface puts it in place of `to:` for a reader
+    /// who did not send the message, so the envelope's Bcc recipients
+    /// cannot be found by searching for them.
+    ToHeaders,
 }
 
 impl TextField {
@@ -131,6 +136,7 @@ impl TextField {
             TextField::Body => "body",
             TextField::Attachment => "attachment",
             TextField::MessageId => "message-id",
+            TextField::ToHeaders => "to-headers",
         }
     }
 }

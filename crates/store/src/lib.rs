@@ -784,6 +784,16 @@ impl Store {
         Ok(self.reader().search(query, limit)?)
     }
 
+    /// One page of the deliveries matching a query, and how many match
+    /// in all.
+    pub fn search_page(
+        &self,
+        query: &Query,
+        page: catalog::Page,
+    ) -> Result<(Vec<Hit>, u64), StoreError> {
+        Ok(self.reader().search_page(query, page)?)
+    }
+
     /// One delivery.
     pub fn get(&self, id: i64) -> Result<Hit, StoreError> {
         self.reader().hit(id)?.ok_or(StoreError::NotFound(id))

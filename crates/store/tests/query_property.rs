@@ -416,6 +416,7 @@ fn term_matches(term: &Term, d: &Model) -> bool {
                 Some(TextField::Body) => phrase_in(p, &d.body),
                 Some(TextField::Attachment) => phrase_in(p, &d.attachments.join("\n")),
                 Some(TextField::MessageId) => phrase_in(p, &d.message_id),
+                Some(TextField::ToHeaders) => phrase_in(p, &d.to) || phrase_in(p, &d.cc),
             }
         }
         Term::Address { field, value } => {

@@ -1,14 +1,645 @@
-//! The archive on the web (issue 15), for the people the archive is for:
-//! each user sees their own mail by the true envelope, auditors see all,
-//! and every access is audited. Built so far:
+//! The archive on the web, for the people the archive is for: each user
+//! sees their own mail by the true envelope ([`identity`]), auditors see
+//! all, and every access is in the audit log before anything is shown.
 //!
 //! - [`users`]: local accounts (argon2id), managed by `mailkeep user`.
+//! - [`auth`], [`imap`]: the login backends, tried in order.
+//! - [`session`]: sessions (HttpOnly, SameSite=Strict cookies, CSRF
+//!   tokens, idle and absolute expiry) and login throttling.
+//! - [`api`]: the JSON API under `/api/`, described by `openapi.json`.
+//! - [`pages`]: the HTML pages; [`view`]: a message made safe to show.
 //!
-//! The HTTP server, sessions, the other login backends and the pages are
-//! to come.
+//! Every route is in one table, [`routes`], from which the router is built:
+//! the authorisation tests and the OpenAPI check walk that table, so a new
+//! route cannot be forgotten by either.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod auth;
+pub mod identity;
+pub mod imap;
+pub mod pages;
+pub mod session;
 pub mod users;
+pub mod view;
 
+pub use auth::{Auth, Backend};
+pub use identity::Identity;
 pub use users::{Role, User, Users, UsersError};
+
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use ipnet::IpNet;
+use mailkeep_lifecycle::{Actor, AuditLog};
+use mailkeep_store::Store;
+use serde_json::{json, Value};
+use session::{Session, Sessions, Throttle};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[web]` as the server uses it.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The site's address as its users reach it (`https://archive.example.com`),
+    /// for absolute links; its scheme decides the cookie's `Secure`.
+    pub base_url: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Who may log in.
+    pub auth: Auth,
+    /// A session ends after this long without a request.
+    pub session_idle: Duration,
+    /// A session ends this long after login, whatever happens.
+    pub session_max: Duration,
+    /// Messages larger than this are not parsed for the view (the
+    /// envelope and the index's fields are shown, and the original can be
+    /// downloaded).
+    pub max_view_bytes: u64,
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Anyone (the login page, assets, the API description).
+    Public,
+    /// Anyone logged in; what they see is limited to their own mail.
+    User,
+    /// Auditors and admins.
+    Auditor,
+}
+
+/// One route of the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, `DELETE`.
+    pub method: &'static str,
+    /// The path, `{id}` and `{index}` standing for parameters.
+    pub path: &'static str,
+    /// Who may use it.
+    pub access: Access,
+    /// Whether it changes state (and so needs the CSRF token).
+    pub changes: bool,
+    /// What it is for.
+    pub about: &'static str,
+}
+
+/// The server's state.
+pub struct App {
+    settings: WebSettings,
+    store: Arc<Store>,
+    audit: AuditLog,
+    sessions: Sessions,
+    throttle: Throttle,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "App({})", self.settings.listen)
+    }
+}
+
+type Shared = Arc<App>;
+
+/// Every route, with its handler: the one table the router, the
+/// authorisation test and the OpenAPI check use.
+fn table() -> Vec<(Route, MethodRouter<Shared>)> {
+    use axum::routing::{delete, get, post};
+    let r = |method, path, access, changes, about| Route {
+        method,
+        path,
+        access,
+        changes,
+        about,
+    };
+    vec![
+        (
+            r("GET", "/", Access::User, false, "the search page"),
+            get(pages::search),
+        ),
+        (
+            r("GET", "/login", Access::Public, false, "the login page"),
+            get(pages::login_form),
+        ),
+        (
+            r(
+                "POST",
+                "/login",
+                Access::Public,
+                true,
+                "log in from the page",
+            ),
+            post(pages::login),
+        ),
+        (
+            r(
+                "POST",
+                "/logout",
+                Access::User,
+                true,
+                "log out from the page",
+            ),
+            post(pages::logout),
+        ),
+        (
+            r("GET", "/messages/{id}", Access::User, false, "a message"),
+            get(pages::message),
+        ),
+        (
+            r(
+                "GET",
+                "/messages/{id}/body.html",
+                Access::User,
+                false,
+                "a message's HTML part, sanitised, for its sandboxed frame",
+            ),
+            get(pages::body_html),
+        ),
+        (
+            r("GET", "/audit", Access::Auditor, false, "the audit log"),
+            get(pages::audit),
+        ),
+        (
+            r(
+                "GET",
+                "/assets/{name}",
+                Access::Public,
+                false,
+                "style sheet",
+            ),
+            get(pages::asset),
+        ),
+        (
+            r(
+                "GET",
+                "/api/openapi.json",
+                Access::Public,
+                false,
+                "this API's description",
+            ),
+            get(api::openapi),
+        ),
+        (
+            r("POST", "/api/session", Access::Public, true, "log in"),
+            post(api::login),
+        ),
+        (
+            r(
+                "GET",
+                "/api/session",
+                Access::User,
+                false,
+                "who is logged in, and the CSRF token",
+            ),
+            get(api::whoami),
+        ),
+        (
+            r("DELETE", "/api/session", Access::User, true, "log out"),
+            delete(api::logout),
+        ),
+        (
+            r("GET", "/api/search", Access::User, false, "search"),
+            get(api::search),
+        ),
+        (
+            r(
+                "GET",
+                "/api/messages/{id}",
+                Access::User,
+                false,
+                "a message: envelope, headers, parts",
+            ),
+            get(api::message),
+        ),
+        (
+            r(
+                "GET",
+                "/api/messages/{id}/raw",
+                Access::User,
+                false,
+                "the original bytes (.eml)",
+            ),
+            get(api::raw),
+        ),
+        (
+            r(
+                "GET",
+                "/api/messages/{id}/attachments/{index}",
+                Access::User,
+                false,
+                "one attachment",
+            ),
+            get(api::attachment),
+        ),
+        (
+            r("GET", "/api/audit", Access::Auditor, false, "the audit log"),
+            get(api::audit),
+        ),
+    ]
+}
+
+/// Every route of the server.
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(r, _)| r).collect()
+}
+
+/// The router over `app`.
+pub fn router(app: Shared) -> Router {
+    let mut router = Router::new();
+    let mut seen: std::collections::HashMap<&str, MethodRouter<Shared>> = Default::default();
+    for (route, handler) in table() {
+        let merged = match seen.remove(route.path) {
+            Some(existing) => existing.merge(handler),
+            None => handler,
+        };
+        seen.insert(route.path, merged);
+    }
+    for (path, handler) in seen {
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(app)
+}
+
+/// Headers every response carries unless it set its own: no sniffing, no
+/// referrer, no framing by others, nothing cached, and a policy that lets
+/// a page load only this site's own style sheet and frames.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let defaults: [(header::HeaderName, &str); 5] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'self'; \
+             form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    ];
+    for (name, value) in defaults {
+        if !h.contains_key(&name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
+}
+
+impl App {
+    /// The state of a server reading `store` (opened read-only) and
+    /// recording every access in `audit`.
+    pub fn new(settings: WebSettings, store: Arc<Store>, audit: AuditLog) -> App {
+        let sessions = Sessions::new(settings.session_idle, settings.session_max);
+        App {
+            settings,
+            store,
+            audit,
+            sessions,
+            throttle: Throttle::default(),
+        }
+    }
+
+    /// Whether cookies get `Secure` (the site is reached over https).
+    fn secure(&self) -> bool {
+        self.settings
+            .base_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+    }
+
+    /// The client's address: the peer, or for a trusted proxy the last
+    /// address in `X-Forwarded-For` that is not itself a trusted proxy.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.settings.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        for ip in forwarded.into_iter().rev() {
+            client = ip;
+            if !trusted(&ip) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// Records an access, durably, before it is answered; an entry that
+    /// cannot be written refuses the access (503).
+    async fn record(
+        self: &Arc<Self>,
+        user: &str,
+        from: IpAddr,
+        action: &'static str,
+        detail: Value,
+    ) -> Result<(), ApiError> {
+        let app = self.clone();
+        let actor = Actor {
+            user: user.to_string(),
+            uid: None,
+            via: "web".into(),
+            from: from.to_string(),
+        };
+        let detail = match detail {
+            Value::Object(m) => m,
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("detail".into(), other);
+                m
+            }
+        };
+        blocking(move || {
+            app.audit
+                .append(&actor, action, detail)
+                .map(drop)
+                .map_err(|e| {
+                    tracing::error!("web access refused: the audit log cannot be written: {e}");
+                    ApiError::Unavailable("the audit log cannot be written".into())
+                })
+        })
+        .await
+    }
+}
+
+/// Runs `f` on the blocking pool (store reads, argon2, audit appends).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
+}
+
+/// Serves `app` on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = router(Arc::new(app));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// What went wrong, as the API says it. Everything a reader may not see is
+/// [`ApiError::NotFound`], exactly as what does not exist.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No such thing, or not theirs (401 never tells which).
+    NotFound,
+    /// Not logged in, or the session ended.
+    Unauthenticated,
+    /// Wrong name or password.
+    BadLogin,
+    /// The CSRF token is missing or wrong.
+    Csrf,
+    /// The request is malformed (a query that does not parse).
+    BadRequest(String),
+    /// Too many failed logins: wait this long.
+    Throttled(Duration),
+    /// A service mailkeep needs is unavailable (the audit log, a login backend).
+    Unavailable(String),
+    /// A fault of ours.
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unauthenticated | ApiError::BadLogin => StatusCode::UNAUTHORIZED,
+            ApiError::Csrf => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::NotFound => "not found".into(),
+            ApiError::Unauthenticated => "not logged in".into(),
+            ApiError::BadLogin => "wrong user name or password".into(),
+            ApiError::Csrf => "missing or wrong CSRF token".into(),
+            ApiError::BadRequest(m) => m.clone(),
+            ApiError::Throttled(d) => format!(
+                "too many failed logins; try again in {} s",
+                d.as_secs().max(1)
+            ),
+            ApiError::Unavailable(m) => format!("unavailable: {m}"),
+            ApiError::Internal(_) => "internal error (see the server's log)".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(m) = &self {
+            tracing::error!("web: {m}");
+        }
+        let mut r = (self.status(), axum::Json(json!({"error": self.message()}))).into_response();
+        if let ApiError::Throttled(d) = &self {
+            if let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+impl From<mailkeep_store::StoreError> for ApiError {
+    fn from(e: mailkeep_store::StoreError) -> ApiError {
+        match e {
+            mailkeep_store::StoreError::NotFound(_) => ApiError::NotFound,
+            e => ApiError::Internal(format!("store: {e}")),
+        }
+    }
+}
+
+/// A logged-in request: the session, its id and the client's address.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The session's id (the cookie's value).
+    pub id: String,
+    /// The session.
+    pub session: Session,
+    /// Where the request came from.
+    pub client: IpAddr,
+}
+
+impl Viewer {
+    /// Who.
+    pub fn identity(&self) -> &Identity {
+        &self.session.identity
+    }
+}
+
+/// The session cookie's value, if the request has one.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == session::COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The peer address of a request, from the connection.
+fn peer(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// The client of a request, whether or not it is logged in.
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub IpAddr);
+
+impl FromRequestParts<Shared> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        Ok(Client(app.client(peer(parts), &parts.headers)))
+    }
+}
+
+impl FromRequestParts<Shared> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        let id = session_cookie(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+        let session = app.sessions.get(&id).ok_or(ApiError::Unauthenticated)?;
+        let viewer = Viewer {
+            id,
+            session,
+            client: app.client(peer(parts), &parts.headers),
+        };
+        // A state-changing request carries the session's CSRF token (the
+        // pages' forms are checked by their handlers, from the form body).
+        let changes = matches!(
+            parts.method,
+            Method::POST | Method::DELETE | Method::PUT | Method::PATCH
+        );
+        if changes && parts.uri.path().starts_with("/api/") {
+            let token = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !session::same_token(token, &viewer.session.csrf) {
+                return Err(ApiError::Csrf);
+            }
+        }
+        Ok(viewer)
+    }
+}
+
+/// The `Set-Cookie` value opening a session, or (`None`) ending it.
+fn cookie(app: &App, id: Option<&str>) -> HeaderValue {
+    let secure = if app.secure() { "; Secure" } else { "" };
+    let text = match id {
+        Some(id) => format!(
+            "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            session::COOKIE,
+            app.settings.session_max.as_secs()
+        ),
+        None => format!(
+            "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+            session::COOKIE
+        ),
+    };
+    HeaderValue::from_str(&text).expect("a cookie of hex digits and ASCII is a header value")
+}
+
+/// Logs in with `user`/`password` from `client`, throttled and audited;
+/// the new session's id and the session.
+async fn log_in(
+    app: &Shared,
+    client: IpAddr,
+    user: String,
+    password: String,
+) -> Result<(String, Session), ApiError> {
+    use session::ThrottleKey;
+    let keys = [
+        ThrottleKey::User(user.to_lowercase()),
+        ThrottleKey::Client(client),
+    ];
+    let wait = app.throttle.wait(&keys);
+    if !wait.is_zero() {
+        tracing::warn!(user = %user, %client, "login refused: throttled after failures");
+        return Err(ApiError::Throttled(wait));
+    }
+    let a = app.clone();
+    let name = user.clone();
+    let outcome = blocking(move || Ok(a.settings.auth.login(&name, &password))).await?;
+    match outcome {
+        Ok(identity) => {
+            app.throttle.succeeded(&keys[0]);
+            app.record(
+                &identity.name,
+                client,
+                "login",
+                json!({"backend": identity.backend, "role": identity.role.to_string()}),
+            )
+            .await?;
+            Ok(app.sessions.open(identity))
+        }
+        Err(auth::AuthError::Refused) => {
+            let count = app.throttle.failed(&keys);
+            tracing::warn!(user = %user, %client, failures = count, "login failed");
+            app.record(
+                "-",
+                client,
+                "login_failed",
+                json!({"user": user, "failures": count}),
+            )
+            .await?;
+            Err(ApiError::BadLogin)
+        }
+        Err(auth::AuthError::Unavailable(why)) => Err(ApiError::Unavailable(why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_has_no_duplicates_and_every_parameter_is_known() {
+        let routes = routes();
+        let mut seen = std::collections::HashSet::new();
+        for r in &routes {
+            assert!(seen.insert((r.method, r.path)), "{r:?} twice");
+            let params: Vec<&str> = r.path.split('/').filter(|s| s.starts_with('{')).collect();
+            for p in params {
+                assert!(["{id}", "{index}", "{name}"].contains(&p), "{r:?}");
+            }
+            assert_eq!(r.changes, r.method != "GET", "{r:?}");
+        }
+    }
+}

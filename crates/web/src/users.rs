@@ -69,14 +69,19 @@ pub struct User {
 impl User {
     /// Whether `password` is this account's.
     pub fn verify(&self, password: &str) -> bool {
-        PasswordHash::new(&self.password)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false)
+        verify_hash(&self.password, password)
     }
+}
+
+/// Whether `password` matches the PHC-format argon2 `hash`.
+pub fn verify_hash(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
 }
 
 /// Why the accounts could not be changed or read.

@@ -258,6 +258,32 @@ async fn serve(
             filter::run(listener, service, shutdown).await
         });
     }
+    if let Some(w) = &settings.web {
+        let store = settings.open_store()?;
+        let audit = settings.audit_for("web", &store)?.log().clone();
+        let listener = tokio::net::TcpListener::bind(w.listen).await.map_err(|e| {
+            Failure::new(
+                Exit::OSERR,
+                format!("web: cannot listen on {}: {e}", w.listen),
+            )
+        })?;
+        let at = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| w.listen.to_string());
+        match &w.base_url {
+            Some(url) => println!("web interface listening on {at} ({url})"),
+            None => println!("web interface listening on http://{at}/"),
+        }
+        let app = mailkeep_web::App::new(w.clone(), Arc::new(store), audit);
+        let mut stop = stop_rx.clone();
+        servers.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            mailkeep_web::run(listener, app, shutdown).await
+        });
+    }
     if settings.milter.is_none() && settings.filter.is_none() {
         println!("listening on: nothing (no [milter] or [filter] in the configuration; use `mailkeep pipe`)");
     }

@@ -156,6 +156,31 @@ pub struct Totals {
     pub segments: u64,
 }
 
+/// How a page of results is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Newest capture first (what `search` does).
+    #[default]
+    NewestFirst,
+    /// Oldest capture first.
+    OldestFirst,
+    /// Largest message first.
+    LargestFirst,
+    /// Smallest message first.
+    SmallestFirst,
+}
+
+/// One page of a search: where it starts, how long it is, how it is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Results skipped.
+    pub offset: u64,
+    /// Results returned at most.
+    pub limit: u64,
+    /// The order.
+    pub order: Order,
+}
+
 /// The catalog seam.
 pub trait Catalog: Send {
     /// This store's random id (names the chain's genesis).
@@ -175,6 +200,8 @@ pub trait Catalog: Send {
     fn commit(&mut self, batch: CommitBatch) -> Result<Vec<i64>, CatalogError>;
     /// Deliveries matching a query, newest first.
     fn search(&self, query: &Query, limit: Option<usize>) -> Result<Vec<Hit>, CatalogError>;
+    /// One page of the deliveries matching a query, and how many match.
+    fn search_page(&self, query: &Query, page: Page) -> Result<(Vec<Hit>, u64), CatalogError>;
     /// One delivery.
     fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError>;
     /// Calls `f` for each chain entry in order.

@@ -5,7 +5,8 @@
 //! docs/decisions.md.
 
 use super::{
-    Catalog, CatalogError, ChainRow, CommitBatch, Hit, MessageRow, Removed, SegmentUsage, Totals,
+    Catalog, CatalogError, ChainRow, CommitBatch, Hit, MessageRow, Order, Page, Removed,
+    SegmentUsage, Totals,
 };
 use crate::blobs::crypto::KeyId;
 use crate::blobs::Location;
@@ -301,6 +302,7 @@ fn text_condition(field: Option<TextField>, text: &Text, args: &mut Vec<Value>) 
         Some(TextField::Body) => ("{body} : ", None),
         Some(TextField::Attachment) => ("{attachments} : ", None),
         Some(TextField::MessageId) => ("{message_id} : ", None),
+        Some(TextField::ToHeaders) => ("{hdr_to hdr_cc} : ", None),
     };
     args.push(Value::Text(format!("{columns}{phrase}")));
     let mut cond =
@@ -803,6 +805,43 @@ impl Catalog for Sqlite {
             }
         }
         Ok(out)
+    }
+
+    fn search_page(&self, query: &Query, page: Page) -> Result<(Vec<Hit>, u64), CatalogError> {
+        let mut args = Vec::new();
+        let cond = where_clause(query, &mut args)?;
+        let total: i64 = {
+            let sql = format!(
+                "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message WHERE {cond}"
+            );
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            stmt.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+        };
+        let order = match page.order {
+            Order::NewestFirst => "d.received DESC, d.id DESC",
+            Order::OldestFirst => "d.received ASC, d.id ASC",
+            Order::LargestFirst => "m.size DESC, d.id DESC",
+            Order::SmallestFirst => "m.size ASC, d.id ASC",
+        };
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        args.push(Value::Integer(clamp(page.limit)));
+        args.push(Value::Integer(clamp(page.offset)));
+        let sql = format!(
+            "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message \
+             WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?"
+        );
+        let ids: Vec<i64> = {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(hit) = self.hit(id)? {
+                out.push(hit);
+            }
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
     }
 
     fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError> {

@@ -1,0 +1,414 @@
+//! The JSON API under `/api/`, described by `openapi.json` (served at
+//! `/api/openapi.json`, checked against [`crate::routes`] by a test).
+//!
+//! Log in with `POST /api/session` `{"user": U, "password": P}`: the answer
+//! sets the session cookie and gives the CSRF token, which `DELETE` (and any
+//! other state-changing call) must send as `X-CSRF-Token`. Every read is
+//! limited to the reader's own mail ([`crate::identity`]) and recorded in
+//! the audit log before it is answered.
+
+use crate::{blocking, log_in, view, ApiError, App, Client, Identity, Viewer};
+use axum::body::Body;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mailkeep_query::{Expr, Query, Term};
+use mailkeep_store::catalog::{Hit, Order, Page};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+type Shared = Arc<App>;
+
+/// The most results one page may ask for.
+pub const MAX_PAGE: u64 = 200;
+
+/// The API's description, as served.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+/// The body of `POST /api/session`.
+#[derive(Debug, Deserialize)]
+pub struct Credentials {
+    /// The login name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+fn session_json(identity: &Identity, csrf: &str) -> Value {
+    json!({
+        "user": identity.name,
+        "role": identity.role.to_string(),
+        "addresses": identity.addresses,
+        "csrf": csrf,
+    })
+}
+
+/// `POST /api/session`: 200 with the session cookie, 401, or 429.
+pub async fn login(
+    State(app): State<Shared>,
+    Client(client): Client,
+    Json(c): Json<Credentials>,
+) -> Result<Response, ApiError> {
+    let (id, session) = log_in(&app, client, c.user, c.password).await?;
+    let mut r = Json(session_json(&session.identity, &session.csrf)).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, crate::cookie(&app, Some(&id)));
+    Ok(r)
+}
+
+/// `GET /api/session`.
+pub async fn whoami(viewer: Viewer) -> Json<Value> {
+    Json(session_json(viewer.identity(), &viewer.session.csrf))
+}
+
+/// `DELETE /api/session` (with `X-CSRF-Token`).
+pub async fn logout(State(app): State<Shared>, viewer: Viewer) -> Result<Response, ApiError> {
+    app.sessions.close(&viewer.id);
+    app.record(&viewer.identity().name, viewer.client, "logout", json!({}))
+        .await?;
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, crate::cookie(&app, None));
+    Ok(r)
+}
+
+/// The parameters of `GET /api/search`.
+#[derive(Debug, Deserialize, Default)]
+pub struct SearchParams {
+    /// The query, in mailkeep's query language (docs/search.md).
+    #[serde(default)]
+    pub q: String,
+    /// Results to skip.
+    #[serde(default)]
+    pub offset: u64,
+    /// Results per page (at most [`MAX_PAGE`]; default 50).
+    pub limit: Option<u64>,
+    /// `newest` (default), `oldest`, `largest`, `smallest`.
+    pub sort: Option<String>,
+}
+
+/// The order a `sort` parameter names.
+pub fn order(sort: Option<&str>) -> Result<Order, ApiError> {
+    Ok(match sort.unwrap_or("newest") {
+        "newest" | "" => Order::NewestFirst,
+        "oldest" => Order::OldestFirst,
+        "largest" => Order::LargestFirst,
+        "smallest" => Order::SmallestFirst,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "sort={other:?}: expected newest, oldest, largest or smallest"
+            )))
+        }
+    })
+}
+
+/// RFC 3339 of a capture time (microseconds since the epoch).
+pub fn received_text(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// A search result as the API gives it, with the recipients this reader
+/// may see.
+pub fn summary(identity: &Identity, hit: &Hit) -> Value {
+    let r = &hit.record;
+    json!({
+        "id": r.id,
+        "subject": hit.subject,
+        "from": hit.from,
+        "sender": r.sender.clone().unwrap_or_default(),
+        "recipients": identity.visible_recipients(r, &hit.to, &hit.cc),
+        "login": r.login,
+        "received": received_text(r.received),
+        "date": hit.date.and_then(|d| chrono::DateTime::from_timestamp(d, 0))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "size": r.size,
+        "attachments": serde_json::from_str::<Vec<Value>>(&hit.attachments).map(|v| v.len()).unwrap_or(0),
+        "capture": r.capture,
+    })
+}
+
+/// One page of what `q` finds among the reader's own mail, and the total.
+pub async fn find_page(
+    app: &Shared,
+    viewer: &Viewer,
+    q: &str,
+    offset: u64,
+    limit: u64,
+    order: Order,
+) -> Result<(Vec<Hit>, u64), ApiError> {
+    let query = mailkeep_query::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let query = viewer.identity().restrict(query);
+    let a = app.clone();
+    let page = Page {
+        offset,
+        limit: limit.clamp(1, MAX_PAGE),
+        order,
+    };
+    let (hits, total) = blocking(move || Ok(a.store.search_page(&query, page)?)).await?;
+    let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
+    app.record(
+        &viewer.identity().name,
+        viewer.client,
+        "search",
+        json!({
+            "query": q,
+            "results": total,
+            "offset": offset,
+            "ids": mailkeep_lifecycle::audit::id_ranges(&ids),
+        }),
+    )
+    .await?;
+    Ok((hits, total))
+}
+
+/// `GET /api/search?q=QUERY[&offset=N&limit=N&sort=S]`.
+pub async fn search(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    UrlQuery(p): UrlQuery<SearchParams>,
+) -> Result<Json<Value>, ApiError> {
+    let order = order(p.sort.as_deref())?;
+    let limit = p.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let (hits, total) = find_page(&app, &viewer, &p.q, p.offset, limit, order).await?;
+    let results: Vec<Value> = hits.iter().map(|h| summary(viewer.identity(), h)).collect();
+    Ok(Json(json!({
+        "query": p.q,
+        "total": total,
+        "offset": p.offset,
+        "limit": limit,
+        "results": results,
+    })))
+}
+
+/// The delivery `id` if it is the reader's, else [`ApiError::NotFound`]:
+/// the same answer whether it does not exist or is someone else's. The
+/// access is recorded as `action` either way.
+pub async fn find(
+    app: &Shared,
+    viewer: &Viewer,
+    id: &str,
+    action: &'static str,
+    extra: Value,
+) -> Result<Hit, ApiError> {
+    let number: Option<i64> = id.parse().ok().filter(|n| *n > 0);
+    let found = match number {
+        None => None,
+        Some(n) => {
+            let query = viewer.identity().restrict(Query {
+                expr: Some(Expr::Term(Term::Id(n.to_string()))),
+            });
+            let a = app.clone();
+            blocking(move || Ok(a.store.search(&query, Some(1))?.pop())).await?
+        }
+    };
+    let mut detail = json!({"id": id, "found": found.is_some()});
+    if let (Value::Object(d), Value::Object(e)) = (&mut detail, extra) {
+        d.extend(e);
+    }
+    app.record(&viewer.identity().name, viewer.client, action, detail)
+        .await?;
+    found.ok_or(ApiError::NotFound)
+}
+
+/// The original bytes of a hit, when not larger than the view's limit.
+pub async fn raw_for_view(app: &Shared, hit: &Hit) -> Result<Option<Vec<u8>>, ApiError> {
+    if hit.record.size > app.settings.max_view_bytes {
+        return Ok(None);
+    }
+    let a = app.clone();
+    let content = hit.record.content.clone();
+    Ok(Some(
+        blocking(move || Ok(a.store.raw_by_hash(&content)?)).await?,
+    ))
+}
+
+/// A message's envelope, header fields and parts, for this reader.
+pub fn message_json(identity: &Identity, hit: &Hit, parsed: Option<&view::View>) -> Value {
+    let r = &hit.record;
+    let mut v = summary(identity, hit);
+    let extra = json!({
+        "message_id": hit.message_id,
+        "to": hit.to,
+        "cc": hit.cc,
+        "queue_id": r.queue_id,
+        "client": {
+            "address": r.client_address,
+            "hostname": r.client_hostname,
+            "helo": r.client_helo,
+        },
+        "tls": r.tls,
+        "tags": r.tags,
+        "truncated": parsed.is_none(),
+        "headers": parsed.map(|p| p.headers.clone()).unwrap_or_default(),
+        "text": parsed.and_then(|p| p.text.clone()),
+        "has_html": parsed.map(|p| p.has_html).unwrap_or(false),
+        "attachments": parsed.map(|p| serde_json::to_value(&p.attachments).unwrap_or_default())
+            .unwrap_or_else(|| serde_json::from_str(&hit.attachments).unwrap_or_default()),
+    });
+    if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
+        a.extend(b);
+    }
+    v
+}
+
+/// `GET /api/messages/{id}`.
+pub async fn message(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let hit = find(&app, &viewer, &id, "show", json!({})).await?;
+    let raw = raw_for_view(&app, &hit).await?;
+    let show_bcc = viewer.identity().sees_all() || viewer.identity().sent(&hit.record);
+    let parsed = raw.as_deref().map(|r| view::view(r, show_bcc));
+    Ok(Json(message_json(viewer.identity(), &hit, parsed.as_ref())))
+}
+
+/// `GET /api/messages/{id}/raw`: the original bytes, streamed.
+pub async fn raw(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let hit = find(&app, &viewer, &id, "raw", json!({})).await?;
+    let (reader, writer) = tokio::io::duplex(64 * 1024);
+    let a = app.clone();
+    let content = hit.record.content.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = tokio_util::io::SyncIoBridge::new(writer);
+        if let Err(e) = a.store.write_raw(&content, &mut w) {
+            // The body stops short; the client sees a cut transfer.
+            tracing::error!("web: raw download of {content} failed: {e}");
+        }
+    });
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("message/rfc822"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(hit.record.size));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!(
+            "attachment; filename=\"mailkeep-{}.eml\"",
+            hit.record.id
+        ))
+        .expect("ASCII"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    Ok(r)
+}
+
+/// `GET /api/messages/{id}/attachments/{index}`: served as
+/// `application/octet-stream` under a safe file name, whatever the message
+/// claims it is.
+pub async fn attachment(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let hit = find(&app, &viewer, &id, "attachment", json!({"index": index})).await?;
+    let index: usize = index.parse().map_err(|_| ApiError::NotFound)?;
+    let raw = raw_for_view(&app, &hit).await?.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "the message is larger than the view's limit ({} bytes): download the original",
+            app.settings.max_view_bytes
+        ))
+    })?;
+    let (info, bytes) = blocking(move || Ok(view::attachment(&raw, index)))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut r = Response::new(Body::from(bytes));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&view::content_disposition(&info.name))
+            .map_err(|e| ApiError::Internal(format!("disposition: {e}")))?,
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    Ok(r)
+}
+
+/// The parameters of `GET /api/audit`.
+#[derive(Debug, Deserialize, Default)]
+pub struct AuditParams {
+    /// Entries at most (default 100, at most 1,000), newest first.
+    pub limit: Option<usize>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this user.
+    pub user: Option<String>,
+}
+
+/// The newest audit entries matching `p`, for an auditor or admin (for
+/// anyone else [`ApiError::NotFound`]); the reading is itself recorded.
+pub async fn audit_entries(
+    app: &Shared,
+    viewer: &Viewer,
+    p: &AuditParams,
+) -> Result<Vec<mailkeep_lifecycle::Entry>, ApiError> {
+    if !viewer.identity().sees_all() {
+        return Err(ApiError::NotFound);
+    }
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    app.record(
+        &viewer.identity().name,
+        viewer.client,
+        "audit",
+        json!({"limit": limit, "action": p.action, "user": p.user}),
+    )
+    .await?;
+    let a = app.clone();
+    let (action, user) = (p.action.clone(), p.user.clone());
+    blocking(move || {
+        let mut entries = a
+            .audit
+            .entries(|e| {
+                action.as_deref().is_none_or(|x| e.action == x)
+                    && user.as_deref().is_none_or(|x| e.user == x)
+            })
+            .map_err(|e| ApiError::Unavailable(format!("the audit log cannot be read: {e}")))?;
+        entries.reverse();
+        entries.truncate(limit);
+        Ok(entries)
+    })
+    .await
+}
+
+/// `GET /api/audit[?limit=N&action=A&user=U]`.
+pub async fn audit(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    UrlQuery(p): UrlQuery<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    let entries = audit_entries(&app, &viewer, &p).await?;
+    Ok(Json(json!({ "entries": entries })))
+}

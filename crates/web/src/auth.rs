@@ -1,0 +1,184 @@
+//! Who may log in: the backends, tried in the configured order.
+//!
+//! - `local`: the accounts `mailkeep user add` keeps (argon2id). An
+//!   account there also gives its role and addresses.
+//! - `imap://HOST:PORT` (or `imaps://`): the site's IMAP server (Dovecot)
+//!   says whether the password is right, as piler does; see [`crate::imap`].
+//!
+//! Someone accepted by a backend other than `local` is a *user* unless the
+//! configuration names them in `auditors` or `admins`; their addresses are
+//! the login itself when it is an address, `NAME@default_domain` when a
+//! default domain is set, and the configured aliases.
+
+use crate::identity::Identity;
+use crate::users::{Role, Users};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One way to check a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The local accounts file.
+    Local,
+    /// An IMAP server: `imap://host:port` (STARTTLS when offered; plain
+    /// text only to a loopback address) or `imaps://host:port`.
+    Imap(crate::imap::ImapServer),
+}
+
+impl Backend {
+    /// Parses `local`, `imap://HOST[:PORT]` or `imaps://HOST[:PORT]`.
+    pub fn parse(text: &str) -> Result<Backend, String> {
+        if text == "local" {
+            return Ok(Backend::Local);
+        }
+        if text.starts_with("imap://") || text.starts_with("imaps://") {
+            return crate::imap::ImapServer::parse(text).map(Backend::Imap);
+        }
+        Err(format!(
+            "{text:?}: a login backend is \"local\", \"imap://HOST:PORT\" or \"imaps://HOST:PORT\""
+        ))
+    }
+
+    /// Its name in the audit log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Imap(_) => "imap",
+        }
+    }
+}
+
+/// The configured backends and what the configuration says about the people
+/// they accept.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// Tried in this order; the first that accepts decides.
+    pub backends: Vec<Backend>,
+    /// The local accounts.
+    pub users: Users,
+    /// Names that are auditors (for backends other than `local`).
+    pub auditors: Vec<String>,
+    /// Names that are admins (for backends other than `local`).
+    pub admins: Vec<String>,
+    /// Appended to a login name without `@` to make its address.
+    pub default_domain: Option<String>,
+    /// More addresses per login name.
+    pub aliases: HashMap<String, Vec<String>>,
+    /// How long a backend may take to answer.
+    pub timeout: Duration,
+}
+
+/// Why nobody could be logged in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Every backend said no.
+    #[error("wrong user name or password")]
+    Refused,
+    /// A backend could not be asked (and none accepted).
+    #[error("the login service is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A password hash to check when there is no such account, so that a
+/// wrong name costs as long as a wrong password.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::generate(&mut rand_core::OsRng);
+        argon2::Argon2::default()
+            .hash_password(b"not a password of anyone", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+impl Auth {
+    /// The identity of someone a backend other than `local` accepted.
+    fn external(&self, name: &str, backend: &'static str) -> Identity {
+        let role = if self.admins.iter().any(|a| a == name) {
+            Role::Admin
+        } else if self.auditors.iter().any(|a| a == name) {
+            Role::Auditor
+        } else {
+            Role::User
+        };
+        let mut addresses = Vec::new();
+        if name.contains('@') {
+            addresses.push(name.to_lowercase());
+        } else if let Some(d) = &self.default_domain {
+            addresses.push(format!("{name}@{d}").to_lowercase());
+        }
+        if let Some(more) = self.aliases.get(name) {
+            addresses.extend(more.iter().map(|a| a.to_lowercase()));
+        }
+        addresses.sort();
+        addresses.dedup();
+        Identity {
+            name: name.to_string(),
+            role,
+            addresses,
+            backend,
+        }
+    }
+
+    fn local(&self, name: &str, password: &str) -> Result<Option<Identity>, String> {
+        let user = self.users.get(name).map_err(|e| e.to_string())?;
+        match user {
+            Some(u) if u.verify(password) => {
+                let mut addresses = u.addresses.clone();
+                if let Some(more) = self.aliases.get(name) {
+                    addresses.extend(more.iter().map(|a| a.to_lowercase()));
+                }
+                addresses.sort();
+                addresses.dedup();
+                Ok(Some(Identity {
+                    name: u.name,
+                    role: u.role,
+                    addresses,
+                    backend: "local",
+                }))
+            }
+            Some(_) => Ok(None),
+            None => {
+                let _ = crate::users::verify_hash(dummy_hash(), password);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks the password with each backend in turn (blocking: argon2 and
+    /// network round trips; call it off the async workers).
+    pub fn login(&self, name: &str, password: &str) -> Result<Identity, AuthError> {
+        if name.is_empty()
+            || name.len() > 256
+            || password.is_empty()
+            || password.len() > 1024
+            || name.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(AuthError::Refused);
+        }
+        let mut unavailable = Vec::new();
+        for backend in &self.backends {
+            let result = match backend {
+                Backend::Local => self.local(name, password),
+                Backend::Imap(server) => server
+                    .check(name, password, self.timeout)
+                    .map(|ok| ok.then(|| self.external(name, "imap"))),
+            };
+            match result {
+                Ok(Some(identity)) => return Ok(identity),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(backend = backend.name(), "login backend unavailable: {e}");
+                    unavailable.push(format!("{}: {e}", backend.name()));
+                }
+            }
+        }
+        if unavailable.is_empty() {
+            Err(AuthError::Refused)
+        } else {
+            Err(AuthError::Unavailable(unavailable.join("; ")))
+        }
+    }
+}
