@@ -25,3 +25,4 @@ mod retention;
 mod search;
 mod store;
 mod store_crash;
+mod web;
