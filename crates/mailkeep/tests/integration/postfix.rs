@@ -744,20 +744,65 @@ impl Dovecot {
     /// `{PLAIN}` password) and starts Dovecot; returns once the auth
     /// listener on 127.0.0.1:`port` accepts connections.
     pub fn start(dovecot: &Path, dir: &Path, port: u16) -> Dovecot {
-        fs::create_dir(dir).unwrap();
+        let service = format!(
+            "protocols =\n\
+             service auth {{\n\
+             \x20 inet_listener {{\n\
+             \x20   address = 127.0.0.1\n\
+             \x20   port = {port}\n\
+             \x20 }}\n\
+             }}\n"
+        );
+        Dovecot::start_with(dovecot, dir, port, &[(SASL_USER, SASL_PASSWORD)], &service)
+    }
+
+    /// A Dovecot that answers IMAP logins on 127.0.0.1:`port` for `users`
+    /// (name, password); no mail is served (every mailbox is empty).
+    pub fn start_imap(dovecot: &Path, dir: &Path, port: u16, users: &[(&str, &str)]) -> Dovecot {
+        let mail = dir.join("mail");
+        fs::create_dir_all(&mail).unwrap();
+        set_mode(&mail, 0o1777);
+        let service = format!(
+            "protocols = imap\n\
+             mail_location = maildir:{m}/%u\n\
+             service imap-login {{\n\
+             \x20 inet_listener imap {{\n\
+             \x20   address = 127.0.0.1\n\
+             \x20   port = {port}\n\
+             \x20 }}\n\
+             \x20 inet_listener imaps {{\n\
+             \x20   port = 0\n\
+             \x20 }}\n\
+             }}\n",
+            m = mail.display()
+        );
+        Dovecot::start_with(dovecot, dir, port, users, &service)
+    }
+
+    fn start_with(
+        dovecot: &Path,
+        dir: &Path,
+        port: u16,
+        users: &[(&str, &str)],
+        service: &str,
+    ) -> Dovecot {
+        fs::create_dir_all(dir).unwrap();
         set_mode(dir, 0o755);
         let conf = dir.join("dovecot.conf");
         let passwd = dir.join("passwd");
-        fs::write(&passwd, format!("{SASL_USER}:{{PLAIN}}{SASL_PASSWORD}\n")).unwrap();
+        let lines: String = users
+            .iter()
+            .map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n"))
+            .collect();
+        fs::write(&passwd, lines).unwrap();
         set_mode(&passwd, 0o644);
         fs::write(
             &conf,
             format!(
-                "# Private Dovecot for mailkeep's Postfix tests: SASL only.\n\
+                "# Private Dovecot for mailkeep's tests.\n\
                  base_dir = {d}/run\n\
                  state_dir = {d}/state\n\
                  instance_name = mailkeep-test-{port}\n\
-                 protocols =\n\
                  listen = 127.0.0.1\n\
                  log_path = {d}/dovecot.log\n\
                  ssl = no\n\
@@ -772,12 +817,7 @@ impl Dovecot {
                  \x20 driver = static\n\
                  \x20 args = uid=nobody gid=nogroup home=/nonexistent\n\
                  }}\n\
-                 service auth {{\n\
-                 \x20 inet_listener {{\n\
-                 \x20   address = 127.0.0.1\n\
-                 \x20   port = {port}\n\
-                 \x20 }}\n\
-                 }}\n",
+                 {service}",
                 d = dir.display(),
                 passwd = passwd.display(),
             ),

@@ -601,3 +601,64 @@ fn web_openapi_document_describes_exactly_the_api_routes() {
     }
     serve.stop();
 }
+
+#[test]
+fn web_login_through_a_real_dovecot_imap_server() {
+    let dir = sandbox();
+    // Dovecot's processes (dovecot, nobody) must reach their files.
+    crate::util::set_mode(dir.path(), 0o755);
+    let imap_port = crate::util::free_port();
+    let dovecot = crate::postfix::Dovecot::start_imap(
+        Path::new("/usr/sbin/dovecot"),
+        &dir.path().join("dovecot"),
+        imap_port,
+        &[
+            ("erin", "erin's \"imap\" pässword"),
+            ("eve", "eve's password"),
+        ],
+    );
+    let extra = format!(
+        "auth = [\"local\", \"imap://127.0.0.1:{imap_port}\"]\ndefault_domain = \"example.com\"\nauditors = [\"eve\"]\n"
+    );
+    let (mut serve, site) = start(dir.path(), &extra);
+    // erin has no local account: Dovecot says yes, her address comes from
+    // the default domain, and she sees what she was a Bcc recipient of.
+    let r = site.login_reply("erin", "erin's \"imap\" pässword");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), dovecot.log());
+    let cookie = r
+        .header("set-cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let erin = Login {
+        cookie,
+        csrf: r.json()["csrf"].as_str().unwrap().to_string(),
+    };
+    assert_eq!(r.json()["addresses"][0], "erin@example.com");
+    assert_eq!(site.ids(&erin, ""), BTreeSet::from([1]));
+    let m = site.get(Some(&erin), "/api/messages/1").json();
+    assert_eq!(
+        m["recipients"],
+        serde_json::json!(["carol@example.com", "erin@example.com"])
+    );
+    assert_eq!(site.login_reply("erin", "wrong").status, 401);
+    // The configuration makes an IMAP user an auditor.
+    let eve = site.login_reply("eve", "eve's password");
+    assert_eq!(eve.json()["role"], "auditor");
+    // Local accounts are tried first and still work.
+    site.login("bob");
+    let logins: Vec<Value> = audit_lines(dir.path())
+        .into_iter()
+        .filter(|e| e["action"] == "login")
+        .collect();
+    assert_eq!(logins[0]["user"], "erin");
+    assert_eq!(logins[0]["detail"]["backend"], "imap");
+    // With Dovecot gone, an IMAP user is told the service is unavailable
+    // (503), not that the password is wrong.
+    drop(dovecot);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = site.login_reply("erin", "erin's \"imap\" pässword");
+    assert_eq!(r.status, 503, "{}", r.text());
+    serve.stop();
+}
