@@ -226,6 +226,21 @@ struct RawWeb {
     session_max: Option<u64>,
     login_timeout: Option<u64>,
     max_view_size: Option<Size>,
+    ldap: Option<RawLdap>,
+}
+
+/// `[web.ldap]`: how an `ldap://` backend finds and binds a person.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLdap {
+    bind_dn: Option<String>,
+    base: Option<String>,
+    filter: Option<String>,
+    search_bind_dn: Option<String>,
+    search_bind_password_file: Option<PathBuf>,
+    mail_attributes: Option<Vec<String>>,
+    #[serde(default)]
+    starttls: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -850,18 +865,54 @@ fn web_settings(
         OneOrMany::One(s) => vec![s],
         OneOrMany::Many(v) => v,
     };
+    let ldap = w.ldap.unwrap_or_default();
+    let search_bind = match (&ldap.search_bind_dn, &ldap.search_bind_password_file) {
+        (Some(dn), Some(file)) => {
+            let key = "web.ldap.search_bind_password_file";
+            let file = cx.path(key, key, file.clone());
+            match std::fs::read_to_string(&file) {
+                Ok(pw) => Some((dn.clone(), pw.trim_end_matches(['\r', '\n']).to_string())),
+                Err(e) => {
+                    cx.err(key, format!("{key} {}: {e}", file.display()));
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+        _ => {
+            cx.err(
+                "web.ldap",
+                "web.ldap: search_bind_dn and search_bind_password_file go together",
+            );
+            None
+        }
+    };
     let mut backends = Vec::new();
     for (i, b) in names.iter().enumerate() {
+        let at = if names.len() > 1 {
+            format!("web.auth.{i}")
+        } else {
+            "web.auth".into()
+        };
         match mailkeep_web::Backend::parse(b.trim()) {
-            Ok(b) => backends.push(b),
-            Err(m) => {
-                let at = if names.len() > 1 {
-                    format!("web.auth.{i}")
-                } else {
-                    "web.auth".into()
-                };
-                cx.err(&at, format!("web.auth: {m}"))
+            Ok(mailkeep_web::Backend::Ldap(mut dir)) => {
+                dir.bind_dn = ldap.bind_dn.clone();
+                dir.base = ldap.base.clone();
+                if let Some(f) = &ldap.filter {
+                    dir.filter = f.clone();
+                }
+                if let Some(a) = &ldap.mail_attributes {
+                    dir.mail_attributes = a.clone();
+                }
+                dir.starttls = ldap.starttls;
+                dir.search_bind = search_bind.clone();
+                if let Err(m) = dir.check() {
+                    cx.err(&at, format!("web.auth: {m}"));
+                }
+                backends.push(mailkeep_web::Backend::Ldap(dir));
             }
+            Ok(b) => backends.push(b),
+            Err(m) => cx.err(&at, format!("web.auth: {m}")),
         }
     }
     if backends.is_empty() {

@@ -4,11 +4,14 @@
 //!   account there also gives its role and addresses.
 //! - `imap://HOST:PORT` (or `imaps://`): the site's IMAP server (Dovecot)
 //!   says whether the password is right, as piler does; see [`crate::imap`].
+//! - `ldap://HOST:PORT` (or `ldaps://`): a bind to the directory, which also
+//!   gives the person's addresses; see [`crate::ldap`].
 //!
 //! Someone accepted by a backend other than `local` is a *user* unless the
 //! configuration names them in `auditors` or `admins`; their addresses are
-//! the login itself when it is an address, `NAME@default_domain` when a
-//! default domain is set, and the configured aliases.
+//! the directory's (LDAP), the login itself when it is an address,
+//! `NAME@default_domain` when a default domain is set, and the configured
+//! aliases.
 
 use crate::identity::Identity;
 use crate::users::{Role, Users};
@@ -20,9 +23,12 @@ use std::time::Duration;
 pub enum Backend {
     /// The local accounts file.
     Local,
-    /// An IMAP server: `imap://host:port` (STARTTLS when offered; plain
-    /// text only to a loopback address) or `imaps://host:port`.
+    /// An IMAP server: `imap://host:port` (plain text, only to a
+    /// loopback address) or `imaps://host:port`.
     Imap(crate::imap::ImapServer),
+    /// An LDAP directory (`ldap://` or `ldaps://`; its settings are
+    /// `[web.ldap]`).
+    Ldap(crate::ldap::LdapServer),
 }
 
 impl Backend {
@@ -34,8 +40,12 @@ impl Backend {
         if text.starts_with("imap://") || text.starts_with("imaps://") {
             return crate::imap::ImapServer::parse(text).map(Backend::Imap);
         }
+        if text.starts_with("ldap://") || text.starts_with("ldaps://") {
+            return Ok(Backend::Ldap(crate::ldap::LdapServer::new(text)));
+        }
         Err(format!(
-            "{text:?}: a login backend is \"local\", \"imap://HOST:PORT\" or \"imaps://HOST:PORT\""
+            "{text:?}: a login backend is \"local\", \"imap://HOST:PORT\", \"imaps://HOST:PORT\", \
+             \"ldap://HOST:PORT\" or \"ldaps://HOST:PORT\""
         ))
     }
 
@@ -44,6 +54,7 @@ impl Backend {
         match self {
             Backend::Local => "local",
             Backend::Imap(_) => "imap",
+            Backend::Ldap(_) => "ldap",
         }
     }
 }
@@ -95,7 +106,7 @@ fn dummy_hash() -> &'static str {
 
 impl Auth {
     /// The identity of someone a backend other than `local` accepted.
-    fn external(&self, name: &str, backend: &'static str) -> Identity {
+    fn external(&self, name: &str, backend: &'static str, found: Vec<String>) -> Identity {
         let role = if self.admins.iter().any(|a| a == name) {
             Role::Admin
         } else if self.auditors.iter().any(|a| a == name) {
@@ -103,7 +114,7 @@ impl Auth {
         } else {
             Role::User
         };
-        let mut addresses = Vec::new();
+        let mut addresses = found;
         if name.contains('@') {
             addresses.push(name.to_lowercase());
         } else if let Some(d) = &self.default_domain {
@@ -164,7 +175,10 @@ impl Auth {
                 Backend::Local => self.local(name, password),
                 Backend::Imap(server) => server
                     .check(name, password, self.timeout)
-                    .map(|ok| ok.then(|| self.external(name, "imap"))),
+                    .map(|ok| ok.then(|| self.external(name, "imap", Vec::new()))),
+                Backend::Ldap(dir) => dir
+                    .check_password(name, password, self.timeout)
+                    .map(|found| found.map(|a| self.external(name, "ldap", a))),
             };
             match result {
                 Ok(Some(identity)) => return Ok(identity),

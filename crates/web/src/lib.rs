@@ -3,7 +3,7 @@
 //! all, and every access is in the audit log before anything is shown.
 //!
 //! - [`users`]: local accounts (argon2id), managed by `mailkeep user`.
-//! - [`auth`], [`imap`]: the login backends, tried in order.
+//! - [`auth`], [`imap`], [`ldap`]: the login backends, tried in order.
 //! - [`session`]: sessions (HttpOnly, SameSite=Strict cookies, CSRF
 //!   tokens, idle and absolute expiry) and login throttling.
 //! - [`api`]: the JSON API under `/api/`, described by `openapi.json`.
@@ -19,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod identity;
 pub mod imap;
+pub mod ldap;
 pub mod pages;
 pub mod session;
 pub mod users;

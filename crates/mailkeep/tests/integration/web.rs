@@ -684,7 +684,7 @@ fn browser(mode: &str, site: &Site, dir: &Path, cfg: &Value) -> Value {
 }
 
 #[test]
-fn web_in_a_real_browser_bob_alice_and_the_auditor() {
+fn web_in_a_real_browser_bob_through_dovecot_alice_through_slapd_and_the_auditor() {
     let dir = sandbox();
     crate::util::set_mode(dir.path(), 0o755);
     let imap_port = crate::util::free_port();
@@ -695,21 +695,31 @@ fn web_in_a_real_browser_bob_alice_and_the_auditor() {
         imap_port,
         &[("bob", bob_password)],
     );
+    let alice_password = "alice's ldap password";
+    let slapd = Slapd::start(
+        &dir.path().join("ldap"),
+        &[("alice", alice_password, &["alice@example.com"])],
+    );
     let extra = format!(
-        "auth = [\"local\", \"imap://127.0.0.1:{imap_port}\"]\ndefault_domain = \"example.com\"\n"
+        "auth = [\"local\", \"imap://127.0.0.1:{imap_port}\", \"ldap://127.0.0.1:{}\"]\n\
+         default_domain = \"example.com\"\n[web.ldap]\nbind_dn = \"uid={{user}},ou=people,dc=example,dc=com\"\n",
+        slapd.port
     );
     let (mut serve, site) = start(dir.path(), &extra);
-    // bob has no local account here: the IMAP server logs him in.
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(dir.path().join("mailkeep.toml"))
-        .args(["user", "remove", "bob"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    // bob and alice have no local account here: the IMAP server logs bob
+    // in, the directory alice.
+    for name in ["bob", "alice"] {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(dir.path().join("mailkeep.toml"))
+            .args(["user", "remove", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
     let cfg = serde_json::json!({
         "bob": {"user": "bob", "password": bob_password},
-        "alice": {"user": "alice", "password": PASSWORD},
+        "alice": {"user": "alice", "password": alice_password},
         "auditor": {"user": "audit", "password": PASSWORD},
         "bob_message": 1,
         "alice_message": 2,
@@ -766,6 +776,21 @@ fn web_in_a_real_browser_bob_alice_and_the_auditor() {
     );
     assert_eq!(r["foreign_requests"], serde_json::json!([]));
     assert_eq!(r["dialogs"], serde_json::json!([]));
+    let backends: Vec<(String, String)> = audit_lines(dir.path())
+        .into_iter()
+        .filter(|e| e["action"] == "login")
+        .map(|e| {
+            (
+                e["user"].as_str().unwrap().to_string(),
+                e["detail"]["backend"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        backends,
+        [("bob", "imap"), ("alice", "ldap"), ("audit", "local")]
+            .map(|(u, b)| (u.to_string(), b.to_string()))
+    );
     serve.stop();
 }
 
@@ -905,5 +930,182 @@ fn web_hostile_html_runs_nothing_and_loads_nothing_in_a_real_browser() {
     let page = site.get(Some(&carol), "/messages/5").text();
     assert!(page.contains("&lt;script&gt;window.__pwned=1&lt;/script&gt;"));
     assert!(!page.contains("<script"));
+    serve.stop();
+}
+
+/// A private slapd on 127.0.0.1 with `dc=example,dc=com` and, under
+/// `ou=people`, one inetOrgPerson per (uid, password, mail addresses).
+pub struct Slapd {
+    pid: Option<u32>,
+    pub port: u16,
+}
+
+impl Slapd {
+    pub fn start(dir: &Path, people: &[(&str, &str, &[&str])]) -> Slapd {
+        let port = crate::util::free_port();
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("slapd.conf"),
+            format!(
+                "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+                 include /etc/ldap/schema/inetorgperson.schema\npidfile {d}/slapd.pid\nargsfile {d}/slapd.args\n\
+                 modulepath /usr/lib/ldap\nmoduleload back_mdb\ndatabase mdb\nmaxsize 10485760\n\
+                 suffix \"dc=example,dc=com\"\nrootdn \"cn=admin,dc=example,dc=com\"\nrootpw admin-secret\n\
+                 directory {d}/db\naccess to attrs=userPassword by anonymous auth by self read by * none\n\
+                 access to * by * read\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("/usr/sbin/slapd")
+            .arg("-f")
+            .arg(dir.join("slapd.conf"))
+            .args(["-h", &format!("ldap://127.0.0.1:{port}/")])
+            .output()
+            .expect("slapd (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "slapd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(dir.join("slapd.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+            {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break pid;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "slapd did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut ldif = String::from(
+            "dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
+             dn: ou=people,dc=example,dc=com\nobjectClass: organizationalUnit\nou: people\n\n",
+        );
+        for (uid, password, mails) in people {
+            ldif.push_str(&format!(
+                "dn: uid={uid},ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nuserPassword: {password}\n"
+            ));
+            for m in *mails {
+                ldif.push_str(&format!("mail: {m}\n"));
+            }
+            ldif.push('\n');
+        }
+        std::fs::write(dir.join("people.ldif"), ldif).unwrap();
+        let out = std::process::Command::new("ldapadd")
+            .args([
+                "-x",
+                "-H",
+                &format!("ldap://127.0.0.1:{port}"),
+                "-D",
+                "cn=admin,dc=example,dc=com",
+                "-w",
+                "admin-secret",
+                "-f",
+            ])
+            .arg(dir.join("people.ldif"))
+            .output()
+            .expect("ldapadd (ldap-utils)");
+        assert!(
+            out.status.success(),
+            "ldapadd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Slapd {
+            pid: Some(pid),
+            port,
+        }
+    }
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn web_login_through_a_real_slapd_by_dn_template_and_by_search() {
+    let dir = sandbox();
+    let slapd = Slapd::start(
+        &dir.path().join("ldap"),
+        &[
+            (
+                "dave",
+                "dave's ldap password",
+                &["Dave@example.com", "d.alias@example.com"],
+            ),
+            ("bob", "bob's ldap password", &["bob@example.com"]),
+        ],
+    );
+    let template = format!(
+        "auth = \"ldap://127.0.0.1:{}\"\n[web.ldap]\nbind_dn = \"uid={{user}},ou=people,dc=example,dc=com\"\n",
+        slapd.port
+    );
+    let (mut serve, site) = start(dir.path(), &template);
+    // dave's addresses come from the directory's mail values.
+    let r = site.login_reply("dave", "dave's ldap password");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["addresses"],
+        serde_json::json!(["d.alias@example.com", "dave@example.com"])
+    );
+    let dave = Login {
+        cookie: r
+            .header("set-cookie")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string(),
+        csrf: String::new(),
+    };
+    assert_eq!(site.ids(&dave, ""), BTreeSet::from([1]));
+    assert_eq!(site.login_reply("dave", "wrong").status, 401);
+    assert_eq!(
+        site.login_reply("dave", "").status,
+        401,
+        "an empty password is an anonymous bind"
+    );
+    // A name that tries to reach into the DN is escaped and fails.
+    assert_eq!(
+        site.login_reply("bob,ou=people", "bob's ldap password")
+            .status,
+        401
+    );
+    assert_eq!(site.login_reply("nobody", "x").status, 401);
+    serve.stop();
+
+    // Search mode: the filter finds the entry; a wildcard is a literal.
+    let search = format!(
+        "auth = [\"ldap://127.0.0.1:{}\"]\n[web.ldap]\nbase = \"ou=people,dc=example,dc=com\"\nfilter = \"(&(objectClass=inetOrgPerson)(uid={{user}}))\"\n",
+        slapd.port
+    );
+    let dir2 = sandbox();
+    let (mut serve, site) = start(dir2.path(), &search);
+    let r = site.login_reply("bob", "bob's ldap password");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["addresses"],
+        serde_json::json!(["bob@example.com"])
+    );
+    assert_eq!(site.login_reply("*", "bob's ldap password").status, 401);
+    assert_eq!(site.login_reply("b*", "bob's ldap password").status, 401);
+    let backends: Vec<Value> = audit_lines(dir2.path())
+        .into_iter()
+        .filter(|e| e["action"] == "login")
+        .map(|e| e["detail"]["backend"].clone())
+        .collect();
+    assert_eq!(backends, [serde_json::json!("ldap")]);
+    // With the directory gone: 503, not "wrong password".
+    drop(slapd);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(site.login_reply("bob", "bob's ldap password").status, 503);
     serve.stop();
 }
