@@ -96,6 +96,70 @@ impl Actor {
     }
 }
 
+/// What an entry says about the end of the log it was appended to: a line
+/// a crash cut short was removed, damaged lines lie before it.
+fn note_tail(tail: &Tail, detail: &mut Map<String, Value>) {
+    if tail.torn.is_some() {
+        detail.insert(
+            "repaired".into(),
+            Value::from("a line cut short by a crash was removed"),
+        );
+    }
+    if tail.skipped > 0 {
+        detail.insert(
+            "links_past".into(),
+            Value::from(format!(
+                "{} damaged line(s) before this entry; `mailkeep verify` names them",
+                tail.skipped
+            )),
+        );
+    }
+}
+
+/// Entry `seq` after the entry hashed `prev`, sealed, and its line with the
+/// newline; refused when it would exceed [`MAX_LINE`] (not written with
+/// its details dropped: a hold placed without its query would not be in
+/// force although the command said so).
+fn seal_entry(
+    actor: &Actor,
+    action: &str,
+    mut detail: Map<String, Value>,
+    seq: u64,
+    prev: String,
+) -> Result<(Entry, String), String> {
+    for value in detail.values_mut() {
+        cut(value);
+    }
+    let short = |text: &str| {
+        let mut v = Value::from(text);
+        cut_to(&mut v, MAX_NAME);
+        v.as_str().unwrap_or_default().to_string()
+    };
+    let mut entry = Entry {
+        v: 1,
+        seq,
+        time: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        user: short(&actor.user),
+        uid: actor.uid,
+        via: short(&actor.via),
+        from: short(&actor.from),
+        action: action.to_string(),
+        detail,
+        prev,
+        hash: String::new(),
+    };
+    let mut line = entry.seal();
+    if line.len() + 1 > MAX_LINE {
+        return Err(format!(
+            "the audit entry would be {} bytes, more than the {MAX_LINE} an entry may take; \
+             nothing was done",
+            line.len()
+        ));
+    }
+    line.push('\n');
+    Ok((entry, line))
+}
+
 fn user_name(uid: u32) -> Option<String> {
     // /etc/passwd, as getpwuid(3) would read it for local users.
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
@@ -296,6 +360,19 @@ impl AuditLog {
         self.write_entry(actor, action, detail, Some(Box::new(check)))
     }
 
+    /// The log opened to append, under the exclusive lock every writer
+    /// takes (released when the file is closed).
+    fn open_locked(&self) -> Result<File, AuditError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.io(e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| self.io(e.into()))?;
+        Ok(file)
+    }
+
     /// The append itself; the whole log is read only when there is a
     /// `check` (an ordinary access reads the last lines alone).
     #[allow(clippy::type_complexity)]
@@ -306,13 +383,7 @@ impl AuditLog {
         mut detail: Map<String, Value>,
         check: Option<Box<dyn FnOnce(&[Entry]) -> Result<(), String> + '_>>,
     ) -> Result<Entry, AuditError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| self.io(e))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| self.io(e.into()))?;
+        let mut file = self.open_locked()?;
         let tail = self.tail(&mut file)?;
         if let Some(check) = check {
             let mut all = Vec::new();
@@ -326,59 +397,61 @@ impl AuditLog {
         if let Some(good) = tail.torn {
             // A line a crash cut short: its access never completed.
             file.set_len(good).map_err(|e| self.io(e))?;
-            detail.insert(
-                "repaired".into(),
-                Value::from("a line cut short by a crash was removed"),
-            );
         }
-        if tail.skipped > 0 {
-            detail.insert(
-                "links_past".into(),
-                Value::from(format!(
-                    "{} damaged line(s) before this entry; `mailkeep verify` names them",
-                    tail.skipped
-                )),
-            );
-        }
-        for value in detail.values_mut() {
-            cut(value);
-        }
+        note_tail(&tail, &mut detail);
         let (seq, prev) = match &tail.last {
             Some(e) => (e.seq + 1, e.hash.clone()),
             None => (1, self.genesis.clone()),
         };
-        let short = |text: &str| {
-            let mut v = Value::from(text);
-            cut_to(&mut v, MAX_NAME);
-            v.as_str().unwrap_or_default().to_string()
-        };
-        let mut entry = Entry {
-            v: 1,
-            seq,
-            time: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-            user: short(&actor.user),
-            uid: actor.uid,
-            via: short(&actor.via),
-            from: short(&actor.from),
-            action: action.to_string(),
-            detail,
-            prev,
-            hash: String::new(),
-        };
-        let mut line = entry.seal();
-        if line.len() + 1 > MAX_LINE {
-            // Not written with its details dropped: a hold placed without
-            // its query would not be in force although the command said so.
-            return Err(AuditError::Refused(format!(
-                "the audit entry would be {} bytes, more than the {MAX_LINE} an entry may take; \
-                 nothing was done",
-                line.len()
-            )));
-        }
-        line.push('\n');
+        let (entry, line) =
+            seal_entry(actor, action, detail, seq, prev).map_err(AuditError::Refused)?;
         file.write_all(line.as_bytes()).map_err(|e| self.io(e))?;
         file.sync_data().map_err(|e| self.io(e))?;
         Ok(entry)
+    }
+
+    /// Appends several entries under one lock with one write and one
+    /// fsync (a group commit for a server's many readers), in order; each
+    /// is on disk when this returns `Ok`. An entry refused on its own (too
+    /// large) is an `Err` in its place and takes no number; the others are
+    /// written.
+    pub fn append_many(
+        &self,
+        items: Vec<(Actor, String, Map<String, Value>)>,
+    ) -> Result<Vec<Result<Entry, String>>, AuditError> {
+        let mut file = self.open_locked()?;
+        let tail = self.tail(&mut file)?;
+        if let Some(good) = tail.torn {
+            file.set_len(good).map_err(|e| self.io(e))?;
+        }
+        let (mut seq, mut prev) = match &tail.last {
+            Some(e) => (e.seq + 1, e.hash.clone()),
+            None => (1, self.genesis.clone()),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut lines = String::new();
+        // What the tail held is noted on the first entry written.
+        let mut noted = false;
+        for (actor, action, mut detail) in items {
+            if !noted {
+                note_tail(&tail, &mut detail);
+            }
+            match seal_entry(&actor, &action, detail, seq, prev.clone()) {
+                Ok((entry, line)) => {
+                    noted = true;
+                    lines.push_str(&line);
+                    seq += 1;
+                    prev = entry.hash.clone();
+                    out.push(Ok(entry));
+                }
+                Err(why) => out.push(Err(why)),
+            }
+        }
+        if !lines.is_empty() {
+            file.write_all(lines.as_bytes()).map_err(|e| self.io(e))?;
+            file.sync_data().map_err(|e| self.io(e))?;
+        }
+        Ok(out)
     }
 
     /// The end of the log: the last entry that parses, how many complete
@@ -846,6 +919,45 @@ mod tests {
             .problems
             .iter()
             .any(|p| p.starts_with("line 4:")));
+    }
+
+    #[test]
+    fn append_many_is_one_chain_with_the_entries_around_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = new_log(dir.path());
+        log.append(&actor(), "search", detail("before")).unwrap();
+        let mut big = Map::new();
+        for i in 0..40 {
+            big.insert(format!("k{i}"), Value::from("\u{1}".repeat(MAX_FIELD)));
+        }
+        let mut web = actor();
+        web.via = "web".into();
+        let out = log
+            .append_many(vec![
+                (web.clone(), "search".into(), detail("one")),
+                (web.clone(), "show".into(), big),
+                (web.clone(), "raw".into(), detail("two")),
+            ])
+            .unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].as_ref().unwrap().seq, 2);
+        assert!(out[1].as_ref().unwrap_err().contains("more than"));
+        assert_eq!(
+            out[2].as_ref().unwrap().seq,
+            3,
+            "a refused entry takes no number"
+        );
+        log.append(&actor(), "search", detail("after")).unwrap();
+        let all = log.entries(|_| true).unwrap();
+        let queries: Vec<_> = all.iter().map(|e| e.detail["query"].clone()).collect();
+        assert_eq!(queries, ["before", "one", "two", "after"]);
+        assert_eq!(all[2].prev, all[1].hash);
+        assert_eq!(all[3].prev, all[2].hash);
+        assert_eq!(all[1].via, "web");
+        assert!(log.verify().unwrap().problems.is_empty());
+        // Nothing to write writes nothing.
+        assert!(log.append_many(Vec::new()).unwrap().is_empty());
+        assert_eq!(log.entries(|_| true).unwrap().len(), 4);
     }
 
     #[test]

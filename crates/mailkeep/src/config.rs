@@ -211,6 +211,8 @@ struct RawWeb {
     users_file: Option<PathBuf>,
     listen: Option<String>,
     base_url: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
@@ -693,7 +695,7 @@ fn validate(cx: &mut Cx<'_>, raw: RawConfig) -> Settings {
             let users_file = cx
                 .opt_path("web.users_file", w.users_file.take())
                 .or_else(|| store.as_ref().map(|s| s.path.join("users.json")));
-            let web = web_settings(cx, w, users_file.clone(), store.is_some());
+            let web = web_settings(cx, w, users_file.clone(), store.is_some(), &mut places);
             (users_file, web)
         }
     };
@@ -822,8 +824,10 @@ fn web_settings(
     w: RawWeb,
     users_file: Option<PathBuf>,
     has_store: bool,
+    places: &mut Vec<Place>,
 ) -> Option<mailkeep_web::WebSettings> {
     let listen = w.listen.as_deref().map(str::trim)?;
+    let tls = tls_pair(cx, places, "web", w.tls_cert, w.tls_key);
     let listen = match listen.parse::<std::net::SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -940,6 +944,7 @@ fn web_settings(
     let users = mailkeep_web::Users::new(users_file.unwrap_or_else(|| PathBuf::from("users.json")));
     Some(mailkeep_web::WebSettings {
         listen: listen?,
+        tls,
         base_url: w.base_url.map(|u| u.trim_end_matches('/').to_string()),
         trusted_proxies: trusted,
         auth: mailkeep_web::Auth {
@@ -1103,6 +1108,54 @@ fn milter_settings(
     })
 }
 
+/// `SECTION.tls_cert` and `SECTION.tls_key` checked together and loaded (a
+/// certificate chain and its key, PEM); `None` when neither is set.
+fn tls_pair(
+    cx: &mut Cx<'_>,
+    places: &mut Vec<Place>,
+    section: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+    let (cert_at, key_at) = (format!("{section}.tls_cert"), format!("{section}.tls_key"));
+    let cert = cx.opt_path(&cert_at, cert);
+    let key = cx.opt_path(&key_at, key);
+    match (&cert, &key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            for (what, p) in [(&cert_at, cert), (&key_at, key)] {
+                places.push(Place {
+                    what: what.clone(),
+                    path: p.clone(),
+                    need: Need::Read,
+                    line: cx.line(what),
+                });
+            }
+            match mailkeep_capture::filter::tls::server_config(cert, key) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    cx.err(&cert_at, format!("{section}.tls_cert/tls_key: {e}"));
+                    None
+                }
+            }
+        }
+        (Some(_), None) => {
+            cx.err(
+                &cert_at,
+                format!("{section}: tls_cert and tls_key go together"),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            cx.err(
+                &key_at,
+                format!("{section}: tls_cert and tls_key go together"),
+            );
+            None
+        }
+    }
+}
+
 fn filter_settings(
     cx: &mut Cx<'_>,
     f: RawFilter,
@@ -1145,39 +1198,7 @@ fn filter_settings(
             .filter(|b| *b > 0),
         None => default_max,
     };
-    let tls_cert = cx.opt_path("filter.tls_cert", f.tls_cert);
-    let tls_key = cx.opt_path("filter.tls_key", f.tls_key);
-    let tls = match (&tls_cert, &tls_key) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            for (what, p) in [("filter.tls_cert", cert), ("filter.tls_key", key)] {
-                places.push(Place {
-                    what: what.into(),
-                    path: p.clone(),
-                    need: Need::Read,
-                    line: cx.line(what),
-                });
-            }
-            match mailkeep_capture::filter::tls::server_config(cert, key) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    cx.err("filter.tls_cert", format!("filter.tls_cert/tls_key: {e}"));
-                    None
-                }
-            }
-        }
-        (Some(_), None) => {
-            cx.err(
-                "filter.tls_cert",
-                "filter: tls_cert and tls_key go together",
-            );
-            None
-        }
-        (None, Some(_)) => {
-            cx.err("filter.tls_key", "filter: tls_cert and tls_key go together");
-            None
-        }
-    };
+    let tls = tls_pair(cx, places, "filter", f.tls_cert, f.tls_key);
     let dedup_dir = match f.dedup_dir {
         Some(d) => cx.path("filter.dedup_dir", "filter.dedup_dir", d),
         None => PathBuf::from(DEFAULT_DEDUP_DIR),

@@ -160,7 +160,7 @@ pub async fn find_page(
         limit: limit.clamp(1, MAX_PAGE),
         order,
     };
-    let (hits, total) = blocking(move || Ok(a.store.search_page(&query, page)?)).await?;
+    let (hits, total) = blocking(move || Ok(a.store().search_page(&query, page)?)).await?;
     let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
     app.record(
         &viewer.identity().name,
@@ -214,7 +214,7 @@ pub async fn find(
                 expr: Some(Expr::Term(Term::Id(n.to_string()))),
             });
             let a = app.clone();
-            blocking(move || Ok(a.store.search(&query, Some(1))?.pop())).await?
+            blocking(move || Ok(a.store().search(&query, Some(1))?.pop())).await?
         }
     };
     let mut detail = json!({"id": id, "found": found.is_some()});
@@ -234,7 +234,7 @@ pub async fn raw_for_view(app: &Shared, hit: &Hit) -> Result<Option<Vec<u8>>, Ap
     let a = app.clone();
     let content = hit.record.content.clone();
     Ok(Some(
-        blocking(move || Ok(a.store.raw_by_hash(&content)?)).await?,
+        blocking(move || Ok(a.store().raw_by_hash(&content)?)).await?,
     ))
 }
 
@@ -292,7 +292,7 @@ pub async fn raw(
     let content = hit.record.content.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = tokio_util::io::SyncIoBridge::new(writer);
-        if let Err(e) = a.store.write_raw(&content, &mut w) {
+        if let Err(e) = a.store().write_raw(&content, &mut w) {
             // The body stops short; the client sees a cut transfer.
             tracing::error!("web: raw download of {content} failed: {e}");
         }

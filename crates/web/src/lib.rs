@@ -21,7 +21,9 @@ pub mod identity;
 pub mod imap;
 pub mod ldap;
 pub mod pages;
+mod recorder;
 pub mod session;
+pub mod tls;
 pub mod users;
 pub mod view;
 
@@ -41,6 +43,7 @@ use serde_json::{json, Value};
 use session::{Session, Sessions, Throttle};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +52,9 @@ use std::time::Duration;
 pub struct WebSettings {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// The certificate and key to serve HTTPS with; plain HTTP without
+    /// (on loopback, or behind a reverse proxy that does TLS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The site's address as its users reach it (`https://archive.example.com`),
     /// for absolute links; its scheme decides the cookie's `Secure`.
     pub base_url: Option<String>,
@@ -95,8 +101,12 @@ pub struct Route {
 /// The server's state.
 pub struct App {
     settings: WebSettings,
-    store: Arc<Store>,
+    /// Read-only handles on the store, taken in turn: each has its own
+    /// catalog connection, so searches run side by side.
+    stores: Vec<Arc<Store>>,
+    next_store: AtomicUsize,
     audit: AuditLog,
+    recorder: recorder::Recorder,
     sessions: Sessions,
     throttle: Throttle,
 }
@@ -296,25 +306,41 @@ async fn security_headers(mut response: Response) -> Response {
 }
 
 impl App {
-    /// The state of a server reading `store` (opened read-only) and
-    /// recording every access in `audit`.
-    pub fn new(settings: WebSettings, store: Arc<Store>, audit: AuditLog) -> App {
+    /// The state of a server reading the store through `stores` (handles
+    /// opened read-only, at least one; requests take them in turn) and
+    /// recording every access in `audit`. Starts the audit writer thread.
+    pub fn new(settings: WebSettings, stores: Vec<Store>, audit: AuditLog) -> std::io::Result<App> {
+        if stores.is_empty() {
+            return Err(std::io::Error::other("the web interface needs a store"));
+        }
         let sessions = Sessions::new(settings.session_idle, settings.session_max);
-        App {
+        let recorder = recorder::Recorder::start(audit.clone())?;
+        Ok(App {
             settings,
-            store,
+            stores: stores.into_iter().map(Arc::new).collect(),
+            next_store: AtomicUsize::new(0),
             audit,
+            recorder,
             sessions,
             throttle: Throttle::default(),
-        }
+        })
     }
 
-    /// Whether cookies get `Secure` (the site is reached over https).
+    /// The next store handle.
+    fn store(&self) -> &Store {
+        let n = self.next_store.fetch_add(1, Ordering::Relaxed);
+        &self.stores[n % self.stores.len()]
+    }
+
+    /// Whether cookies get `Secure` (the site is reached over https:
+    /// served with TLS, or behind a proxy at an https `base_url`).
     fn secure(&self) -> bool {
-        self.settings
-            .base_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"))
+        self.settings.tls.is_some()
+            || self
+                .settings
+                .base_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
     }
 
     /// The client's address: the peer, or for a trusted proxy the last
@@ -350,7 +376,6 @@ impl App {
         action: &'static str,
         detail: Value,
     ) -> Result<(), ApiError> {
-        let app = self.clone();
         let actor = Actor {
             user: user.to_string(),
             uid: None,
@@ -365,16 +390,13 @@ impl App {
                 m
             }
         };
-        blocking(move || {
-            app.audit
-                .append(&actor, action, detail)
-                .map(drop)
-                .map_err(|e| {
-                    tracing::error!("web access refused: the audit log cannot be written: {e}");
-                    ApiError::Unavailable("the audit log cannot be written".into())
-                })
-        })
-        .await
+        self.recorder
+            .record(actor, action, detail)
+            .await
+            .map_err(|e| {
+                tracing::error!("web access refused: the audit log cannot be written: {e}");
+                ApiError::Unavailable("the audit log cannot be written".into())
+            })
     }
 }
 
@@ -387,19 +409,28 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// Serves `app` on `listener` until `shutdown` completes: HTTPS when
+/// `[web]` has a certificate, HTTP otherwise.
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(Arc::new(app));
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let tls = app.settings.tls.clone();
+    let service = router(Arc::new(app)).into_make_service_with_connect_info::<tls::Peer>();
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, &config)?;
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// What went wrong, as the API says it. Everything a reader may not see is
@@ -512,9 +543,11 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 fn peer(parts: &Parts) -> IpAddr {
     parts
         .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        .get::<axum::extract::ConnectInfo<tls::Peer>>()
+        .map(|c| c.0 .0.ip())
+        // Not from a connection (never in the server): no address a
+        // proxy rule could trust.
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// The client of a request, whether or not it is logged in.

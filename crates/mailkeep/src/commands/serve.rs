@@ -259,8 +259,13 @@ async fn serve(
         });
     }
     if let Some(w) = &settings.web {
-        let store = settings.open_store()?;
-        let audit = settings.audit_for("web", &store)?.log().clone();
+        // One read-only handle per core, up to four: searches run side by
+        // side instead of queueing for one catalog connection.
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        let stores = (0..readers)
+            .map(|_| settings.open_store())
+            .collect::<Result<Vec<_>, _>>()?;
+        let audit = settings.audit_for("web", &stores[0])?.log().clone();
         let listener = tokio::net::TcpListener::bind(w.listen).await.map_err(|e| {
             Failure::new(
                 Exit::OSERR,
@@ -273,9 +278,15 @@ async fn serve(
             .unwrap_or_else(|_| w.listen.to_string());
         match &w.base_url {
             Some(url) => println!("web interface listening on {at} ({url})"),
+            None if w.tls.is_some() => println!("web interface listening on https://{at}/"),
             None => println!("web interface listening on http://{at}/"),
         }
-        let app = mailkeep_web::App::new(w.clone(), Arc::new(store), audit);
+        let app = mailkeep_web::App::new(w.clone(), stores, audit).map_err(|e| {
+            Failure::new(
+                Exit::OSERR,
+                format!("web: cannot start the audit writer: {e}"),
+            )
+        })?;
         let mut stop = stop_rx.clone();
         servers.spawn(async move {
             let shutdown = async move {

@@ -71,6 +71,7 @@ pub struct Login {
 /// The site of one `serve`.
 pub struct Site {
     pub base: String,
+    pub port: u16,
     pub agent: ureq::Agent,
 }
 
@@ -78,6 +79,7 @@ impl Site {
     pub fn new(port: u16) -> Site {
         Site {
             base: format!("http://127.0.0.1:{port}"),
+            port,
             agent: agent(),
         }
     }
@@ -1108,4 +1110,103 @@ fn web_login_through_a_real_slapd_by_dn_template_and_by_search() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(site.login_reply("bob", "bob's ldap password").status, 503);
     serve.stop();
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1 (openssl).
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("web-cert.pem"), dir.join("web-key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(made.success());
+    (cert, key)
+}
+
+#[test]
+fn web_serves_https_with_its_own_certificate_and_secure_cookies() {
+    let dir = sandbox();
+    let (cert, key) = self_signed(dir.path());
+    let extra = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let (_serve, site) = start(dir.path(), &extra);
+    // A client that connects and says nothing holds up nobody.
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", site.port)).unwrap();
+    // Python's ssl module verifies the certificate against it as the CA;
+    // offered h2 and HTTP/1.1, the server picks what it speaks.
+    let out = crate::util::python(
+        "import http.client, json, ssl, sys\n\
+         ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+         ctx.set_alpn_protocols(['h2', 'http/1.1'])\n\
+         c = http.client.HTTPSConnection('localhost', int(sys.argv[2]), context=ctx, timeout=20)\n\
+         c.request('POST', '/api/session', body=json.dumps({'user': 'bob', 'password': sys.argv[3]}),\n\
+         \x20         headers={'Content-Type': 'application/json'})\n\
+         r = c.getresponse(); r.read()\n\
+         cookie = r.getheader('Set-Cookie')\n\
+         c.request('GET', '/api/search?q=quarterly', headers={'Cookie': cookie.split(';')[0]})\n\
+         s = c.getresponse(); body = json.loads(s.read())\n\
+         print(json.dumps({'login': r.status, 'cookie': cookie, 'search': s.status,\n\
+         \x20   'subjects': [h['subject'] for h in body['results']],\n\
+         \x20   'version': c.sock.version(), 'alpn': c.sock.selected_alpn_protocol()}))\n",
+        &[
+            cert.to_str().unwrap(),
+            &site.port.to_string(),
+            PASSWORD,
+        ],
+    );
+    let got: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["login"], 200, "{got}");
+    let cookie = got["cookie"].as_str().unwrap();
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert_eq!(got["search"], 200);
+    assert_eq!(got["subjects"], serde_json::json!(["quarterly numbers"]));
+    assert!(
+        got["version"].as_str().unwrap().starts_with("TLSv1."),
+        "{got}"
+    );
+    assert_eq!(got["alpn"], "http/1.1");
+    // Plain HTTP on the HTTPS port gets nothing.
+    let plain = agent()
+        .get(format!("http://127.0.0.1:{}/login", site.port))
+        .call();
+    assert!(
+        plain.as_ref().map_or(true, |r| r.status() != 200),
+        "{plain:?}"
+    );
+    // And a certificate the client does not trust is refused by it.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_cert, _) = self_signed(&other);
+    let refused = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import http.client, ssl, sys\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+             c = http.client.HTTPSConnection('localhost', int(sys.argv[2]), context=ctx, timeout=20)\n\
+             c.request('GET', '/login')\n",
+        )
+        .arg(&other_cert)
+        .arg(site.port.to_string())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("CERTIFICATE_VERIFY_FAILED"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
