@@ -339,6 +339,62 @@ fn record(field: &str) -> String {
     format!("json_extract(d.record, '$.{field}')")
 }
 
+/// `exact` (the condition on the record itself, built after the
+/// prefilter's argument) behind a look-up in the envelope's full-text
+/// index when the glob has whole words to look up: the record's JSON is
+/// then read for the few deliveries whose `column` holds those words
+/// rather than for every delivery (a user's scope on the web is three such
+/// terms). Every delivery has its envelope row (written in the same
+/// transaction), so the look-up only narrows.
+fn prefiltered(
+    column: &str,
+    glob: &str,
+    args: &mut Vec<Value>,
+    exact: impl FnOnce(&mut Vec<Value>) -> String,
+) -> String {
+    match envelope_words(glob) {
+        Some(words) => {
+            args.push(Value::Text(format!("{{{column}}} : \"{words}\"")));
+            let exact = exact(args);
+            format!(
+                "(d.id IN (SELECT rowid FROM envelope_text WHERE envelope_text MATCH ?) AND {exact})"
+            )
+        }
+        None => exact(args),
+    }
+}
+
+/// The longest run of whole words that every address a `*` glob matches
+/// holds in order, as the envelope index splits it (ASCII letters and
+/// digits; anything else separates), or `None` (a glob with other than
+/// ASCII, whose words the tokenizer might split otherwise, or with no whole
+/// word: `ali*`). A word a `*` touches may be longer in the address, so it
+/// is left out.
+fn envelope_words(glob: &str) -> Option<String> {
+    if !glob.is_ascii() {
+        return None;
+    }
+    let segments: Vec<&str> = glob.split('*').collect();
+    let last = segments.len() - 1;
+    let mut best: Vec<&str> = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let mut words: Vec<&str> = segment
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .collect();
+        if i < last && segment.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+            words.pop();
+        }
+        if i > 0 && segment.starts_with(|c: char| c.is_ascii_alphanumeric()) && !words.is_empty() {
+            words.remove(0);
+        }
+        words.retain(|w| !w.is_empty());
+        if words.len() > best.len() {
+            best = words;
+        }
+    }
+    (!best.is_empty()).then(|| best.join(" "))
+}
+
 /// Whether any element of the record's array `field` is LIKE the next
 /// argument: `EXISTS`, so an empty array is false, never NULL.
 fn any_element_like(field: &str, glob: &str, args: &mut Vec<Value>) -> String {
@@ -393,10 +449,10 @@ fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogE
             match (field, glob) {
                 (AddressField::Sender, None) => format!("({} IS NULL)", record("sender")),
                 (_, None) => "0".into(),
-                (AddressField::Sender, Some(g)) => {
+                (AddressField::Sender, Some(g)) => prefiltered("sender", &g, args, |args| {
                     args.push(Value::Text(like_pattern(&g)));
                     format!("coalesce({} LIKE ? ESCAPE '\\', 0)", record("sender"))
-                }
+                }),
                 (AddressField::Login, Some(g)) if !g.contains('*') => {
                     // The indexed column, compared as its index is collated.
                     args.push(Value::Text(g));
@@ -406,8 +462,10 @@ fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogE
                     args.push(Value::Text(like_pattern(&g)));
                     "coalesce(d.login LIKE ? ESCAPE '\\', 0)".into()
                 }
-                (AddressField::Recipient, Some(g)) => any_element_like("recipients", &g, args),
-                (AddressField::Bcc, Some(g)) => {
+                (AddressField::Recipient, Some(g)) => prefiltered("recipients", &g, args, |args| {
+                    any_element_like("recipients", &g, args)
+                }),
+                (AddressField::Bcc, Some(g)) => prefiltered("recipients", &g, args, |args| {
                     // An envelope recipient the header To/Cc do not name, as
                     // `Name <addr>` or a bare `addr` in the indexed lists.
                     args.push(Value::Text(like_pattern(&g)));
@@ -416,7 +474,7 @@ fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogE
                      AND instr(lower(', ' || m.hdr_to || ', ' || m.hdr_cc || ', '), '<' || lower(e.value) || '>') = 0 \
                      AND instr(lower(', ' || m.hdr_to || ', ' || m.hdr_cc || ', '), ', ' || lower(e.value) || ', ') = 0)"
                         .into()
-                }
+                }),
             }
         }
         Term::Queue(q) if q.contains('*') => {
@@ -1149,5 +1207,37 @@ impl Catalog for Sqlite {
             std::thread::sleep(std::time::Duration::from_millis(50 * (attempt + 1)));
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envelope_words;
+
+    #[test]
+    fn envelope_words_are_the_whole_words_every_match_holds() {
+        let words = |g: &str| envelope_words(g);
+        assert_eq!(
+            words("alice@example.com").as_deref(),
+            Some("alice example com")
+        );
+        assert_eq!(words("*@vendor.example").as_deref(), Some("vendor example"));
+        assert_eq!(
+            words("ALICE@Example.COM").as_deref(),
+            Some("ALICE Example COM")
+        );
+        assert_eq!(
+            words("first.last+tag@x.org").as_deref(),
+            Some("first last tag x org")
+        );
+        // A word a `*` touches may go on in the address.
+        assert_eq!(words("ali*"), None);
+        assert_eq!(words("*ice@ex*"), None);
+        assert_eq!(words("a*b@x.org").as_deref(), Some("x org"));
+        assert_eq!(words("alice@*.example.com").as_deref(), Some("example com"));
+        assert_eq!(words("*"), None);
+        assert_eq!(words(""), None);
+        // The tokenizer may split other than ASCII differently.
+        assert_eq!(words("jörg@example.de"), None);
     }
 }
