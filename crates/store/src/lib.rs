@@ -785,7 +785,7 @@ impl Store {
     }
 
     /// One page of the deliveries matching a query, and how many match
-    /// in all.
+    /// in all, counted up to `page.count_up_to`.
     pub fn search_page(
         &self,
         query: &Query,

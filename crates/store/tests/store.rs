@@ -653,6 +653,24 @@ fn removal_leaves_no_byte_of_the_message_and_verify_tells_it_from_tampering() {
         found.is_empty(),
         "the removed message is still in {found:?}"
     );
+    // Nor are the addresses its envelope named, in the address index.
+    let conn = rusqlite::Connection::open(path.join("catalog.sqlite")).unwrap();
+    let named = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let sql = format!(
+        "SELECT count(*) FROM parties WHERE delivery IN ({}, {})",
+        ids[0], ids[1]
+    );
+    assert_eq!(named(&sql), 0);
+    assert_eq!(
+        named("SELECT count(*) FROM parties WHERE address IN ('b@example.com', 'c@example.com')"),
+        0
+    );
+    assert_eq!(
+        named("SELECT count(*) FROM parties"),
+        2,
+        "d@ and a@ of the kept one"
+    );
+    drop(conn);
     let store = Store::open(cfg.clone()).unwrap();
     assert!(store.search(&query("payroll"), None).unwrap().is_empty());
     let left = store.search(&query(""), None).unwrap();
@@ -769,4 +787,116 @@ fn compaction_moves_a_large_record_intact() {
     let hit = store.get(stored[1].id).unwrap();
     assert_eq!(store.raw_by_hash(&hit.record.content).unwrap(), big);
     assert!(store.verify(&mut |_, _| {}).unwrap().ok());
+}
+
+/// A catalog written before the address index (schema 1) is read through
+/// a view of its records by a reader, and gets the index, filled from the
+/// records, when it is next opened to write; the answers are the same.
+#[test]
+fn a_version_1_catalog_is_read_through_a_view_and_upgraded_when_opened_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = StoreConfig::new(&path);
+    let store = Store::open(cfg.clone()).unwrap();
+    let mut batch = Vec::new();
+    for (i, (sender, rcpts)) in [
+        ("a@example.com", vec!["b@example.com", "C@Example.com"]),
+        ("b@example.com", vec!["a@example.com"]),
+        ("", vec!["c@example.com"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!("Subject: m{i}\r\n\r\nbody {i}\r\n");
+        let mut env = envelope(body.as_bytes(), sender, &rcpts, Some(&format!("Q{i}")));
+        if sender.is_empty() {
+            env.sender = None;
+        }
+        batch.push(store.prepare(&env).unwrap());
+    }
+    let ids: Vec<i64> = store.commit(batch).unwrap().iter().map(|s| s.id).collect();
+    let queries = [
+        "recipient:c@example.com",
+        "sender:a@example.com",
+        "sender:B@EXAMPLE.COM OR recipient:b@example.com",
+        "-recipient:a@example.com",
+        "sender:<>",
+    ];
+    let answers = |store: &Store| -> Vec<Vec<i64>> {
+        queries
+            .iter()
+            .map(|q| {
+                let mut v: Vec<i64> = store
+                    .search(&query(q), None)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.record.id)
+                    .collect();
+                v.sort();
+                v
+            })
+            .collect()
+    };
+    let expected = vec![
+        vec![ids[0], ids[2]],
+        vec![ids[0]],
+        vec![ids[0], ids[1]],
+        vec![ids[0], ids[2]],
+        vec![ids[2]],
+    ];
+    assert_eq!(answers(&store), expected);
+    drop(store);
+
+    let conn = rusqlite::Connection::open(path.join("catalog.sqlite")).unwrap();
+    conn.execute_batch("DROP TABLE parties; UPDATE meta SET value = '1' WHERE key = 'schema';")
+        .unwrap();
+    drop(conn);
+    let reader = Store::open_read_only(cfg.clone()).unwrap();
+    assert_eq!(answers(&reader), expected);
+    drop(reader);
+
+    let store = Store::open(cfg).unwrap();
+    assert_eq!(answers(&store), expected);
+    drop(store);
+    let conn = rusqlite::Connection::open(path.join("catalog.sqlite")).unwrap();
+    let schema: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(schema, "2");
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM main.parties", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2 + 4, "two envelope senders and four recipients");
+}
+
+/// A page and the count beside it: the count stops where it was asked to.
+#[test]
+fn a_page_counts_its_matches_up_to_the_limit_asked() {
+    use mailkeep_store::catalog::{Order, Page};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    let batch = (0..5)
+        .map(|i| {
+            let body = format!("Subject: n{i}\r\n\r\ncommon words\r\n");
+            let env = envelope(body.as_bytes(), "a@example.com", &["b@example.com"], None);
+            store.prepare(&env).unwrap()
+        })
+        .collect();
+    let ids: Vec<i64> = store.commit(batch).unwrap().iter().map(|s| s.id).collect();
+    let page = |offset, limit, count_up_to| Page {
+        offset,
+        limit,
+        order: Order::OldestFirst,
+        count_up_to,
+    };
+    let got = |p: Page| {
+        let (hits, n) = store.search_page(&query("common"), p).unwrap();
+        (hits.iter().map(|h| h.record.id).collect::<Vec<_>>(), n)
+    };
+    assert_eq!(got(page(0, 2, u64::MAX)), (ids[..2].to_vec(), 5));
+    assert_eq!(got(page(0, 2, 3)), (ids[..2].to_vec(), 3));
+    assert_eq!(got(page(3, 5, 3)), (ids[3..].to_vec(), 3));
+    assert_eq!(got(page(0, 2, 5)), (ids[..2].to_vec(), 5));
 }

@@ -143,6 +143,17 @@ pub fn summary(identity: &Identity, hit: &Hit) -> Value {
     })
 }
 
+/// Matches counted beyond the page asked for: past that, a search says
+/// "more than" (see [`Page::count_up_to`]).
+pub const COUNTED: u64 = 1000;
+
+/// How many a search found: `n` exactly, or more than `n`.
+#[derive(Debug, Clone, Copy)]
+pub struct Total {
+    pub n: u64,
+    pub exact: bool,
+}
+
 /// One page of what `q` finds among the reader's own mail, and the total.
 pub async fn find_page(
     app: &Shared,
@@ -151,7 +162,7 @@ pub async fn find_page(
     offset: u64,
     limit: u64,
     order: Order,
-) -> Result<(Vec<Hit>, u64), ApiError> {
+) -> Result<(Vec<Hit>, Total), ApiError> {
     let query = mailkeep_query::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let query = viewer.identity().restrict(query);
     let a = app.clone();
@@ -159,8 +170,17 @@ pub async fn find_page(
         offset,
         limit: limit.clamp(1, MAX_PAGE),
         order,
+        count_up_to: offset
+            .saturating_add(limit.clamp(1, MAX_PAGE))
+            .max(COUNTED)
+            .saturating_add(1),
     };
-    let (hits, total) = blocking(move || Ok(a.store().search_page(&query, page)?)).await?;
+    let up_to = page.count_up_to;
+    let (hits, counted) = blocking(move || Ok(a.store().search_page(&query, page)?)).await?;
+    let total = Total {
+        n: counted.min(up_to - 1),
+        exact: counted < up_to,
+    };
     let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
     app.record(
         &viewer.identity().name,
@@ -168,7 +188,8 @@ pub async fn find_page(
         "search",
         json!({
             "query": q,
-            "results": total,
+            "results": total.n,
+            "results_exact": total.exact,
             "offset": offset,
             "ids": mailkeep_lifecycle::audit::id_ranges(&ids),
         }),
@@ -189,7 +210,8 @@ pub async fn search(
     let results: Vec<Value> = hits.iter().map(|h| summary(viewer.identity(), h)).collect();
     Ok(Json(json!({
         "query": p.q,
-        "total": total,
+        "total": total.n,
+        "total_exact": total.exact,
         "offset": p.offset,
         "limit": limit,
         "results": results,

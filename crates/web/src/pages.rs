@@ -357,7 +357,12 @@ pub async fn search(
     };
     let _ = write!(
         body,
-        r#"<p class="count">{total} message(s){shown}</p>"#,
+        r#"<p class="count">{count} message(s){shown}</p>"#,
+        count = if total.exact {
+            total.n.to_string()
+        } else {
+            format!("More than {}", total.n)
+        },
         shown = if query.is_empty() {
             String::new()
         } else {
@@ -411,7 +416,7 @@ pub async fn search(
             esc(&f.link(f.offset.saturating_sub(PAGE)))
         );
     }
-    if f.offset + PAGE < total {
+    if f.offset + PAGE < total.n || (!total.exact && hits.len() as u64 == PAGE) {
         let _ = write!(
             pager,
             r#"<a rel="next" href="{}">older →</a>"#,

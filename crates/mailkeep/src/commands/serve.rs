@@ -262,6 +262,12 @@ async fn serve(
         // One read-only handle per core, up to four: searches run side by
         // side instead of queueing for one catalog connection.
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        // Opened to write once first: a catalog from before the address
+        // index gets it now (readers would read every record instead). A
+        // server that may not write the store reads it as it is.
+        if let Err(e) = settings.open_store_writable() {
+            tracing::warn!(error = %e.message, "web: the store cannot be opened to write; reading it as it is");
+        }
         let stores = (0..readers)
             .map(|_| settings.open_store())
             .collect::<Result<Vec<_>, _>>()?;

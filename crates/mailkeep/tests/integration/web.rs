@@ -292,6 +292,10 @@ fn web_users_see_their_own_mail_by_the_envelope_and_auditors_see_all_with_a_trac
     // Counts say nothing of others' mail either.
     let r = site.get(Some(&alice), "/api/search?q=zed");
     assert_eq!(r.json()["total"], 0);
+    assert_eq!(r.json()["total_exact"], true);
+    let r = site.get(Some(&audit), "/api/search?q=zed");
+    assert!(r.json()["total"].as_u64().unwrap() >= 1, "{}", r.text());
+    assert_eq!(r.json()["total_exact"], true);
 
     // Recipients: the sender sees all; a Bcc recipient sees the To and
     // themselves, not the other Bcc recipient, and cannot find them.

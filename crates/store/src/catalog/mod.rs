@@ -179,6 +179,11 @@ pub struct Page {
     pub limit: u64,
     /// The order.
     pub order: Order,
+    /// Matches counted at most: the count says "at least this many" when
+    /// it reaches it (`u64::MAX`: every match counted). Counting a broad
+    /// query's tens of thousands of matches costs as much as finding the
+    /// page; a reader rarely needs more than "over a thousand".
+    pub count_up_to: u64,
 }
 
 /// The catalog seam.
@@ -200,7 +205,8 @@ pub trait Catalog: Send {
     fn commit(&mut self, batch: CommitBatch) -> Result<Vec<i64>, CatalogError>;
     /// Deliveries matching a query, newest first.
     fn search(&self, query: &Query, limit: Option<usize>) -> Result<Vec<Hit>, CatalogError>;
-    /// One page of the deliveries matching a query, and how many match.
+    /// One page of the deliveries matching a query, and how many match,
+    /// counted up to `page.count_up_to`.
     fn search_page(&self, query: &Query, page: Page) -> Result<(Vec<Hit>, u64), CatalogError>;
     /// One delivery.
     fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError>;

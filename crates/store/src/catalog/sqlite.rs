@@ -19,7 +19,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
 
-const SCHEMA_VERSION: &str = "1";
+/// 2 added `parties`; a version-1 catalog is upgraded when it is opened
+/// for writing and read through a view of the records when it is not.
+const SCHEMA_VERSION: &str = "2";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,12 +72,32 @@ CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5 (
     content = '', contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 2'
 );
+-- Who a delivery's envelope names, one row per envelope sender (role 0)
+-- and recipient (role 1), as the record holds them: the access rule of the
+-- web and IMAP readers (a user's own mail) and the address terms find
+-- their deliveries here rather than in every record's JSON.
+CREATE TABLE IF NOT EXISTS parties (
+    address TEXT NOT NULL COLLATE NOCASE,
+    role INTEGER NOT NULL,
+    delivery INTEGER NOT NULL,
+    PRIMARY KEY (address, role, delivery)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS parties_delivery ON parties (delivery);
 CREATE VIRTUAL TABLE IF NOT EXISTS envelope_text USING fts5 (
     sender, recipients, login,
     content = '', contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 2'
 );
 ";
+
+/// The `parties` rows of every delivery, from the records (the upgrade
+/// from version 1, and the view a version-1 catalog is read through).
+const PARTIES_OF_RECORDS: &str = "\
+    SELECT json_extract(record, '$.sender') AS address, 0 AS role, id AS delivery
+      FROM deliveries WHERE message != 0 AND json_extract(record, '$.sender') IS NOT NULL
+    UNION ALL
+    SELECT r.value, 1, d.id FROM deliveries d, json_each(d.record, '$.recipients') r
+      WHERE d.message != 0";
 
 /// The SQLite catalog.
 pub struct Sqlite {
@@ -124,6 +146,12 @@ impl Sqlite {
                     )?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some("1") => {
+                    conn.execute_batch(&format!(
+                        "INSERT OR IGNORE INTO parties (address, role, delivery) {PARTIES_OF_RECORDS};
+                         UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';"
+                    ))?;
+                }
                 Some(v) => {
                     return Err(CatalogError::Corrupt(format!(
                         "schema version {v} is not {SCHEMA_VERSION}; use a matching mailkeep"
@@ -179,6 +207,13 @@ impl Sqlite {
             };
             match meta("schema")?.as_deref() {
                 Some(SCHEMA_VERSION) => {}
+                Some("1") => {
+                    // Not upgraded yet (nothing has opened it to write):
+                    // the same rows, read from the records.
+                    conn.execute_batch(&format!(
+                        "CREATE TEMP VIEW parties AS {PARTIES_OF_RECORDS}"
+                    ))?;
+                }
                 Some(v) => {
                     return Err(CatalogError::Corrupt(format!(
                         "schema version {v} is not {SCHEMA_VERSION}; use a matching mailkeep"
@@ -339,19 +374,43 @@ fn record(field: &str) -> String {
     format!("json_extract(d.record, '$.{field}')")
 }
 
-/// `exact` (the condition on the record itself, built after the
-/// prefilter's argument) behind a look-up in the envelope's full-text
-/// index when the glob has whole words to look up: the record's JSON is
-/// then read for the few deliveries whose `column` holds those words
-/// rather than for every delivery (a user's scope on the web is three such
-/// terms). Every delivery has its envelope row (written in the same
-/// transaction), so the look-up only narrows.
+/// Whose envelope names an address as `parties` holds it.
+#[derive(Clone, Copy)]
+enum Role {
+    Sender = 0,
+    Recipient = 1,
+}
+
+/// An address term found through an index: a glob without `*` in
+/// `parties` (an exact match, ASCII letters in either case, as LIKE
+/// compares them), a glob with whole words through the envelope's
+/// full-text index first; `exact` (the condition on the record itself,
+/// built after the look-up's arguments) then decides. Only a glob with
+/// neither reads every record. `exact_alone` says whether the `parties`
+/// match is already the whole condition.
 fn prefiltered(
-    column: &str,
+    role: Role,
     glob: &str,
+    exact_alone: bool,
     args: &mut Vec<Value>,
     exact: impl FnOnce(&mut Vec<Value>) -> String,
 ) -> String {
+    if !glob.contains('*') {
+        args.push(Value::Text(glob.to_owned()));
+        let found = format!(
+            "d.id IN (SELECT delivery FROM parties WHERE address = ? COLLATE NOCASE AND role = {})",
+            role as i64
+        );
+        return if exact_alone {
+            found
+        } else {
+            format!("({found} AND {})", exact(args))
+        };
+    }
+    let column = match role {
+        Role::Sender => "sender",
+        Role::Recipient => "recipients",
+    };
     match envelope_words(glob) {
         Some(words) => {
             args.push(Value::Text(format!("{{{column}}} : \"{words}\"")));
@@ -449,10 +508,12 @@ fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogE
             match (field, glob) {
                 (AddressField::Sender, None) => format!("({} IS NULL)", record("sender")),
                 (_, None) => "0".into(),
-                (AddressField::Sender, Some(g)) => prefiltered("sender", &g, args, |args| {
-                    args.push(Value::Text(like_pattern(&g)));
-                    format!("coalesce({} LIKE ? ESCAPE '\\', 0)", record("sender"))
-                }),
+                (AddressField::Sender, Some(g)) => {
+                    prefiltered(Role::Sender, &g, true, args, |args| {
+                        args.push(Value::Text(like_pattern(&g)));
+                        format!("coalesce({} LIKE ? ESCAPE '\\', 0)", record("sender"))
+                    })
+                }
                 (AddressField::Login, Some(g)) if !g.contains('*') => {
                     // The indexed column, compared as its index is collated.
                     args.push(Value::Text(g));
@@ -462,19 +523,23 @@ fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogE
                     args.push(Value::Text(like_pattern(&g)));
                     "coalesce(d.login LIKE ? ESCAPE '\\', 0)".into()
                 }
-                (AddressField::Recipient, Some(g)) => prefiltered("recipients", &g, args, |args| {
-                    any_element_like("recipients", &g, args)
-                }),
-                (AddressField::Bcc, Some(g)) => prefiltered("recipients", &g, args, |args| {
-                    // An envelope recipient the header To/Cc do not name, as
-                    // `Name <addr>` or a bare `addr` in the indexed lists.
-                    args.push(Value::Text(like_pattern(&g)));
-                    "EXISTS (SELECT 1 FROM json_each(d.record, '$.recipients') e \
+                (AddressField::Recipient, Some(g)) => {
+                    prefiltered(Role::Recipient, &g, true, args, |args| {
+                        any_element_like("recipients", &g, args)
+                    })
+                }
+                (AddressField::Bcc, Some(g)) => {
+                    prefiltered(Role::Recipient, &g, false, args, |args| {
+                        // An envelope recipient the header To/Cc do not name, as
+                        // `Name <addr>` or a bare `addr` in the indexed lists.
+                        args.push(Value::Text(like_pattern(&g)));
+                        "EXISTS (SELECT 1 FROM json_each(d.record, '$.recipients') e \
                      WHERE e.value LIKE ? ESCAPE '\\' \
                      AND instr(lower(', ' || m.hdr_to || ', ' || m.hdr_cc || ', '), '<' || lower(e.value) || '>') = 0 \
                      AND instr(lower(', ' || m.hdr_to || ', ' || m.hdr_cc || ', '), ', ' || lower(e.value) || ', ') = 0)"
                         .into()
-                }),
+                    })
+                }
             }
         }
         Term::Queue(q) if q.contains('*') => {
@@ -545,6 +610,16 @@ fn expr_condition(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogE
     Ok(match expr {
         Expr::Term(t) => term_condition(t, args)?,
         Expr::Not(e) => format!("NOT ({})", expr_condition(e, args)?),
+        Expr::Or(items) if items.len() > 1 && items.iter().all(indexed) => {
+            // Each branch looked up through its index, their union once:
+            // tested row by row, an OR reads every delivery (a user's
+            // scope on the web is such an OR).
+            let branches = items
+                .iter()
+                .map(|e| id_set(e, args))
+                .collect::<Result<Vec<_>, CatalogError>>()?;
+            format!("d.id IN ({})", branches.join(" UNION ALL "))
+        }
         Expr::And(items) | Expr::Or(items) => {
             let op = if matches!(expr, Expr::And(_)) {
                 " AND "
@@ -566,6 +641,53 @@ fn expr_condition(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogE
             format!("({})", parts.join(op))
         }
     })
+}
+
+/// Whether a term's condition finds its deliveries through an index
+/// (full text, the login column, the envelope's words) rather than by
+/// testing every row.
+fn indexed(expr: &Expr) -> bool {
+    match expr {
+        Expr::Term(Term::Text { .. }) => true,
+        Expr::Term(Term::Address { field, value }) => match (field, address_glob(value)) {
+            (AddressField::Login, Some(g)) => !g.contains('*'),
+            (_, Some(g)) => !g.contains('*') || envelope_words(&g).is_some(),
+            (_, None) => false,
+        },
+        _ => false,
+    }
+}
+
+/// The ids of the deliveries an [`indexed`] term holds for, as a
+/// `SELECT`: straight from the index that has them where one does (no
+/// delivery row read), else the term's condition over the deliveries.
+/// Removed deliveries may be among them (their rows are blanked, not
+/// gone); the query they are part of joins the messages, which drops them.
+fn id_set(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogError> {
+    if let Expr::Term(Term::Address { field, value }) = expr {
+        if let Some(g) = address_glob(value).filter(|g| !g.contains('*')) {
+            let role = match field {
+                AddressField::Login => {
+                    args.push(Value::Text(g));
+                    return Ok("SELECT id FROM deliveries WHERE login = ? COLLATE NOCASE".into());
+                }
+                AddressField::Sender => Some(Role::Sender),
+                AddressField::Recipient => Some(Role::Recipient),
+                AddressField::Bcc => None,
+            };
+            if let Some(role) = role {
+                args.push(Value::Text(g));
+                return Ok(format!(
+                    "SELECT delivery FROM parties WHERE address = ? COLLATE NOCASE AND role = {}",
+                    role as i64
+                ));
+            }
+        }
+    }
+    Ok(format!(
+        "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message WHERE {}",
+        expr_condition(expr, args)?
+    ))
 }
 
 /// Builds the WHERE clause for a query.
@@ -796,6 +918,9 @@ impl Catalog for Sqlite {
             let mut index = tx.prepare_cached(
                 "INSERT INTO envelope_text (rowid, sender, recipients, login) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut party = tx.prepare_cached(
+                "INSERT OR IGNORE INTO parties (address, role, delivery) VALUES (?1, ?2, ?3)",
+            )?;
             for d in batch.deliveries {
                 let mut record = d.record;
                 last_id += 1;
@@ -832,6 +957,12 @@ impl Catalog for Sqlite {
                     record.recipients.join("\n"),
                     record.login.as_deref().unwrap_or(""),
                 ])?;
+                if let Some(sender) = &record.sender {
+                    party.execute(params![sender, 0, last_id])?;
+                }
+                for recipient in &record.recipients {
+                    party.execute(params![recipient, 1, last_id])?;
+                }
                 prev = hash;
                 ids.push(last_id);
             }
@@ -868,12 +999,16 @@ impl Catalog for Sqlite {
     fn search_page(&self, query: &Query, page: Page) -> Result<(Vec<Hit>, u64), CatalogError> {
         let mut args = Vec::new();
         let cond = where_clause(query, &mut args)?;
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let total: i64 = {
             let sql = format!(
-                "SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message WHERE {cond}"
+                "SELECT count(*) FROM (SELECT 1 FROM deliveries d JOIN messages m ON m.id = d.message \
+                 WHERE {cond} LIMIT ?)"
             );
             let mut stmt = self.conn.prepare_cached(&sql)?;
-            stmt.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+            let mut count_args = args.clone();
+            count_args.push(Value::Integer(clamp(page.count_up_to)));
+            stmt.query_row(rusqlite::params_from_iter(count_args.iter()), |r| r.get(0))?
         };
         let order = match page.order {
             Order::NewestFirst => "d.received DESC, d.id DESC",
@@ -881,7 +1016,6 @@ impl Catalog for Sqlite {
             Order::LargestFirst => "m.size DESC, d.id DESC",
             Order::SmallestFirst => "m.size ASC, d.id ASC",
         };
-        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         args.push(Value::Integer(clamp(page.limit)));
         args.push(Value::Integer(clamp(page.offset)));
         let sql = format!(
@@ -1085,6 +1219,7 @@ impl Catalog for Sqlite {
                 ],
             )?;
             tx.execute("DELETE FROM envelope_text WHERE rowid = ?1", [victim])?;
+            tx.execute("DELETE FROM parties WHERE delivery = ?1", [victim])?;
             out.deliveries.push((*victim, last_id));
             let still: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM deliveries WHERE message = ?1)",
