@@ -80,10 +80,12 @@ for line in io.lines(os.getenv("QUERIES")) do
   if line ~= "" then table.insert(queries, line) end
 end
 local prefix = os.getenv("PREFIX")
--- THINK ms between a connection's requests: a user reading the results.
+-- THINK ms on average between a connection's requests (a user reading the
+-- results), drawn uniformly from half to one and a half times it so the
+-- users do not move in step.
 local think = tonumber(os.getenv("THINK") or "0")
 if think > 0 then
-  delay = function() return think end
+  delay = function() return math.random(math.floor(think / 2), think + math.floor(think / 2)) end
 end
 local cookie = os.getenv("COOKIE")
 local n = 0
@@ -128,9 +130,9 @@ fi
 
 # Two loads of 20 users each: every user searching again as soon as the
 # answer is in (the server saturated: latency is the queue), and every
-# user searching once a second (think time 1 s; people read results
-# for longer than that, so this is still a heavy load).
-echo "loading: API as alice, API as the auditor, page as alice (${SECS} s each, 20 connections, no think time, then 1 s) ..." >&2
+# user searching once a second on average (think time 0.5 to 1.5 s; people
+# read results for longer than that, so this is still a heavy load).
+echo "loading: API as alice, API as the auditor, page as alice (${SECS} s each, 20 connections, no think time, then 0.5-1.5 s) ..." >&2
 API_USER=$(load alice "/api/search?limit=50&q=" 0)
 API_AUDITOR=$(load auditor "/api/search?limit=50&q=" 0)
 PAGE_USER=$(load alice "/?q=" 0)
@@ -167,9 +169,9 @@ def row(name, r):
 print("### bench/web.sh: %s messages, 20 concurrent users, %s s per load, 2 cores\n" % (n, secs))
 print("| load | requests | p50 ms | p99 ms | requests/s | errors |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
-print(row("`GET /api/search` as a user (limited by the envelope), 1 s think time", api_user_1))
-print(row("`GET /api/search` as an auditor, 1 s think time", api_aud_1))
-print(row("`GET /?q=` (the search page) as a user, 1 s think time", page_user_1))
+print(row("`GET /api/search` as a user (limited by the envelope), 0.5-1.5 s think time", api_user_1))
+print(row("`GET /api/search` as an auditor, 0.5-1.5 s think time", api_aud_1))
+print(row("`GET /?q=` (the search page) as a user, 0.5-1.5 s think time", page_user_1))
 print(row("`GET /api/search` as a user, no think time (saturated)", api_user))
 print(row("`GET /api/search` as an auditor, no think time (saturated)", api_aud))
 print(row("`GET /?q=` as a user, no think time (saturated)", page_user))
