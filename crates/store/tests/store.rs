@@ -33,6 +33,18 @@ fn corpus_files() -> Vec<PathBuf> {
     out
 }
 
+/// The ids a search finds, in ascending order.
+fn found(store: &Store, q: &str) -> Vec<i64> {
+    let mut v: Vec<i64> = store
+        .search(&query(q), None)
+        .unwrap()
+        .iter()
+        .map(|h| h.record.id)
+        .collect();
+    v.sort();
+    v
+}
+
 fn query(q: &str) -> mailkeep_query::Query {
     mailkeep_query::parse(q).expect("query parses")
 }
@@ -822,21 +834,8 @@ fn a_version_1_catalog_is_read_through_a_view_and_upgraded_when_opened_to_write(
         "-recipient:a@example.com",
         "sender:<>",
     ];
-    let answers = |store: &Store| -> Vec<Vec<i64>> {
-        queries
-            .iter()
-            .map(|q| {
-                let mut v: Vec<i64> = store
-                    .search(&query(q), None)
-                    .unwrap()
-                    .iter()
-                    .map(|h| h.record.id)
-                    .collect();
-                v.sort();
-                v
-            })
-            .collect()
-    };
+    let answers =
+        |store: &Store| -> Vec<Vec<i64>> { queries.iter().map(|q| found(store, q)).collect() };
     let expected = vec![
         vec![ids[0], ids[2]],
         vec![ids[0]],
@@ -899,4 +898,39 @@ fn a_page_counts_its_matches_up_to_the_limit_asked() {
     assert_eq!(got(page(0, 2, 3)), (ids[..2].to_vec(), 3));
     assert_eq!(got(page(3, 5, 3)), (ids[3..].to_vec(), 3));
     assert_eq!(got(page(0, 2, 5)), (ids[..2].to_vec(), 5));
+}
+
+/// A scope (an OR of literal login and address terms) is kept between
+/// searches on a connection: what is added after it was built is found,
+/// what is removed is not, on the writer's reader and on a read-only
+/// handle alike.
+#[test]
+fn a_kept_scope_follows_new_and_removed_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(dir.path().join("s"));
+    let store = Store::open(cfg.clone()).unwrap();
+    let add = |sender: &str, rcpt: &str, n: usize| -> i64 {
+        let body = format!("Subject: k{n}\r\n\r\nkept {n}\r\n");
+        let mut env = envelope(body.as_bytes(), sender, &[rcpt], None);
+        env.login = None;
+        let prepared = store.prepare(&env).unwrap();
+        store.commit(vec![prepared]).unwrap()[0].id
+    };
+    let scope = "login:amy OR sender:amy@example.com OR recipient:amy@example.com";
+    let a = add("amy@example.com", "x@example.com", 1);
+    let _other = add("x@example.com", "y@example.com", 2);
+    let reader = Store::open_read_only(cfg).unwrap();
+    assert_eq!(found(&store, scope), [a]);
+    assert_eq!(found(&reader, scope), [a]);
+    let b = add("x@example.com", "AMY@example.com", 3);
+    let _c = add("y@example.com", "x@example.com", 4);
+    assert_eq!(found(&store, scope), [a, b]);
+    assert_eq!(found(&reader, scope), [a, b]);
+    // ANDed with other terms, as the web does.
+    assert_eq!(found(&store, &format!("({scope}) kept")), [a, b]);
+    assert_eq!(found(&reader, &format!("({scope}) k3")), [b]);
+    store.remove(&[(a, "erase: test".into())]).unwrap();
+    assert_eq!(found(&store, scope), [b]);
+    assert_eq!(found(&reader, scope), [b]);
+    assert_eq!(found(&reader, &format!("({scope}) kept")), [b]);
 }

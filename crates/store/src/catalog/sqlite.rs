@@ -16,6 +16,7 @@ use mailkeep_query::{
 };
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::cell::RefCell;
 use std::path::Path;
 use std::time::Duration;
 
@@ -103,7 +104,33 @@ const PARTIES_OF_RECORDS: &str = "\
 pub struct Sqlite {
     conn: Connection,
     store_id: String,
+    kept: RefCell<Kept>,
 }
+
+/// Id sets kept between searches on this connection, in TEMP tables: the
+/// union of a user's scope (their login and addresses, looked up in the
+/// indexes) is the same for every search they make, so it is built once
+/// and then only extended by the deliveries added since. Ids only grow;
+/// a removed delivery left in a set drops out of every query, which joins
+/// the messages (a removed delivery has none).
+#[derive(Default)]
+struct Kept {
+    sets: std::collections::HashMap<String, KeptSet>,
+    tick: u64,
+    named: u64,
+}
+
+struct KeptSet {
+    table: String,
+    /// Every delivery up to this id is in the table, or not in the set.
+    covered: i64,
+    used: u64,
+    /// Ids in the table.
+    rows: i64,
+}
+
+/// Sets kept per connection at most; the least recently used goes first.
+const KEPT_SETS: usize = 32;
 
 impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +139,74 @@ impl std::fmt::Debug for Sqlite {
 }
 
 impl Sqlite {
+    /// The condition "`d.id` is in the set `union` (with `args`) selects",
+    /// the set kept in a TEMP table of this connection and extended by the
+    /// deliveries added since it was last used. `union` must be index
+    /// look-ups of values a delivery never changes (its login, envelope
+    /// sender and recipients), so that a delivery once in or out stays so.
+    fn kept_set(&self, union: &str, args: Vec<Value>) -> Result<String, CatalogError> {
+        let key = format!("{union}\u{0}{args:?}");
+        let mut kept = self.kept.borrow_mut();
+        kept.tick += 1;
+        let tick = kept.tick;
+        let newest: i64 =
+            self.conn
+                .query_row("SELECT coalesce(max(id), 0) FROM deliveries", [], |r| {
+                    r.get(0)
+                })?;
+        if !kept.sets.contains_key(&key) {
+            if kept.sets.len() >= KEPT_SETS {
+                let oldest = kept
+                    .sets
+                    .iter()
+                    .min_by_key(|(_, s)| s.used)
+                    .map(|(k, _)| k.clone());
+                if let Some(s) = oldest.and_then(|k| kept.sets.remove(&k)) {
+                    self.conn
+                        .execute_batch(&format!("DROP TABLE IF EXISTS temp.{}", s.table))?;
+                }
+            }
+            kept.named += 1;
+            let table = format!("kept_{}", kept.named);
+            self.conn.execute_batch(&format!(
+                "CREATE TEMP TABLE {table} (id INTEGER PRIMARY KEY)"
+            ))?;
+            kept.sets.insert(
+                key.clone(),
+                KeptSet {
+                    table,
+                    covered: 0,
+                    used: tick,
+                    rows: 0,
+                },
+            );
+        }
+        let set = kept.sets.get_mut(&key).expect("inserted above");
+        set.used = tick;
+        if newest > set.covered {
+            let mut fill = args;
+            fill.push(Value::Integer(set.covered));
+            fill.push(Value::Integer(newest));
+            let sql = format!(
+                "INSERT OR IGNORE INTO temp.{} (id) SELECT id FROM ({union}) WHERE id > ? AND id <= ?",
+                set.table
+            );
+            let added = self
+                .conn
+                .execute(&sql, rusqlite::params_from_iter(fill.iter()))?;
+            set.covered = newest;
+            set.rows += added as i64;
+        }
+        // A set of more than one delivery in twenty is only tested (`+`
+        // keeps the planner from walking it): the other terms' indexes, or
+        // the walk by time, find the page sooner. A small one leads.
+        Ok(if set.rows.saturating_mul(20) > newest {
+            format!("+d.id IN temp.{}", set.table)
+        } else {
+            format!("d.id IN temp.{}", set.table)
+        })
+    }
+
     /// Opens (creating when `create`) the catalog file.
     pub fn open(path: &Path, create: bool) -> Result<Sqlite, CatalogError> {
         let flags = if create {
@@ -180,7 +275,11 @@ impl Sqlite {
         match setup {
             Ok(store_id) => {
                 conn.execute_batch("COMMIT")?;
-                Ok(Sqlite { conn, store_id })
+                Ok(Sqlite {
+                    conn,
+                    store_id,
+                    kept: RefCell::default(),
+                })
             }
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -223,7 +322,11 @@ impl Sqlite {
             }
             let store_id =
                 meta("store_id")?.ok_or_else(|| CatalogError::Corrupt("no store id".into()))?;
-            Ok(Sqlite { conn, store_id })
+            Ok(Sqlite {
+                conn,
+                store_id,
+                kept: RefCell::default(),
+            })
         };
         let first = Connection::open_with_flags(path, flags)
             .map_err(CatalogError::from)
@@ -606,19 +709,36 @@ fn term_condition(term: &Term, args: &mut Vec<Value>) -> Result<String, CatalogE
 
 /// Builds the condition for an expression: its shape is the query's, and
 /// its depth is bounded by the parser's nesting limit.
-fn expr_condition(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogError> {
+fn expr_condition(
+    expr: &Expr,
+    args: &mut Vec<Value>,
+    keep: Option<&Sqlite>,
+) -> Result<String, CatalogError> {
     Ok(match expr {
         Expr::Term(t) => term_condition(t, args)?,
-        Expr::Not(e) => format!("NOT ({})", expr_condition(e, args)?),
+        Expr::Not(e) => format!("NOT ({})", expr_condition(e, args, keep)?),
         Expr::Or(items) if items.len() > 1 && items.iter().all(indexed) => {
             // Each branch looked up through its index, their union once:
             // tested row by row, an OR reads every delivery (a user's
             // scope on the web is such an OR).
-            let branches = items
-                .iter()
-                .map(|e| id_set(e, args))
-                .collect::<Result<Vec<_>, CatalogError>>()?;
-            format!("d.id IN ({})", branches.join(" UNION ALL "))
+            let mut own = Vec::new();
+            let mut direct = true;
+            let mut branches = Vec::with_capacity(items.len());
+            for e in items {
+                let (sql, d) = id_set(e, &mut own, keep)?;
+                direct &= d;
+                branches.push(sql);
+            }
+            let union = branches.join(" UNION ALL ");
+            match keep {
+                // Index look-ups alone: a set that only grows with new
+                // deliveries, kept for the next search.
+                Some(conn) if direct => conn.kept_set(&union, own)?,
+                _ => {
+                    args.extend(own);
+                    format!("d.id IN ({union})")
+                }
+            }
         }
         Expr::And(items) | Expr::Or(items) => {
             let op = if matches!(expr, Expr::And(_)) {
@@ -628,7 +748,7 @@ fn expr_condition(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogE
             };
             let parts = items
                 .iter()
-                .map(|e| expr_condition(e, args))
+                .map(|e| expr_condition(e, args, keep))
                 .collect::<Result<Vec<_>, _>>()?;
             if parts.is_empty() {
                 return Ok(if matches!(expr, Expr::And(_)) {
@@ -663,13 +783,20 @@ fn indexed(expr: &Expr) -> bool {
 /// delivery row read), else the term's condition over the deliveries.
 /// Removed deliveries may be among them (their rows are blanked, not
 /// gone); the query they are part of joins the messages, which drops them.
-fn id_set(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogError> {
+fn id_set(
+    expr: &Expr,
+    args: &mut Vec<Value>,
+    keep: Option<&Sqlite>,
+) -> Result<(String, bool), CatalogError> {
     if let Expr::Term(Term::Address { field, value }) = expr {
         if let Some(g) = address_glob(value).filter(|g| !g.contains('*')) {
             let role = match field {
                 AddressField::Login => {
                     args.push(Value::Text(g));
-                    return Ok("SELECT id FROM deliveries WHERE login = ? COLLATE NOCASE".into());
+                    return Ok((
+                        "SELECT id AS id FROM deliveries WHERE login = ? COLLATE NOCASE".into(),
+                        true,
+                    ));
                 }
                 AddressField::Sender => Some(Role::Sender),
                 AddressField::Recipient => Some(Role::Recipient),
@@ -677,24 +804,36 @@ fn id_set(expr: &Expr, args: &mut Vec<Value>) -> Result<String, CatalogError> {
             };
             if let Some(role) = role {
                 args.push(Value::Text(g));
-                return Ok(format!(
-                    "SELECT delivery FROM parties WHERE address = ? COLLATE NOCASE AND role = {}",
-                    role as i64
+                return Ok((
+                    format!(
+                        "SELECT delivery AS id FROM parties WHERE address = ? COLLATE NOCASE AND role = {}",
+                        role as i64
+                    ),
+                    true,
                 ));
             }
         }
     }
-    Ok(format!(
-        "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message WHERE {}",
-        expr_condition(expr, args)?
+    Ok((
+        format!(
+            "SELECT d.id AS id FROM deliveries d JOIN messages m ON m.id = d.message WHERE {}",
+            expr_condition(expr, args, keep)?
+        ),
+        false,
     ))
 }
 
 /// Builds the WHERE clause for a query.
-fn where_clause(query: &Query, args: &mut Vec<Value>) -> Result<String, CatalogError> {
+/// `keep`: the connection whose kept sets a scope may come from (see
+/// [`Kept`]); without it every set is built inside the statement.
+fn where_clause(
+    query: &Query,
+    args: &mut Vec<Value>,
+    keep: Option<&Sqlite>,
+) -> Result<String, CatalogError> {
     match &query.expr {
         None => Ok("1".into()),
-        Some(e) => expr_condition(e, args),
+        Some(e) => expr_condition(e, args, keep),
     }
 }
 
@@ -975,7 +1114,7 @@ impl Catalog for Sqlite {
         // Two steps: the ids, sorted and cut with only indexed columns
         // touched; then the (large) records of those ids alone.
         let mut args = Vec::new();
-        let cond = where_clause(query, &mut args)?;
+        let cond = where_clause(query, &mut args, Some(self))?;
         let limit = limit.map(|l| l.min(i64::MAX as usize) as i64).unwrap_or(-1);
         args.push(Value::Integer(limit));
         let sql = format!(
@@ -998,7 +1137,7 @@ impl Catalog for Sqlite {
 
     fn search_page(&self, query: &Query, page: Page) -> Result<(Vec<Hit>, u64), CatalogError> {
         let mut args = Vec::new();
-        let cond = where_clause(query, &mut args)?;
+        let cond = where_clause(query, &mut args, Some(self))?;
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let total: i64 = {
             let sql = format!(
