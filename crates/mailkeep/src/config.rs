@@ -228,6 +228,7 @@ struct RawWeb {
     session_max: Option<u64>,
     login_timeout: Option<u64>,
     max_view_size: Option<Size>,
+    max_export: Option<u64>,
     ldap: Option<RawLdap>,
 }
 
@@ -959,6 +960,7 @@ fn web_settings(
         session_idle: secs(w.session_idle, 30 * 60),
         session_max: secs(w.session_max, 12 * 3600),
         max_view_bytes,
+        max_export: w.max_export.filter(|n| *n > 0).unwrap_or(10_000),
     })
 }
 

@@ -23,6 +23,7 @@
 pub mod blobs;
 pub mod catalog;
 pub mod chain;
+pub mod export;
 pub mod owner;
 pub mod verify;
 

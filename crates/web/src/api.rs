@@ -15,8 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mailkeep_query::{Expr, Query, Term};
 use mailkeep_store::catalog::{Hit, Order, Page};
+use mailkeep_store::export::{ExportError, ZipExport};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
 type Shared = Arc<App>;
@@ -216,6 +218,114 @@ pub async fn search(
         "limit": limit,
         "results": results,
     })))
+}
+
+/// The parameters of `GET /api/export`.
+#[derive(Debug, Deserialize, Default)]
+pub struct ExportParams {
+    /// The query, as for a search.
+    #[serde(default)]
+    pub q: String,
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> ApiError {
+        match e {
+            ExportError::Damaged { id, source } => ApiError::Internal(format!(
+                "export: delivery {id} cannot be read ({source}); run `mailkeep verify`"
+            )),
+            ExportError::Store(e) => e.into(),
+            e => ApiError::Internal(format!("export: {e}")),
+        }
+    }
+}
+
+/// `GET /api/export?q=QUERY`: what `q` finds among the reader's own mail,
+/// oldest first, as the zip `mailkeep export --format zip` writes: the
+/// original messages and `manifest.json` (each message's digests and its
+/// envelope as this reader may see it, and the chain head). At most
+/// `[web] max_export` messages; more is refused before anything is read.
+/// The zip is written to an unnamed temporary file, then sent.
+pub async fn export(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    UrlQuery(p): UrlQuery<ExportParams>,
+) -> Result<Response, ApiError> {
+    let query = mailkeep_query::parse(&p.q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let query = viewer.identity().restrict(query);
+    let max = app.settings.max_export;
+    let a = app.clone();
+    let mut hits = blocking(move || {
+        let limit = usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1);
+        Ok(a.store().search(&query, Some(limit))?)
+    })
+    .await?;
+    let refused = hits.len() as u64 > max;
+    hits.reverse();
+    let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
+    app.record(
+        &viewer.identity().name,
+        viewer.client,
+        "export",
+        json!({
+            "query": p.q,
+            "format": "zip",
+            "results": if refused { json!(format!("more than {max}")) } else { json!(hits.len()) },
+            "refused": refused,
+            "ids": if refused { String::new() } else { mailkeep_lifecycle::audit::id_ranges(&ids) },
+        }),
+    )
+    .await?;
+    if refused {
+        return Err(ApiError::BadRequest(format!(
+            "more than {max} messages match; narrow the search (the limit is [web] max_export)"
+        )));
+    }
+    let identity = viewer.identity().clone();
+    let a = app.clone();
+    let q = p.q.clone();
+    let (file, len) = blocking(move || {
+        let store = a.store();
+        let tmp = tempfile::tempfile()
+            .map_err(|e| ApiError::Internal(format!("export: a temporary file: {e}")))?;
+        let mut zip = ZipExport::new(tmp);
+        for hit in &hits {
+            let envelope = identity.visible_record(&hit.record, &hit.to, &hit.cc);
+            zip.add(store, hit, json!(envelope))?;
+        }
+        let mut file = zip.finish(store, &q)?;
+        let len = file
+            .seek(SeekFrom::End(0))
+            .and_then(|n| file.rewind().map(|_| n))
+            .map_err(|e| ApiError::Internal(format!("export: {e}")))?;
+        Ok((file, len))
+    })
+    .await?;
+    let (reader, writer) = tokio::io::duplex(64 * 1024);
+    tokio::task::spawn_blocking(move || {
+        let mut w = tokio_util::io::SyncIoBridge::new(writer);
+        let mut file = file;
+        if let Err(e) = std::io::copy(&mut file, &mut w) {
+            // The body stops short; the client sees a cut transfer.
+            tracing::error!("web: sending an export failed: {e}");
+        }
+    });
+    let mut r = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(reader)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"mailkeep-export.zip\""),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    Ok(r)
 }
 
 /// The delivery `id` if it is the reader's, else [`ApiError::NotFound`]:

@@ -168,6 +168,16 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The envelope as this reader may see it: `record` with only the
+    /// recipients of [`Identity::visible_recipients`].
+    pub fn visible_record(&self, record: &DeliveryRecord, to: &str, cc: &str) -> DeliveryRecord {
+        let mut r = record.clone();
+        r.recipients = self.visible_recipients(record, to, cc);
+        r
+    }
+}
+
 /// Any of `terms`, flattened; a condition nothing meets when empty.
 fn or(terms: Vec<Expr>) -> Expr {
     let mut flat = Vec::new();

@@ -70,6 +70,9 @@ pub struct WebSettings {
     /// envelope and the index's fields are shown, and the original can be
     /// downloaded).
     pub max_view_bytes: u64,
+    /// "Export these results" gives at most this many messages; a search
+    /// that finds more is refused (narrow it, or `mailkeep export`).
+    pub max_export: u64,
 }
 
 /// Who may use a route.
@@ -248,6 +251,16 @@ fn table() -> Vec<(Route, MethodRouter<Shared>)> {
                 "one attachment",
             ),
             get(api::attachment),
+        ),
+        (
+            r(
+                "GET",
+                "/api/export",
+                Access::User,
+                false,
+                "what a search finds, as a zip with a manifest",
+            ),
+            get(api::export),
         ),
         (
             r("GET", "/api/audit", Access::Auditor, false, "the audit log"),

@@ -369,6 +369,23 @@ pub async fn search(
             format!(" for <code>{}</code>", esc(&query))
         }
     );
+    if total.n > 0 {
+        // `total.n` is a lower bound when not exact: the export itself
+        // refuses a search that finds more than the limit.
+        if total.n <= app.settings.max_export {
+            let _ = write!(
+                body,
+                r#"<p class="export"><a href="/api/export?q={}" download>Export these results (.zip with a manifest)</a></p>"#,
+                esc(&url_value(&query))
+            );
+        } else {
+            let _ = write!(
+                body,
+                r#"<p class="export note">Narrow the search to at most {} messages to export it.</p>"#,
+                app.settings.max_export
+            );
+        }
+    }
     body.push_str(
         r#"<table class="results"><thead><tr><th>Received</th><th>From</th><th>To</th><th>Subject</th><th>Size</th></tr></thead><tbody>"#,
     );

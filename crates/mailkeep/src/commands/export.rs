@@ -10,10 +10,8 @@ use crate::exit::{Exit, Failure};
 use mailkeep_destinations::mbox;
 use mailkeep_envelope::block::{envelope_headers, line_ending};
 use mailkeep_envelope::SpoolWriter;
-use mailkeep_store::catalog::Hit;
-use mailkeep_store::Store;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use mailkeep_store::export::{manifest, stream_into, ExportError, ZipExport};
+use serde_json::json;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
@@ -22,84 +20,19 @@ fn io_fail(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::new(Exit::IOERR, format!("{}: {e}", path.display()))
 }
 
-/// Passes a message through to `out` while taking its size and digests
-/// for the manifest.
-struct Digesting<W: Write> {
-    out: W,
-    blake3: blake3::Hasher,
-    sha256: Sha256,
-    size: u64,
-}
-
-impl<W: Write> Digesting<W> {
-    fn new(out: W) -> Digesting<W> {
-        Digesting {
-            out,
-            blake3: blake3::Hasher::new(),
-            sha256: Sha256::new(),
-            size: 0,
-        }
-    }
-}
-
-impl<W: Write> Write for Digesting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.blake3.update(&buf[..n]);
-        self.sha256.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
-/// A message streamed out of the store into `out` (bounded memory): a
-/// damaged record is a failure naming the delivery.
-fn stream_into<W: Write>(store: &Store, hit: &Hit, out: W) -> Result<Digesting<W>, Failure> {
-    let mut d = Digesting::new(out);
-    match store.write_raw(&hit.record.content, &mut d) {
-        Ok(_) => Ok(d),
-        Err(e @ mailkeep_store::StoreError::Record { .. }) => Err(Failure::new(
+/// A failed export as the CLI reports it.
+fn failed(e: ExportError, path: &Path) -> Failure {
+    match e {
+        ExportError::Damaged { id, source } => Failure::new(
             Exit::DATAERR,
             format!(
-                "delivery {}: {}; the export is not written (run `mailkeep verify`)",
-                hit.record.id,
-                mailkeep_capture::error_chain(&e)
+                "delivery {id}: {}; the export is not written (run `mailkeep verify`)",
+                mailkeep_capture::error_chain(&source)
             ),
-        )),
-        Err(e) => Err(Failure::from_store(Exit::IOERR, &e)),
+        ),
+        ExportError::Store(e) => Failure::from_store(Exit::IOERR, &e),
+        e => Failure::new(Exit::IOERR, format!("{}: {e}", path.display())),
     }
-}
-
-fn manifest_entry<W: Write>(hit: &Hit, file: &str, d: &Digesting<W>) -> Value {
-    json!({
-        "id": hit.record.id,
-        "file": file,
-        "size": d.size,
-        "blake3": d.blake3.finalize().to_hex().to_string(),
-        "sha256": format!("{:x}", d.sha256.clone().finalize()),
-        "message_id": hit.message_id,
-        "subject": hit.subject,
-        "envelope": hit.record,
-    })
-}
-
-fn manifest(store: &Store, query: &str, entries: Vec<Value>) -> Result<String, Failure> {
-    let cp = store
-        .checkpoint()
-        .map_err(|e| Failure::from_error(Exit::IOERR, &e))?;
-    let m = json!({
-        "mailkeep_export": 1,
-        "store": cp.store,
-        "query": query,
-        "exported": cp.time,
-        "chain_head": {"entry": cp.entry, "hash": cp.head},
-        "messages": entries,
-    });
-    Ok(serde_json::to_string_pretty(&m).unwrap_or_default() + "\n")
 }
 
 pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
@@ -147,7 +80,8 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
                     // Through the spool (memory up to its threshold, an unnamed
                     // file past it): the mbox writer needs the whole message.
                     let spool = SpoolWriter::new(&settings.spool_dir, settings.spool_threshold);
-                    let message = stream_into(&store, hit, spool)?
+                    let message = stream_into(&store, hit, spool)
+                        .map_err(|e| failed(e, &settings.spool_dir))?
                         .out
                         .finish()
                         .map_err(io_fail(&settings.spool_dir))?;
@@ -174,52 +108,33 @@ pub fn run(settings: &Settings, args: ExportArgs) -> Result<Exit, Failure> {
                     let file = private_file(&path)?;
                     let d = match stream_into(&store, hit, std::io::BufWriter::new(file)) {
                         Ok(d) => d,
-                        Err(f) => {
+                        Err(e) => {
                             let _ = std::fs::remove_file(&path);
-                            return Err(f);
+                            return Err(failed(e, &path));
                         }
                     };
-                    entries.push(manifest_entry(hit, &name, &d));
+                    entries.push(d.entry(hit, &name, json!(hit.record)));
                     let file = d
                         .out
                         .into_inner()
                         .map_err(|e| io_fail(&path)(e.into_error()))?;
                     file.sync_all().map_err(io_fail(&path))?;
                 }
-                let m = manifest(&store, &args.query, entries)?;
+                let m = manifest(&store, &args.query, entries).map_err(|e| failed(e, out))?;
                 write_durable(&out.join("manifest.json"), m.as_bytes())?;
                 mailkeep_store::fsync_dir(out).map_err(io_fail(out))?;
             }
             ExportFormat::Zip => {
                 // Written under a temporary name and renamed when complete, so
                 // a crash never leaves a zip that looks whole.
-                let file = private_file(&tmp)?;
-                let mut zip = zip::ZipWriter::new(file);
-                let opts = zip::write::SimpleFileOptions::default()
-                    .compression_method(zip::CompressionMethod::Deflated)
-                    .large_file(true);
-                let mut entries = Vec::new();
-                let zip_err = |e: zip::result::ZipError| {
-                    Failure::new(Exit::IOERR, format!("{}: {e}", tmp.display()))
-                };
+                let mut zip = ZipExport::new(private_file(&tmp)?);
                 for hit in &hits {
-                    let name = format!("messages/{}.eml", hit.record.id);
-                    zip.start_file(name.as_str(), opts).map_err(zip_err)?;
-                    let d = match stream_into(&store, hit, &mut zip) {
-                        Ok(d) => d,
-                        Err(f) => {
-                            drop(zip);
-                            let _ = std::fs::remove_file(&tmp);
-                            return Err(f);
-                        }
-                    };
-                    let entry = manifest_entry(hit, &name, &d);
-                    entries.push(entry);
+                    zip.add(&store, hit, json!(hit.record))
+                        .map_err(|e| failed(e, &tmp))?;
                 }
-                let m = manifest(&store, &args.query, entries)?;
-                zip.start_file("manifest.json", opts).map_err(zip_err)?;
-                zip.write_all(m.as_bytes()).map_err(io_fail(&tmp))?;
-                let file = zip.finish().map_err(zip_err)?;
+                let file = zip
+                    .finish(&store, &args.query)
+                    .map_err(|e| failed(e, &tmp))?;
                 file.sync_all().map_err(io_fail(&tmp))?;
                 std::fs::rename(&tmp, out).map_err(io_fail(out))?;
                 if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {

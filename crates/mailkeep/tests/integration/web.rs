@@ -425,6 +425,8 @@ const NO_ITEM: &[(&str, &str)] = &[
     ("GET", "/api/session"),
     ("DELETE", "/api/session"),
     ("GET", "/api/search"),
+    // Limited like a search: web_export_gives_each_reader_their_own_results_with_a_manifest.
+    ("GET", "/api/export"),
 ];
 
 #[test]
@@ -502,6 +504,134 @@ fn web_every_route_answers_404_for_another_users_item_and_for_iterated_ids() {
     }
     assert_eq!(not_found.len(), 1, "404 bodies differ: {not_found:?}");
     serve.stop();
+}
+
+/// A zip as Python's `zipfile` reads it: each manifest entry checked
+/// against its file (size, SHA-256), then the manifest.
+fn read_export(dir: &Path, zip: &[u8]) -> Value {
+    let path = dir.join("export.zip");
+    std::fs::write(&path, zip).unwrap();
+    let out = crate::util::python(
+        "import hashlib, json, sys, zipfile\n\
+             z = zipfile.ZipFile(sys.argv[1])\n\
+             m = json.loads(z.read('manifest.json'))\n\
+             names = sorted(n for n in z.namelist() if n != 'manifest.json')\n\
+             assert names == sorted(e['file'] for e in m['messages']), names\n\
+             for e in m['messages']:\n\
+             \x20   b = z.read(e['file'])\n\
+             \x20   assert len(b) == e['size'] and hashlib.sha256(b).hexdigest() == e['sha256'], e['file']\n\
+             print(json.dumps(m))\n",
+        &[path.to_str().unwrap()],
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn web_export_gives_each_reader_their_own_results_with_a_manifest() {
+    let dir = sandbox();
+    let (mut serve, site) = start(dir.path(), "max_export = 3\n");
+    let [bob, alice, dave, audit] = ["bob", "alice", "dave", "audit"].map(|u| site.login(u));
+    let recipients = |m: &Value| -> Vec<(i64, Vec<String>)> {
+        m["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let r = e["envelope"]["recipients"].as_array().unwrap();
+                (
+                    e["id"].as_i64().unwrap(),
+                    r.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                )
+            })
+            .collect()
+    };
+    // The sender: their two, oldest first, all of their recipients.
+    let r = site.get(Some(&bob), "/api/export");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), "application/zip");
+    assert!(r.header("content-disposition").starts_with("attachment;"));
+    let m = read_export(dir.path(), &r.body);
+    let all = ["carol@example.com", "dave@example.com", "erin@example.com"].map(String::from);
+    assert_eq!(
+        recipients(&m),
+        vec![(1, all.to_vec()), (2, vec!["bob@example.com".to_string()])]
+    );
+    assert_eq!(m["query"], "");
+    assert!(m["chain_head"]["hash"].as_str().unwrap().len() == 64, "{m}");
+    // The file is the original message, byte for byte.
+    let raw = site.get(Some(&bob), "/api/messages/1/raw").body;
+    assert_eq!(m["messages"][0]["size"], raw.len());
+    assert_eq!(m["messages"][0]["envelope"]["login"], "bob");
+    // A Bcc recipient: the message, not the other Bcc recipient.
+    let m = read_export(dir.path(), &site.get(Some(&dave), "/api/export").body);
+    assert_eq!(
+        recipients(&m),
+        vec![(
+            1,
+            vec![
+                "carol@example.com".to_string(),
+                "dave@example.com".to_string()
+            ]
+        )]
+    );
+    // Someone else's mail is not in it, whatever the query.
+    let r = site.get(
+        Some(&alice),
+        &format!("/api/export?q={}", encode("quarterly OR zed")),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(recipients(&read_export(dir.path(), &r.body)), vec![]);
+    // More than max_export: refused, and the refusal is recorded.
+    let r = site.get(Some(&audit), "/api/export");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("max_export"), "{}", r.text());
+    let m = read_export(
+        dir.path(),
+        &site
+            .get(
+                Some(&audit),
+                &format!("/api/export?q={}", encode("-from:alice")),
+            )
+            .body,
+    );
+    assert_eq!(
+        recipients(&m).iter().map(|x| x.0).collect::<Vec<_>>(),
+        [1, 3, 4]
+    );
+    assert_eq!(site.get(None, "/api/export").status, 401);
+    assert_eq!(site.get(Some(&bob), "/api/export?q=%28").status, 400);
+    // The search page offers it.
+    let page = site.get(Some(&bob), "/?q=quarterly");
+    assert!(
+        page.text()
+            .contains(r#"href="/api/export?q=%28quarterly%29""#),
+        "{}",
+        page.text()
+    );
+    serve.stop();
+    let exports: Vec<(String, String, bool)> = audit_lines(dir.path())
+        .into_iter()
+        .filter(|e| e["action"] == "export" && e["via"] == "web")
+        .map(|e| {
+            (
+                e["user"].as_str().unwrap().to_string(),
+                e["detail"]["ids"].as_str().unwrap().to_string(),
+                e["detail"]["refused"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let entry = |who: &str, ids: &str, refused| (who.to_string(), ids.to_string(), refused);
+    assert_eq!(
+        exports,
+        [
+            entry("bob", "1-2", false),
+            entry("dave", "1", false),
+            entry("alice", "", false),
+            entry("audit", "", true),
+            entry("audit", "1,3-4", false),
+        ],
+        "a query that does not parse is refused before the store is read"
+    );
 }
 
 #[test]
