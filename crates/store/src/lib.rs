@@ -785,13 +785,13 @@ impl Store {
         Ok(self.reader().search(query, limit)?)
     }
 
-    /// One page of the deliveries matching a query, and how many match
-    /// in all, counted up to `page.count_up_to`.
+    /// One page of the deliveries matching a query, how many match in
+    /// all (counted up to `page.count_up_to`), and their facets if asked.
     pub fn search_page(
         &self,
         query: &Query,
         page: catalog::Page,
-    ) -> Result<(Vec<Hit>, u64), StoreError> {
+    ) -> Result<catalog::Found, StoreError> {
         Ok(self.reader().search_page(query, page)?)
     }
 

@@ -889,15 +889,95 @@ fn a_page_counts_its_matches_up_to_the_limit_asked() {
         limit,
         order: Order::OldestFirst,
         count_up_to,
+        facets: false,
     };
     let got = |p: Page| {
-        let (hits, n) = store.search_page(&query("common"), p).unwrap();
-        (hits.iter().map(|h| h.record.id).collect::<Vec<_>>(), n)
+        let found = store.search_page(&query("common"), p).unwrap();
+        assert!(found.facets.is_none());
+        (
+            found.hits.iter().map(|h| h.record.id).collect::<Vec<_>>(),
+            found.total,
+        )
     };
     assert_eq!(got(page(0, 2, u64::MAX)), (ids[..2].to_vec(), 5));
     assert_eq!(got(page(0, 2, 3)), (ids[..2].to_vec(), 3));
     assert_eq!(got(page(3, 5, 3)), (ids[3..].to_vec(), 3));
     assert_eq!(got(page(0, 2, 5)), (ids[..2].to_vec(), 5));
+}
+
+/// Facets: capture years, envelope sender domains (the null sender as
+/// `<>`), attachments, over the matches counted and only those.
+#[test]
+fn facets_count_years_sender_domains_and_attachments_of_the_matches() {
+    use mailkeep_store::catalog::{Facets, Order, Page};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    let year = |y: i32| {
+        chrono::NaiveDate::from_ymd_opt(y, 6, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc()
+    };
+    let attached =
+        "Subject: a\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nfacet word\r\n--b\r\nContent-Type: application/pdf\r\n\
+Content-Disposition: attachment; filename=x.pdf\r\n\r\nPDF\r\n--b--\r\n";
+    let plain = "Subject: p\r\n\r\nfacet word\r\n";
+    let other = "Subject: o\r\n\r\nsomething else\r\n";
+    let mut batch = Vec::new();
+    for (sender, y, body) in [
+        ("a@One.example", 2025, attached),
+        ("b@one.example", 2026, plain),
+        ("c@two.example", 2026, plain),
+        ("", 2024, plain),
+        ("local", 2026, plain),
+        ("d@three.example", 2026, other),
+    ] {
+        let mut env = envelope(
+            format!("{body}X-Sender: {sender}\r\n").as_bytes(),
+            sender,
+            &["r@example.com"],
+            None,
+        );
+        if sender.is_empty() {
+            env.sender = None;
+        }
+        env.received = year(y);
+        batch.push(store.prepare(&env).unwrap());
+    }
+    store.commit(batch).unwrap();
+    let facets = |q: &str, count_up_to: u64| {
+        let page = Page {
+            offset: 0,
+            limit: 2,
+            order: Order::NewestFirst,
+            count_up_to,
+            facets: true,
+        };
+        let found = store.search_page(&query(q), page).unwrap();
+        (found.total, found.facets.unwrap())
+    };
+    let (total, f) = facets("facet", u64::MAX);
+    assert_eq!(total, 5);
+    assert_eq!(
+        f,
+        Facets {
+            years: vec![(2026, 3), (2025, 1), (2024, 1)],
+            sender_domains: vec![
+                ("one.example".into(), 2),
+                ("<>".into(), 1),
+                ("two.example".into(), 1)
+            ],
+            with_attachment: 1,
+            without_attachment: 4,
+        }
+    );
+    let (total, f) = facets("facet", 2);
+    assert_eq!(total, 2);
+    assert_eq!(f.with_attachment + f.without_attachment, 2, "{f:?}");
+    let (total, f) = facets("nothing-matches-this", u64::MAX);
+    assert_eq!((total, f), (0, Facets::default()));
 }
 
 /// A scope (an OR of literal login and address terms) is kept between

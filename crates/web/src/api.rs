@@ -7,6 +7,7 @@
 //! limited to the reader's own mail ([`crate::identity`]) and recorded in
 //! the audit log before it is answered.
 
+use crate::snippet::{self, Segment};
 use crate::{blocking, log_in, view, ApiError, App, Client, Identity, Viewer};
 use axum::body::Body;
 use axum::extract::{Path, Query as UrlQuery, State};
@@ -14,7 +15,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mailkeep_query::{Expr, Query, Term};
-use mailkeep_store::catalog::{Hit, Order, Page};
+use mailkeep_store::catalog::{Facets, Hit, Order, Page};
 use mailkeep_store::export::{ExportError, ZipExport};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -101,6 +102,13 @@ pub struct SearchParams {
     pub limit: Option<u64>,
     /// `newest` (default), `oldest`, `largest`, `smallest`.
     pub sort: Option<String>,
+    /// Whether to give the facets of the matches (`true`).
+    #[serde(default)]
+    pub facets: bool,
+    /// Whether to give each result a snippet of its text around the words
+    /// searched for (`true`).
+    #[serde(default)]
+    pub snippets: bool,
 }
 
 /// The order a `sort` parameter names.
@@ -164,7 +172,8 @@ pub async fn find_page(
     offset: u64,
     limit: u64,
     order: Order,
-) -> Result<(Vec<Hit>, Total), ApiError> {
+    facets: bool,
+) -> Result<(Vec<Hit>, Total, Option<Facets>), ApiError> {
     let query = mailkeep_query::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let query = viewer.identity().restrict(query);
     let a = app.clone();
@@ -176,9 +185,11 @@ pub async fn find_page(
             .saturating_add(limit.clamp(1, MAX_PAGE))
             .max(COUNTED)
             .saturating_add(1),
+        facets,
     };
     let up_to = page.count_up_to;
-    let (hits, counted) = blocking(move || Ok(a.store().search_page(&query, page)?)).await?;
+    let found = blocking(move || Ok(a.store().search_page(&query, page)?)).await?;
+    let (hits, counted) = (found.hits, found.total);
     let total = Total {
         n: counted.min(up_to - 1),
         exact: counted < up_to,
@@ -197,7 +208,91 @@ pub async fn find_page(
         }),
     )
     .await?;
-    Ok((hits, total))
+    Ok((hits, total, found.facets))
+}
+
+/// Messages larger than this get no snippet (reading them for one line of
+/// a result list costs more than it is worth).
+pub const SNIPPET_MAX_BYTES: u64 = 1 << 20;
+
+/// Characters in a snippet, about.
+pub const SNIPPET_WIDTH: usize = 200;
+
+/// A snippet of each hit's body around the words of `q` (see
+/// [`crate::snippet`]), read in one go; `None` for a hit without one.
+pub async fn snippets(
+    app: &Shared,
+    q: &str,
+    hits: &[Hit],
+) -> Result<Vec<Option<Vec<Segment>>>, ApiError> {
+    let words = mailkeep_query::parse(q)
+        .map(|query| snippet::words(&query))
+        .unwrap_or_default();
+    if words.is_empty() {
+        return Ok(vec![None; hits.len()]);
+    }
+    let wanted: Vec<Option<String>> = hits
+        .iter()
+        .map(|h| (h.record.size <= SNIPPET_MAX_BYTES).then(|| h.record.content.clone()))
+        .collect();
+    let a = app.clone();
+    blocking(move || {
+        let store = a.store();
+        let mut out = Vec::with_capacity(wanted.len());
+        for content in wanted {
+            let Some(content) = content else {
+                out.push(None);
+                continue;
+            };
+            // A message that cannot be read shows no snippet; opening it
+            // reports the damage.
+            let text = store
+                .raw_by_hash(&content)
+                .ok()
+                .and_then(|raw| view::body_text(&raw));
+            out.push(text.and_then(|t| snippet::snippet(&t, &words, SNIPPET_WIDTH)));
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Facets as the API gives them, each with the query term that narrows a
+/// search to it.
+pub fn facets_json(f: &Facets, total: Total) -> Value {
+    json!({
+        "exact": total.exact,
+        "years": f.years.iter().map(|(y, n)| json!({
+            "year": y, "count": n, "q": year_term(*y),
+        })).collect::<Vec<_>>(),
+        "sender_domains": f.sender_domains.iter().map(|(d, n)| json!({
+            "domain": d, "count": n, "q": domain_term(d),
+        })).collect::<Vec<_>>(),
+        "attachment": [
+            {"value": true, "count": f.with_attachment, "q": "has:attachment"},
+            {"value": false, "count": f.without_attachment, "q": "-has:attachment"},
+        ],
+    })
+}
+
+/// The term for "captured in `year`" (UTC).
+pub fn year_term(year: i32) -> String {
+    format!("after:{year:04}-01-01 before:{:04}-01-01", year + 1)
+}
+
+/// The term for "the envelope sender's domain is `domain`" (`<>`: the null
+/// sender).
+pub fn domain_term(domain: &str) -> String {
+    let value = if domain == "<>" {
+        domain.to_string()
+    } else {
+        format!("@{domain}")
+    };
+    Expr::Term(Term::Address {
+        field: mailkeep_query::AddressField::Sender,
+        value,
+    })
+    .to_string()
 }
 
 /// `GET /api/search?q=QUERY[&offset=N&limit=N&sort=S]`.
@@ -208,16 +303,26 @@ pub async fn search(
 ) -> Result<Json<Value>, ApiError> {
     let order = order(p.sort.as_deref())?;
     let limit = p.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let (hits, total) = find_page(&app, &viewer, &p.q, p.offset, limit, order).await?;
-    let results: Vec<Value> = hits.iter().map(|h| summary(viewer.identity(), h)).collect();
-    Ok(Json(json!({
+    let (hits, total, facets) =
+        find_page(&app, &viewer, &p.q, p.offset, limit, order, p.facets).await?;
+    let mut results: Vec<Value> = hits.iter().map(|h| summary(viewer.identity(), h)).collect();
+    if p.snippets {
+        for (r, s) in results.iter_mut().zip(snippets(&app, &p.q, &hits).await?) {
+            r["snippet"] = json!(s);
+        }
+    }
+    let mut answer = json!({
         "query": p.q,
         "total": total.n,
         "total_exact": total.exact,
         "offset": p.offset,
         "limit": limit,
         "results": results,
-    })))
+    });
+    if let Some(f) = facets {
+        answer["facets"] = facets_json(&f, total);
+    }
+    Ok(Json(answer))
 }
 
 /// The parameters of `GET /api/export`.

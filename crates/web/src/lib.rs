@@ -7,7 +7,8 @@
 //! - [`session`]: sessions (HttpOnly, SameSite=Strict cookies, CSRF
 //!   tokens, idle and absolute expiry) and login throttling.
 //! - [`api`]: the JSON API under `/api/`, described by `openapi.json`.
-//! - [`pages`]: the HTML pages; [`view`]: a message made safe to show.
+//! - [`pages`]: the HTML pages; [`view`]: a message made safe to show;
+//!   [`snippet`]: the words searched for, marked in the results.
 //!
 //! Every route is in one table, [`routes`], from which the router is built:
 //! the authorisation tests and the OpenAPI check walk that table, so a new
@@ -23,6 +24,7 @@ pub mod ldap;
 pub mod pages;
 mod recorder;
 pub mod session;
+pub mod snippet;
 pub mod tls;
 pub mod users;
 pub mod view;

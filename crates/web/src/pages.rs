@@ -5,10 +5,11 @@
 //! only in a sandboxed frame ([`crate::view`]).
 
 use crate::api::{self, AuditParams};
-use crate::{log_in, view, ApiError, App, Client, Viewer};
+use crate::{log_in, snippet, view, ApiError, App, Client, Viewer};
 use axum::extract::{Form, Path, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use mailkeep_store::catalog::Facets;
 use serde::Deserialize;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -210,7 +211,7 @@ pub async fn logout(
 
 /// The search page's fields: the query language, and simple fields that
 /// are turned into it.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 pub struct SearchForm {
     #[serde(default)]
     q: String,
@@ -281,6 +282,16 @@ impl SearchForm {
         parts.join(" ")
     }
 
+    /// A link to this search narrowed by `term`, from its first page.
+    fn narrowed(&self, term: &str) -> String {
+        let q = if self.q.trim().is_empty() {
+            term.to_string()
+        } else {
+            format!("({}) {term}", self.q.trim())
+        };
+        SearchForm { q, ..self.clone() }.link(0)
+    }
+
     /// This form's fields as a query string, with another offset.
     fn link(&self, offset: u64) -> String {
         let mut s = String::from("/?");
@@ -347,7 +358,8 @@ pub async fn search(
         large = selected(f.sort == "largest"),
         small = selected(f.sort == "smallest"),
     );
-    let (hits, total) = match api::find_page(&app, &viewer, &query, f.offset, PAGE, order).await {
+    let found = api::find_page(&app, &viewer, &query, f.offset, PAGE, order, true).await;
+    let (hits, total, facets) = match found {
         Ok(x) => x,
         Err(ApiError::BadRequest(m)) => {
             let _ = write!(body, r#"<p class="error" role="alert">{}</p>"#, esc(&m));
@@ -369,6 +381,9 @@ pub async fn search(
             format!(" for <code>{}</code>", esc(&query))
         }
     );
+    if let Some(facets) = facets.filter(|_| total.n > 0) {
+        body.push_str(&facets_html(&f, &facets, total));
+    }
     if total.n > 0 {
         // `total.n` is a lower bound when not exact: the export itself
         // refuses a search that finds more than the limit.
@@ -389,7 +404,14 @@ pub async fn search(
     body.push_str(
         r#"<table class="results"><thead><tr><th>Received</th><th>From</th><th>To</th><th>Subject</th><th>Size</th></tr></thead><tbody>"#,
     );
-    for h in &hits {
+    let words = mailkeep_query::parse(&query)
+        .map(|q| snippet::words(&q))
+        .unwrap_or_default();
+    let snippets = match api::snippets(&app, &query, &hits).await {
+        Ok(s) => s,
+        Err(e) => return page_error(e),
+    };
+    for (h, snip) in hits.iter().zip(snippets) {
         let s = api::summary(viewer.identity(), h);
         let recipients: Vec<String> = s["recipients"]
             .as_array()
@@ -406,7 +428,7 @@ pub async fn search(
         };
         let _ = write!(
             body,
-            r#"<tr><td class="when">{received}</td><td>{from}<div class="env">{sender}</div></td><td>{to}</td><td><a href="/messages/{id}">{subject}</a>{clip}</td><td class="size">{size}</td></tr>"#,
+            r#"<tr><td class="when">{received}</td><td>{from}<div class="env">{sender}</div></td><td>{to}</td><td><a href="/messages/{id}">{subject}</a>{clip}{snip}</td><td class="size">{size}</td></tr>"#,
             received = esc(&shown_time(h.record.received)),
             from = esc(&h.from),
             sender = esc(&format!(
@@ -415,7 +437,10 @@ pub async fn search(
             )),
             to = esc(&recipients.join(", ")),
             id = h.record.id,
-            subject = esc(&subject),
+            subject = snippet::html(&snippet::mark(&subject, &words)),
+            snip = snip
+                .map(|s| format!(r#"<div class="snippet">{}</div>"#, snippet::html(&s)))
+                .unwrap_or_default(),
             clip = if s["attachments"].as_u64().unwrap_or(0) > 0 {
                 r#" <span class="clip">(attachment)</span>"#
             } else {
@@ -444,6 +469,69 @@ pub async fn search(
         let _ = write!(body, r#"<nav class="pager">{pager}</nav>"#);
     }
     layout("Search", Some(&viewer), &body).into_response()
+}
+
+/// The facets beside the results: each a link to the search narrowed to it.
+fn facets_html(f: &SearchForm, facets: &Facets, total: api::Total) -> String {
+    let mut out = String::from(r#"<nav class="facets" aria-label="Narrow the search">"#);
+    let mut group = |title: &str, items: Vec<(String, u64, String)>| {
+        if items.is_empty() {
+            return;
+        }
+        let _ = write!(out, "<section><h2>{}</h2><ul>", esc(title));
+        for (label, n, term) in items {
+            let _ = write!(
+                out,
+                r#"<li><a href="{}">{}</a> <span class="n">{n}</span></li>"#,
+                esc(&f.narrowed(&term)),
+                esc(&label)
+            );
+        }
+        out.push_str("</ul></section>");
+    };
+    group(
+        "Year",
+        facets
+            .years
+            .iter()
+            .map(|(y, n)| (y.to_string(), *n, api::year_term(*y)))
+            .collect(),
+    );
+    group(
+        "Sender domain",
+        facets
+            .sender_domains
+            .iter()
+            .map(|(d, n)| {
+                let label = if d == "<>" {
+                    "<> (bounces)"
+                } else {
+                    d.as_str()
+                };
+                (label.to_string(), *n, api::domain_term(d))
+            })
+            .collect(),
+    );
+    group(
+        "Attachment",
+        [
+            ("with", facets.with_attachment, "has:attachment"),
+            ("without", facets.without_attachment, "-has:attachment"),
+        ]
+        .into_iter()
+        .filter(|(_, n, _)| *n > 0)
+        .map(|(l, n, t)| (l.to_string(), n, t.to_string()))
+        .collect(),
+    );
+    if !total.exact {
+        let _ = write!(
+            out,
+            r#"<p class="note">Counted in the first {} matches found.</p>"#,
+            total.n
+        );
+    }
+    out.push_str("</nav>");
+    out
 }
 
 /// A capture time as the pages show it: `2026-12-02 18:50 UTC`.

@@ -134,6 +134,13 @@ pub fn view(raw: &[u8], show_bcc: bool) -> View {
     }
 }
 
+/// The message's first text part (or its HTML reduced to text), for a
+/// snippet.
+pub fn body_text(raw: &[u8]) -> Option<String> {
+    let msg = MessageParser::default().parse(raw)?;
+    msg.body_text(0).map(|t| t.into_owned())
+}
+
 /// The HTML part, sanitised, as a whole document; `None` when there is
 /// none. `remote`: keep http(s) image sources (the reader asked).
 pub fn html(raw: &[u8], remote: bool) -> Option<String> {

@@ -297,6 +297,93 @@ fn web_users_see_their_own_mail_by_the_envelope_and_auditors_see_all_with_a_trac
     assert!(r.json()["total"].as_u64().unwrap() >= 1, "{}", r.text());
     assert_eq!(r.json()["total_exact"], true);
 
+    // Facets too: counted in the reader's own mail, each with the term
+    // that narrows the search to it.
+    let facets = |who: &Login| -> Value {
+        let r = site.get(Some(who), "/api/search?q=&facets=true");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["facets"].clone()
+    };
+    let domains = |f: &Value| -> Vec<(String, u64)> {
+        f["sender_domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["domain"].as_str().unwrap().to_string(),
+                    d["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let f = facets(&alice);
+    assert_eq!(domains(&f), [("example.com".to_string(), 1)]);
+    assert_eq!(
+        f["attachment"][0]["count"], 0,
+        "bob's attachment is not hers"
+    );
+    let f = facets(&audit);
+    assert_eq!(
+        domains(&f),
+        [
+            ("example.com".to_string(), 2),
+            ("ext.example".to_string(), 2)
+        ]
+    );
+    assert_eq!(f["attachment"][0]["count"], 1);
+    assert_eq!(f["exact"], true);
+    let year = f["years"][0]["year"].as_i64().unwrap();
+    assert_eq!(f["years"][0]["count"], 4);
+    assert_eq!(
+        f["years"][0]["q"],
+        format!("after:{year}-01-01 before:{}-01-01", year + 1)
+    );
+    let narrow = f["sender_domains"][1]["q"].as_str().unwrap();
+    assert_eq!(site.ids(&audit, narrow), set(&[3, 4]));
+    assert_eq!(site.ids(&carol, narrow), set(&[3]));
+    assert_eq!(site.ids(&audit, "has:attachment"), set(&[1]));
+    assert!(site
+        .get(Some(&alice), "/api/search?q=")
+        .json()
+        .get("facets")
+        .is_none());
+    // The page shows them as links to the narrowed search.
+    let page = site.get(Some(&audit), "/").text();
+    assert!(
+        page.contains(&format!(
+            r#"href="/?q={}&amp;offset=0">ext.example</a> <span class="n">2</span>"#,
+            encode(narrow)
+        )),
+        "{page}"
+    );
+    let page = site.get(Some(&alice), "/").text();
+    assert!(!page.contains("ext.example"), "{page}");
+
+    // Snippets: the body around the words searched for, marked.
+    let r = site
+        .get(Some(&bob), "/api/search?q=numbers&snippets=true")
+        .json();
+    assert_eq!(
+        r["results"][0]["snippet"],
+        serde_json::json!([
+            {"text": "The ", "mark": false},
+            {"text": "numbers", "mark": true},
+            {"text": " are attached.", "mark": false},
+        ])
+    );
+    assert!(
+        site.get(Some(&bob), "/api/search?q=numbers").json()["results"][0]
+            .get("snippet")
+            .is_none()
+    );
+    let page = site.get(Some(&bob), "/?q=numbers").text();
+    assert!(page.contains("quarterly <mark>numbers</mark>"), "{page}");
+    assert!(
+        page.contains(r#"<div class="snippet">The <mark>numbers</mark> are attached.</div>"#),
+        "{page}"
+    );
+
     // Recipients: the sender sees all; a Bcc recipient sees the To and
     // themselves, not the other Bcc recipient, and cannot find them.
     let recipients = |who: &Login| -> Vec<String> {
@@ -1055,6 +1142,16 @@ fn web_hostile_html_runs_nothing_and_loads_nothing_in_a_real_browser() {
             v["name"]
         );
     }
+    let searches = r["search_pages"].as_array().unwrap();
+    assert_eq!(searches.len(), 4, "{r}");
+    for s in searches {
+        assert_eq!(s["status"], 200, "a search page: {s}");
+        assert_eq!(
+            s["pwned"],
+            serde_json::json!([]),
+            "a search page ran a script: {s}"
+        );
+    }
     assert_eq!(
         r["foreign_requests"],
         serde_json::json!([]),
@@ -1066,6 +1163,17 @@ fn web_hostile_html_runs_nothing_and_loads_nothing_in_a_real_browser() {
     let page = site.get(Some(&carol), "/messages/5").text();
     assert!(page.contains("&lt;script&gt;window.__pwned=1&lt;/script&gt;"));
     assert!(!page.contains("<script"));
+    // So do the results, the words searched for marked, snippets escaped.
+    let page = site.get(Some(&carol), "/?q=script").text();
+    assert!(
+        page.contains("&lt;<mark>script</mark>&gt;window.__pwned=1&lt;/<mark>script</mark>&gt;"),
+        "{page}"
+    );
+    assert!(page.contains(r#"<div class="snippet">"#), "{page}");
+    assert!(
+        !page.contains("<script") && !page.contains("<img"),
+        "{page}"
+    );
     serve.stop();
 }
 

@@ -202,6 +202,14 @@ def hostile(base, cfg):
                     entry[key] = {"error": "%s: %s" % (type(e).__name__, str(e)[:300])}
             entry["foreign"] = watch.foreign[before_foreign:]
             out["vectors"].append(entry)
+        # The search results show every hostile subject, marked, and a
+        # snippet of each body around the words searched for.
+        out["search_pages"] = []
+        for q in ("script", "pwned", "alert", "img"):
+            try:
+                out["search_pages"].append(visit(page, base + "/?q=" + q))
+            except Exception as e:
+                out["search_pages"].append({"error": "%s: %s" % (type(e).__name__, str(e)[:300])})
         out["foreign_requests"] = watch.foreign
         out["dialogs"] = watch.dialogs
         out["requests"] = len(watch.requests)

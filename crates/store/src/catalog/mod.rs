@@ -184,6 +184,42 @@ pub struct Page {
     /// query's tens of thousands of matches costs as much as finding the
     /// page; a reader rarely needs more than "over a thousand".
     pub count_up_to: u64,
+    /// Whether to take [`Facets`] of the matches counted.
+    pub facets: bool,
+}
+
+/// What the matches of a search have in common, for narrowing it: taken
+/// from the matches counted (all of them when the count is exact, else
+/// the first `count_up_to` the catalog came upon, in no given order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facets {
+    /// Matches per capture year (UTC), newest year first.
+    pub years: Vec<(i32, u64)>,
+    /// Matches per envelope sender domain (lowercased), most first, then by
+    /// name; at most [`Facets::DOMAINS`]. The null sender is `<>`; a sender
+    /// without a domain is left out.
+    pub sender_domains: Vec<(String, u64)>,
+    /// Matches with at least one attachment.
+    pub with_attachment: u64,
+    /// Matches without one.
+    pub without_attachment: u64,
+}
+
+impl Facets {
+    /// Sender domains listed at most.
+    pub const DOMAINS: usize = 10;
+}
+
+/// One page of a search: the hits, how many match (counted up to
+/// `count_up_to`), and the facets when asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The page's hits.
+    pub hits: Vec<Hit>,
+    /// Matches counted.
+    pub total: u64,
+    /// The facets of the matches counted.
+    pub facets: Option<Facets>,
 }
 
 /// The catalog seam.
@@ -207,7 +243,7 @@ pub trait Catalog: Send {
     fn search(&self, query: &Query, limit: Option<usize>) -> Result<Vec<Hit>, CatalogError>;
     /// One page of the deliveries matching a query, and how many match,
     /// counted up to `page.count_up_to`.
-    fn search_page(&self, query: &Query, page: Page) -> Result<(Vec<Hit>, u64), CatalogError>;
+    fn search_page(&self, query: &Query, page: Page) -> Result<Found, CatalogError>;
     /// One delivery.
     fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError>;
     /// Calls `f` for each chain entry in order.
