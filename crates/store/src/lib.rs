@@ -810,6 +810,42 @@ impl Store {
         self.read_record(&row.hash, row.location)
     }
 
+    /// The first `max` bytes of a message (all of it when shorter), read
+    /// and checked no further than that: for a glance at a message (a
+    /// result's snippet) whatever its size.
+    pub fn raw_prefix(&self, hash_hex: &str, max: usize) -> Result<Vec<u8>, StoreError> {
+        struct Prefix {
+            buf: Vec<u8>,
+            max: usize,
+        }
+        impl io::Write for Prefix {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                let room = self.max - self.buf.len();
+                if room == 0 {
+                    // Stops the read: nothing more is wanted.
+                    return Err(io::Error::other("prefix complete"));
+                }
+                let n = room.min(b.len());
+                self.buf.extend_from_slice(&b[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut p = Prefix {
+            buf: Vec::with_capacity(max.min(64 * 1024)),
+            max,
+        };
+        match self.write_raw(hash_hex, &mut p) {
+            Ok(_) => Ok(p.buf),
+            // Only bytes already checked are ever written out, so a full
+            // prefix is what the message begins with.
+            Err(StoreError::Io { .. }) if p.buf.len() == max => Ok(p.buf),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes a message's exact bytes to `out` as they are read back, in
     /// bounded memory whatever its size (see [`record::decode_to`]). On an
     /// error after bytes were written, what `out` got is not the archived
@@ -1049,6 +1085,15 @@ impl Store {
     /// Totals for `mailkeep stats`.
     pub fn totals(&self) -> Result<Totals, StoreError> {
         Ok(self.reader().totals()?)
+    }
+
+    /// Deliveries per UTC day and capture path captured at or after
+    /// `since` (the dashboard's chart).
+    pub fn per_day(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<catalog::DayCount>, StoreError> {
+        Ok(self.reader().per_day(since.timestamp_micros())?)
     }
 
     /// This store's id.

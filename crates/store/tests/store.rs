@@ -980,6 +980,29 @@ Content-Disposition: attachment; filename=x.pdf\r\n\r\nPDF\r\n--b--\r\n";
     assert_eq!((total, f), (0, Facets::default()));
 }
 
+/// A prefix of a message: its first bytes exactly, or all of it.
+#[test]
+fn a_raw_prefix_is_the_start_of_the_message_or_all_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..40_000u32 {
+        body.extend_from_slice(format!("line {i}\r\n").as_bytes());
+    }
+    let env = envelope(&body, "a@example.com", &["b@example.com"], None);
+    let saved = store.commit(vec![store.prepare(&env).unwrap()]).unwrap();
+    let content = &saved[0].hash;
+    assert!(body.len() > 300_000);
+    for max in [0, 1, 1000, 65_536, 200_001] {
+        assert_eq!(
+            store.raw_prefix(content, max).unwrap(),
+            body[..max],
+            "{max}"
+        );
+    }
+    assert_eq!(store.raw_prefix(content, 10 << 20).unwrap(), body);
+}
+
 /// A scope (an OR of literal login and address terms) is kept between
 /// searches on a connection: what is added after it was built is found,
 /// what is removed is not, on the writer's reader and on a read-only

@@ -211,9 +211,9 @@ pub async fn find_page(
     Ok((hits, total, found.facets))
 }
 
-/// Messages larger than this get no snippet (reading them for one line of
-/// a result list costs more than it is worth).
-pub const SNIPPET_MAX_BYTES: u64 = 1 << 20;
+/// Bytes of each message read for its snippet: the text part is nearly
+/// always at the start, and a result list must not read whole messages.
+pub const SNIPPET_READ_BYTES: usize = 64 * 1024;
 
 /// Characters in a snippet, about.
 pub const SNIPPET_WIDTH: usize = 200;
@@ -231,23 +231,16 @@ pub async fn snippets(
     if words.is_empty() {
         return Ok(vec![None; hits.len()]);
     }
-    let wanted: Vec<Option<String>> = hits
-        .iter()
-        .map(|h| (h.record.size <= SNIPPET_MAX_BYTES).then(|| h.record.content.clone()))
-        .collect();
+    let wanted: Vec<String> = hits.iter().map(|h| h.record.content.clone()).collect();
     let a = app.clone();
     blocking(move || {
         let store = a.store();
         let mut out = Vec::with_capacity(wanted.len());
         for content in wanted {
-            let Some(content) = content else {
-                out.push(None);
-                continue;
-            };
             // A message that cannot be read shows no snippet; opening it
             // reports the damage.
             let text = store
-                .raw_by_hash(&content)
+                .raw_prefix(&content, SNIPPET_READ_BYTES)
                 .ok()
                 .and_then(|raw| view::body_text(&raw));
             out.push(text.and_then(|t| snippet::snippet(&t, &words, SNIPPET_WIDTH)));

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod identity;
 pub mod imap;
 pub mod ldap;
@@ -114,6 +115,8 @@ pub struct App {
     recorder: recorder::Recorder,
     sessions: Sessions,
     throttle: Throttle,
+    /// What the running server reports about itself (the dashboard).
+    status: Option<dashboard::StatusSource>,
 }
 
 impl std::fmt::Debug for App {
@@ -265,6 +268,26 @@ fn table() -> Vec<(Route, MethodRouter<Shared>)> {
             get(api::export),
         ),
         (
+            r(
+                "GET",
+                "/dashboard",
+                Access::Auditor,
+                false,
+                "deliveries per day, capture paths, the store, the server",
+            ),
+            get(dashboard::page),
+        ),
+        (
+            r(
+                "GET",
+                "/api/dashboard",
+                Access::Auditor,
+                false,
+                "the dashboard's figures",
+            ),
+            get(dashboard::api),
+        ),
+        (
             r("GET", "/api/audit", Access::Auditor, false, "the audit log"),
             get(api::audit),
         ),
@@ -281,6 +304,15 @@ pub fn router(app: Shared) -> Router {
     let mut router = Router::new();
     let mut seen: std::collections::HashMap<&str, MethodRouter<Shared>> = Default::default();
     for (route, handler) in table() {
+        // Routes for auditors and admins are closed to everyone else here,
+        // whatever their handler does.
+        let handler = match route.access {
+            Access::Auditor => handler.route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                require_auditor,
+            )),
+            Access::Public | Access::User => handler,
+        };
         let merged = match seen.remove(route.path) {
             Some(existing) => existing.merge(handler),
             None => handler,
@@ -294,6 +326,27 @@ pub fn router(app: Shared) -> Router {
         .fallback(|| async { ApiError::NotFound.into_response() })
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// Lets a request for an auditor's route through only with the session of
+/// an auditor or admin: anyone else logged in gets the 404 of a missing
+/// item; without a session the handler answers (the login page, or 401).
+async fn require_auditor(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let session = session_cookie(request.headers()).and_then(|id| app.sessions.get(&id));
+    match session {
+        Some(s) if !s.identity.sees_all() => {
+            if request.uri().path().starts_with("/api/") {
+                ApiError::NotFound.into_response()
+            } else {
+                pages::page_error(ApiError::NotFound)
+            }
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Headers every response carries unless it set its own: no sniffing, no
@@ -338,7 +391,14 @@ impl App {
             recorder,
             sessions,
             throttle: Throttle::default(),
+            status: None,
         })
+    }
+
+    /// The same, reporting `status` on the dashboard.
+    pub fn with_status(mut self, status: dashboard::StatusSource) -> App {
+        self.status = Some(status);
+        self
     }
 
     /// The next store handle.

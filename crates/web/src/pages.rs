@@ -49,12 +49,12 @@ fn url_value(s: &str) -> String {
     out
 }
 
-fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> Html<String> {
+pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> Html<String> {
     let nav = match viewer {
         Some(v) => {
             let who = v.identity();
             let audit = if who.sees_all() {
-                r#"<a href="/audit">Audit log</a>"#
+                r#"<a href="/dashboard">Dashboard</a><a href="/audit">Audit log</a>"#
             } else {
                 ""
             };
@@ -78,7 +78,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> Html<String> {
 }
 
 /// An error as a page: not logged in goes to the login page.
-fn page_error(e: ApiError) -> Response {
+pub(crate) fn page_error(e: ApiError) -> Response {
     match e {
         ApiError::Unauthenticated => Redirect::to("/login").into_response(),
         e => {
@@ -541,7 +541,7 @@ fn shown_time(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-fn human_size(n: u64) -> String {
+pub(crate) fn human_size(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.0} kB", n as f64 / 1024.0),

@@ -195,6 +195,7 @@ async fn serve(
     let (settings_tx, settings_rx) = watch::channel(snapshot(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
+    let mut listeners = Vec::new();
     if let Some(m) = &settings.milter {
         let listener = listen::bind(&m.listen, &m.access).await.map_err(|e| {
             Failure::new(
@@ -203,6 +204,10 @@ async fn serve(
             )
         })?;
         println!("milter listening on {}", listener.describe());
+        listeners.push(mailkeep_web::dashboard::Listener {
+            kind: "milter".into(),
+            address: listener.describe(),
+        });
         let service = Service {
             settings: settings_rx.clone(),
             committer: committer.clone(),
@@ -237,6 +242,15 @@ async fn serve(
         if pruned > 0 {
             tracing::info!(pruned, "old dedup keys removed");
         }
+        listeners.push(mailkeep_web::dashboard::Listener {
+            kind: if f.relay.is_some() {
+                "filter"
+            } else {
+                "receiver"
+            }
+            .into(),
+            address: listener.describe(),
+        });
         match &f.relay {
             Some(r) => println!(
                 "SMTP filter listening on {}, relaying to {r}",
@@ -287,12 +301,18 @@ async fn serve(
             None if w.tls.is_some() => println!("web interface listening on https://{at}/"),
             None => println!("web interface listening on http://{at}/"),
         }
-        let app = mailkeep_web::App::new(w.clone(), stores, audit).map_err(|e| {
-            Failure::new(
-                Exit::OSERR,
-                format!("web: cannot start the audit writer: {e}"),
-            )
-        })?;
+        let app = mailkeep_web::App::new(w.clone(), stores, audit)
+            .map_err(|e| {
+                Failure::new(
+                    Exit::OSERR,
+                    format!("web: cannot start the audit writer: {e}"),
+                )
+            })?
+            .with_status(status_source(
+                listeners.clone(),
+                counters.clone(),
+                settings.archiver.options().forward.clone(),
+            ));
         let mut stop = stop_rx.clone();
         servers.spawn(async move {
             let shutdown = async move {
@@ -412,6 +432,42 @@ fn spawn_expirer(
 /// Delivers spooled archive copies: a pass every second (each copy is
 /// tried when its back-off allows), until `stop`. The relay settings are
 /// the ones at start; changing them needs a restart.
+/// What the dashboard shows of this server: its capture listeners, its
+/// failure counters and the queue of archive copies, read when asked.
+fn status_source(
+    listeners: Vec<mailkeep_web::dashboard::Listener>,
+    counters: Arc<FailureCounters>,
+    forward: Option<Arc<mailkeep_destinations::forward::ForwardConfig>>,
+) -> mailkeep_web::dashboard::StatusSource {
+    use mailkeep_web::dashboard::{QueueState, ServerStatus};
+    Arc::new(move || ServerStatus {
+        listeners: listeners.clone(),
+        tempfailed: counters.tempfailed(),
+        accepted_unarchived: counters.accepted_unarchived(),
+        queue: forward.as_ref().map(|cfg| {
+            match mailkeep_destinations::forward::Queue::new(&cfg.spool).list() {
+                Ok(entries) => {
+                    let now = chrono::Utc::now().timestamp().max(0) as u64;
+                    QueueState {
+                        entries: entries.len() as u64,
+                        bytes: entries.iter().map(|e| e.size).sum(),
+                        oldest_seconds: entries
+                            .iter()
+                            .map(|e| now.saturating_sub(e.meta.created))
+                            .max(),
+                        stuck: entries.iter().filter(|e| e.stuck(cfg.max_age)).count() as u64,
+                        error: None,
+                    }
+                }
+                Err(e) => QueueState {
+                    error: Some(format!("{}: {e}", cfg.spool.display())),
+                    ..QueueState::default()
+                },
+            }
+        }),
+    })
+}
+
 fn spawn_queue_runner(
     cfg: Arc<mailkeep_destinations::forward::ForwardConfig>,
     stop: Arc<std::sync::atomic::AtomicBool>,

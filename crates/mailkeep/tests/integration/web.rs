@@ -360,6 +360,33 @@ fn web_users_see_their_own_mail_by_the_envelope_and_auditors_see_all_with_a_trac
     let page = site.get(Some(&alice), "/").text();
     assert!(!page.contains("ext.example"), "{page}");
 
+    // The dashboard, for the auditor: today's four deliveries, by capture
+    // path, the store's figures, the server's state; for a user, nothing.
+    let d = site.get(Some(&audit), "/api/dashboard");
+    assert_eq!(d.status, 200, "{}", d.text());
+    let d = d.json();
+    let days = d["days"].as_array().unwrap();
+    assert_eq!(days.len(), 30);
+    assert_eq!(days[29]["deliveries"], 4, "{d}");
+    assert_eq!(days[29]["by_capture"]["pipe"], 4, "{d}");
+    assert_eq!(days[28]["deliveries"], 0);
+    assert_eq!(d["by_capture"], serde_json::json!({"pipe": 4}));
+    assert_eq!(d["store"]["deliveries"], 4);
+    assert_eq!(d["store"]["messages"], 4);
+    assert!(d["store"]["catalog_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(d["server"]["tempfailed"], 0);
+    assert_eq!(d["server"]["queue"], Value::Null, "no [forward]");
+    let page = site.get(Some(&audit), "/dashboard");
+    assert_eq!(page.status, 200);
+    let page = page.text();
+    assert!(page.contains(r#"<svg class="chart""#), "{page}");
+    assert!(page.contains(": 4</title></rect>"), "{page}");
+    assert!(page.contains("<dt>pipe</dt><dd>4</dd>"), "{page}");
+    for path in ["/api/dashboard", "/dashboard"] {
+        assert_eq!(site.get(Some(&alice), path).status, 404, "{path}");
+    }
+    assert!(!site.get(Some(&alice), "/").text().contains("/dashboard"));
+
     // Snippets: the body around the words searched for, marked.
     let r = site
         .get(Some(&bob), "/api/search?q=numbers&snippets=true")

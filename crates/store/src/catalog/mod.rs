@@ -156,6 +156,17 @@ pub struct Totals {
     pub segments: u64,
 }
 
+/// Deliveries of one capture path on one day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCount {
+    /// The UTC day, in days since 1970-01-01.
+    pub day: i64,
+    /// milter, filter, pipe or import.
+    pub capture: String,
+    /// Deliveries captured (removed ones not counted).
+    pub deliveries: u64,
+}
+
 /// How a page of results is ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
@@ -267,6 +278,9 @@ pub trait Catalog: Send {
     fn head(&self) -> Result<Option<(i64, Vec<u8>)>, CatalogError>;
     /// Totals.
     fn totals(&self) -> Result<Totals, CatalogError>;
+    /// Deliveries captured per UTC day and capture path at or after `since`
+    /// (microseconds since the epoch), oldest day first.
+    fn per_day(&self, since: i64) -> Result<Vec<DayCount>, CatalogError>;
     /// Committed segment lengths.
     fn segments(&self) -> Result<Vec<(u32, u64)>, CatalogError>;
     /// Removes deliveries (see [`crate::chain::TombstoneRecord`]): for each

@@ -5,8 +5,8 @@
 //! docs/decisions.md.
 
 use super::{
-    Catalog, CatalogError, ChainRow, CommitBatch, Facets, Found, Hit, MessageRow, Order, Page,
-    Removed, SegmentUsage, Totals,
+    Catalog, CatalogError, ChainRow, CommitBatch, DayCount, Facets, Found, Hit, MessageRow, Order,
+    Page, Removed, SegmentUsage, Totals,
 };
 use crate::blobs::crypto::KeyId;
 use crate::blobs::Location;
@@ -1343,6 +1343,24 @@ impl Catalog for Sqlite {
             stored_bytes: stored as u64,
             segments: segments as u64,
         })
+    }
+
+    fn per_day(&self, since: i64) -> Result<Vec<DayCount>, CatalogError> {
+        // The capture time's index gives the range; the join leaves out
+        // removed deliveries, as everywhere.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.received / 86400000000 AS day, d.capture, count(*) \
+             FROM deliveries d JOIN messages m ON m.id = d.message \
+             WHERE d.received >= ? GROUP BY day, d.capture ORDER BY day, d.capture",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok(DayCount {
+                day: r.get(0)?,
+                capture: r.get(1)?,
+                deliveries: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn segments(&self) -> Result<Vec<(u32, u64)>, CatalogError> {
