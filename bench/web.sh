@@ -116,15 +116,29 @@ load() { # WHO PREFIX THINK_MS -> "requests errors p50ms p99ms seconds"
 }
 
 if [ -n "${PROBE:-}" ]; then
-  # One request at a time, per query: where the time goes.
-  for who in alice auditor; do
-    c=$(cookie "$who")
-    while IFS= read -r q; do
-      [ -n "$q" ] || continue
-      t=$(curl -s -o /dev/null -w '%{time_total}' -H "Cookie: $c" -G --data-urlencode "q=$q" "$BASE/api/search?limit=50")
-      printf '%s\t%6.1f ms\t%s\n' "$who" "$(python3 -c "print($t*1000)")" "$q"
-    done < "$QUERIES"
-  done
+  # One request at a time, per query: where the time goes. PROBE_PATHS
+  # (space-separated) compares endpoints, e.g. the API with and without
+  # facets and snippets, and the page ("/?").
+  for path in ${PROBE_PATHS:-/api/search?limit=50}; do
+    for who in alice auditor; do
+      c=$(cookie "$who")
+      while IFS= read -r q; do
+        [ -n "$q" ] || continue
+        t=$(curl -s -o /dev/null -w '%{time_total}' -H "Cookie: $c" -G --data-urlencode "q=$q" "$BASE$path")
+        printf '%s\t%s\t%6.1f ms\t%s\n' "$path" "$who" "$(python3 -c "print($t*1000)")" "$q"
+      done < "$QUERIES"
+    done
+  done | tee "$WORK/probe.tsv"
+  python3 - "$WORK/probe.tsv" <<'PY'
+import collections, statistics, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    path, who, ms, _ = line.rstrip("\n").split("\t", 3)
+    rows[(path, who)].append(float(ms.split()[0]))
+print("\n| endpoint | reader | median ms | max ms |\n| --- | --- | ---: | ---: |")
+for (path, who), t in rows.items():
+    print("| `%s` | %s | %.1f | %.1f |" % (path, who, statistics.median(t), max(t)))
+PY
   exit 0
 fi
 

@@ -213,7 +213,7 @@ pub async fn find_page(
 
 /// Bytes of each message read for its snippet: the text part is nearly
 /// always at the start, and a result list must not read whole messages.
-pub const SNIPPET_READ_BYTES: usize = 64 * 1024;
+pub const SNIPPET_READ_BYTES: usize = 16 * 1024;
 
 /// Characters in a snippet, about.
 pub const SNIPPET_WIDTH: usize = 200;

@@ -105,7 +105,8 @@ pub fn mark(text: &str, words: &[String]) -> Vec<Segment> {
 }
 
 /// About `width` characters of `body` around the first word searched for,
-/// marked; `None` when no such word is in the first 64 KiB.
+/// marked; `None` when no such word is in the text given (at most the
+/// first 64 KiB of it is looked at).
 pub fn snippet(body: &str, words: &[String], width: usize) -> Option<Vec<Segment>> {
     if words.is_empty() {
         return None;
