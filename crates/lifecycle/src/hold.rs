@@ -8,8 +8,8 @@
 //! checkpoints cover them, so a hold cannot be removed unnoticed, and the
 //! holds in force are those the log adds and does not release.
 
-use crate::audit::{AuditError, AuditLog, Entry};
-use serde_json::Value;
+use crate::audit::{Actor, AuditError, AuditLog, Entry};
+use serde_json::{json, Map, Value};
 
 /// A hold in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +85,118 @@ pub fn name_error(name: &str) -> Option<String> {
         return Some(format!("{name:?} contains a control character"));
     }
     None
+}
+
+/// Why placing or releasing a hold did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    /// The request itself is wrong (a name, an empty reason, a long query).
+    #[error("{0}")]
+    Invalid(String),
+    /// The holds in force refused it (a name already in force, or none to
+    /// release); the refusal is itself in the log.
+    #[error("{0}")]
+    Refused(String),
+    /// The log could not be written: nothing happened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// What is wrong with a hold to place, if anything (the query's syntax is
+/// the caller's to check: it needs the store to count what it covers).
+pub fn check_new(name: &str, query: &str, reason: &str) -> Result<(), HoldError> {
+    if let Some(why) = name_error(name) {
+        return Err(HoldError::Invalid(why));
+    }
+    if reason.trim().is_empty() {
+        return Err(HoldError::Invalid("say why the hold is placed".into()));
+    }
+    if query.len() > MAX_QUERY {
+        return Err(HoldError::Invalid(format!(
+            "the query is {} bytes; a hold's query is at most {MAX_QUERY} (split it into several \
+             holds)",
+            query.len()
+        )));
+    }
+    Ok(())
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Appends `detail` under the log's lock if `check` allows it against
+/// the entries there; a refusal is recorded as `refused_hold`.
+fn append(
+    log: &AuditLog,
+    actor: &Actor,
+    detail: Map<String, Value>,
+    check: impl FnOnce(&[Entry]) -> Result<(), String>,
+) -> Result<Entry, HoldError> {
+    match log.append_checked(actor, ACTION, detail.clone(), check) {
+        Ok(e) => Ok(e),
+        Err(AuditError::Refused(why)) => {
+            let mut refused = detail;
+            refused.insert("refused".into(), Value::from(why.clone()));
+            log.append(actor, &format!("refused_{ACTION}"), refused)?;
+            Err(HoldError::Refused(why))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Places a hold (after [`check_new`]), unless one of that name is in
+/// force: decided under the log's lock, so two at once cannot both win.
+/// `deliveries_now` is what the query matches as it is placed.
+pub fn place(
+    log: &AuditLog,
+    actor: &Actor,
+    name: &str,
+    query: &str,
+    reason: &str,
+    deliveries_now: usize,
+) -> Result<Entry, HoldError> {
+    check_new(name, query, reason)?;
+    let detail = object(json!({
+        "op": "add",
+        "name": name,
+        "query": query,
+        "reason": reason,
+        "deliveries_now": deliveries_now,
+    }));
+    append(log, actor, detail, |entries| {
+        if replay(entries).iter().any(|h| h.name == name) {
+            Err(format!(
+                "a hold named {name:?} is in force already (release it first, or choose another \
+                 name)"
+            ))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Releases the hold `name`, if it is in force.
+pub fn release(
+    log: &AuditLog,
+    actor: &Actor,
+    name: &str,
+    reason: &str,
+) -> Result<Entry, HoldError> {
+    if reason.trim().is_empty() {
+        return Err(HoldError::Invalid("say why the hold is released".into()));
+    }
+    let detail = object(json!({"op": "release", "name": name, "reason": reason}));
+    append(log, actor, detail, |entries| {
+        if replay(entries).iter().any(|h| h.name == name) {
+            Ok(())
+        } else {
+            Err(format!("no hold named {name:?} is in force"))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -115,6 +115,11 @@ impl Audit {
         &self.log
     }
 
+    /// Who this process records as.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
     /// Records the log's head in the store (`Store::set_audit_anchor`), so
     /// a later removal can tell that this is still the log it knew.
     pub fn anchor(&self, store: &mailkeep_store::Store) -> Result<(), Failure> {

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod holds;
 pub mod identity;
 pub mod imap;
 pub mod ldap;
@@ -87,6 +88,8 @@ pub enum Access {
     User,
     /// Auditors and admins.
     Auditor,
+    /// Admins only (changing holds).
+    Admin,
 }
 
 /// One route of the router.
@@ -288,6 +291,66 @@ fn table() -> Vec<(Route, MethodRouter<Shared>)> {
             get(dashboard::api),
         ),
         (
+            r(
+                "GET",
+                "/holds",
+                Access::Auditor,
+                false,
+                "the legal holds in force",
+            ),
+            get(holds::page),
+        ),
+        (
+            r(
+                "POST",
+                "/holds",
+                Access::Admin,
+                true,
+                "place a legal hold from the page",
+            ),
+            post(holds::page_place),
+        ),
+        (
+            r(
+                "POST",
+                "/holds/{name}/release",
+                Access::Admin,
+                true,
+                "release a legal hold from the page",
+            ),
+            post(holds::page_release),
+        ),
+        (
+            r(
+                "GET",
+                "/api/holds",
+                Access::Auditor,
+                false,
+                "the legal holds in force and what each covers",
+            ),
+            get(holds::api_list),
+        ),
+        (
+            r(
+                "POST",
+                "/api/holds",
+                Access::Admin,
+                true,
+                "place a legal hold",
+            ),
+            post(holds::api_place),
+        ),
+        (
+            r(
+                "DELETE",
+                "/api/holds/{name}",
+                Access::Admin,
+                true,
+                "release a legal hold",
+            ),
+            delete(holds::api_release),
+        ),
+        (
             r("GET", "/api/audit", Access::Auditor, false, "the audit log"),
             get(api::audit),
         ),
@@ -307,10 +370,9 @@ pub fn router(app: Shared) -> Router {
         // Routes for auditors and admins are closed to everyone else here,
         // whatever their handler does.
         let handler = match route.access {
-            Access::Auditor => handler.route_layer(axum::middleware::from_fn_with_state(
-                app.clone(),
-                require_auditor,
-            )),
+            Access::Auditor | Access::Admin => handler.route_layer(
+                axum::middleware::from_fn_with_state((app.clone(), route.access), require_role),
+            ),
             Access::Public | Access::User => handler,
         };
         let merged = match seen.remove(route.path) {
@@ -328,17 +390,22 @@ pub fn router(app: Shared) -> Router {
         .with_state(app)
 }
 
-/// Lets a request for an auditor's route through only with the session of
-/// an auditor or admin: anyone else logged in gets the 404 of a missing
-/// item; without a session the handler answers (the login page, or 401).
-async fn require_auditor(
-    axum::extract::State(app): axum::extract::State<Shared>,
+/// Lets a request for an auditor's (or admin's) route through only with the
+/// session of someone with that role: anyone else logged in gets the 404 of
+/// a missing item; without a session the handler answers (the login page,
+/// or 401).
+async fn require_role(
+    axum::extract::State((app, access)): axum::extract::State<(Shared, Access)>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let session = session_cookie(request.headers()).and_then(|id| app.sessions.get(&id));
+    let allowed = |i: &Identity| match access {
+        Access::Admin => i.role == Role::Admin,
+        _ => i.sees_all(),
+    };
     match session {
-        Some(s) if !s.identity.sees_all() => {
+        Some(s) if !allowed(&s.identity) => {
             if request.uri().path().starts_with("/api/") {
                 ApiError::NotFound.into_response()
             } else {
@@ -393,6 +460,29 @@ impl App {
             throttle: Throttle::default(),
             status: None,
         })
+    }
+
+    /// Records the audit log's head in the store (a store handle opened to
+    /// write for the purpose), after a hold was placed or released: a log
+    /// later cut back to before it is then refused by removals.
+    fn anchor_audit(&self) -> Result<(), ApiError> {
+        let unavailable = |what: String| {
+            tracing::error!("web: {what}");
+            ApiError::Unavailable(format!(
+                "{what}; the change is in the audit log, run `mailkeep hold list` on the server"
+            ))
+        };
+        let Some((seq, hash)) = self
+            .audit
+            .head()
+            .map_err(|e| unavailable(format!("the audit log's head: {e}")))?
+        else {
+            return Ok(());
+        };
+        let config = self.store().config().clone();
+        Store::open(config)
+            .and_then(|w| w.set_audit_anchor(seq, &hash))
+            .map_err(|e| unavailable(format!("the store could not record the log's head: {e}")))
     }
 
     /// The same, reporting `status` on the dashboard.

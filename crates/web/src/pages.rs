@@ -37,7 +37,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// Percent-encodes a query-string value.
-fn url_value(s: &str) -> String {
+pub(crate) fn url_value(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -54,7 +54,7 @@ pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> Html<S
         Some(v) => {
             let who = v.identity();
             let audit = if who.sees_all() {
-                r#"<a href="/dashboard">Dashboard</a><a href="/audit">Audit log</a>"#
+                r#"<a href="/dashboard">Dashboard</a><a href="/holds">Holds</a><a href="/audit">Audit log</a>"#
             } else {
                 ""
             };
@@ -183,19 +183,29 @@ pub struct CsrfForm {
     csrf: String,
 }
 
+/// The logged-in viewer of a page's form post, whose form carries the
+/// session's CSRF token.
+pub(crate) fn form_viewer(
+    viewer: Result<Viewer, ApiError>,
+    csrf: &str,
+) -> Result<Viewer, ApiError> {
+    let viewer = viewer?;
+    if !crate::session::same_token(csrf, &viewer.session.csrf) {
+        return Err(ApiError::Csrf);
+    }
+    Ok(viewer)
+}
+
 /// `POST /logout`.
 pub async fn logout(
     State(app): State<Shared>,
     viewer: Result<Viewer, ApiError>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let viewer = match viewer {
+    let viewer = match form_viewer(viewer, &f.csrf) {
         Ok(v) => v,
         Err(e) => return page_error(e),
     };
-    if !crate::session::same_token(&f.csrf, &viewer.session.csrf) {
-        return page_error(ApiError::Csrf);
-    }
     app.sessions.close(&viewer.id);
     if let Err(e) = app
         .record(&viewer.identity().name, viewer.client, "logout", json!({}))

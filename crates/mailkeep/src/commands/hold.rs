@@ -8,7 +8,7 @@ use crate::audit::Audit;
 use crate::cli::{HoldAddArgs, HoldCommand, HoldReleaseArgs, HoldShowArgs};
 use crate::config::Settings;
 use crate::exit::{Exit, Failure};
-use mailkeep_lifecycle::hold::{self, Hold};
+use mailkeep_lifecycle::hold::{self, Hold, HoldError};
 use mailkeep_store::Store;
 use serde_json::json;
 use std::collections::HashSet;
@@ -84,48 +84,28 @@ fn covers(store: &Store, query: &str) -> Result<(usize, usize), Failure> {
     Ok((hits.len(), messages.len()))
 }
 
+/// A refused or failed hold change as the command reports it.
+fn hold_failure(e: HoldError, refused: Exit) -> Failure {
+    match e {
+        HoldError::Invalid(why) => Failure::new(Exit::USAGE, why),
+        HoldError::Refused(why) => Failure::new(refused, why),
+        HoldError::Audit(e) => Failure::new(Exit::IOERR, e.to_string()),
+    }
+}
+
 fn add(store: &Store, audit: &Audit, args: HoldAddArgs) -> Result<Exit, Failure> {
-    if let Some(why) = hold::name_error(&args.name) {
-        return Err(Failure::new(Exit::USAGE, why));
-    }
-    if args.reason.trim().is_empty() {
-        return Err(Failure::new(
-            Exit::USAGE,
-            "--reason: say why the hold is placed",
-        ));
-    }
-    if args.query.len() > hold::MAX_QUERY {
-        return Err(Failure::new(
-            Exit::USAGE,
-            format!(
-                "--query: {} bytes; a hold's query is at most {} (split it into several holds)",
-                args.query.len(),
-                hold::MAX_QUERY
-            ),
-        ));
-    }
+    hold::check_new(&args.name, &args.query, &args.reason)
+        .map_err(|e| hold_failure(e, Exit::USAGE))?;
     let (deliveries, messages) = covers(store, &args.query)?;
-    let name = args.name.clone();
-    audit.record_checked(
-        hold::ACTION,
-        json!({
-            "op": "add",
-            "name": args.name,
-            "query": args.query,
-            "reason": args.reason,
-            "deliveries_now": deliveries,
-        }),
-        |entries| {
-            if hold::replay(entries).iter().any(|h| h.name == name) {
-                Err(format!(
-                    "a hold named {name:?} is in force already (release it first, or choose \
-                     another name)"
-                ))
-            } else {
-                Ok(())
-            }
-        },
-    )?;
+    hold::place(
+        audit.log(),
+        audit.actor(),
+        &args.name,
+        &args.query,
+        &args.reason,
+        deliveries,
+    )
+    .map_err(|e| hold_failure(e, Exit::USAGE))?;
     println!(
         "hold {:?} placed: it covers {deliveries} deliveries ({messages} messages) now, and what \
          arrives later matching {:?}, until released",
@@ -162,29 +142,8 @@ fn show(store: &Store, audit: &Audit, args: HoldShowArgs) -> Result<Exit, Failur
 }
 
 fn release(audit: &Audit, args: HoldReleaseArgs) -> Result<Exit, Failure> {
-    if args.reason.trim().is_empty() {
-        return Err(Failure::new(
-            Exit::USAGE,
-            "--reason: say why the hold is released",
-        ));
-    }
-    let name = args.name.clone();
-    audit
-        .record_checked(
-            hold::ACTION,
-            json!({"op": "release", "name": args.name, "reason": args.reason}),
-            |entries| {
-                if hold::replay(entries).iter().any(|h| h.name == name) {
-                    Ok(())
-                } else {
-                    Err(format!("no hold named {name:?} is in force"))
-                }
-            },
-        )
-        .map_err(|f| match f.code {
-            Exit::USAGE => Failure::new(Exit::NOTHING, f.message),
-            _ => f,
-        })?;
+    hold::release(audit.log(), audit.actor(), &args.name, &args.reason)
+        .map_err(|e| hold_failure(e, Exit::NOTHING))?;
     println!("hold {:?} released", args.name);
     Ok(Exit::OK)
 }

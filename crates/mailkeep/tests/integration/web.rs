@@ -128,6 +128,22 @@ impl Site {
         reply(req.call())
     }
 
+    /// A JSON request with the session and its CSRF token.
+    pub fn send_json(&self, who: &Login, method: &str, path: &str, body: Value) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "POST" => self.agent.post(url),
+            "DELETE" => self.agent.delete(url).force_send_body(),
+            m => panic!("{m}"),
+        };
+        reply(
+            req.header("cookie", &who.cookie)
+                .header("x-csrf-token", &who.csrf)
+                .header("content-type", "application/json")
+                .send(body.to_string()),
+        )
+    }
+
     pub fn post_form(&self, who: Option<&Login>, path: &str, form: &str) -> Reply {
         let mut req = self
             .agent
@@ -236,6 +252,7 @@ pub fn fixture(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
         ("carol", "user", Some("carol@example.com")),
         ("dave", "user", Some("dave@example.com")),
         ("audit", "auditor", None),
+        ("admin", "admin", None),
     ] {
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("--config")
@@ -548,6 +565,7 @@ fn web_every_route_answers_404_for_another_users_item_and_for_iterated_ids() {
     let dir = sandbox();
     let (mut serve, site) = start(dir.path(), "");
     let alice = site.login("alice");
+    let auditor = site.login("audit");
     let mut checked = 0;
     for route in mailkeep_web::routes() {
         let key = (route.method, route.path);
@@ -587,6 +605,23 @@ fn web_every_route_answers_404_for_another_users_item_and_for_iterated_ids() {
             let r = site.get(Some(&alice), route.path);
             assert_eq!(r.status, 404, "{route:?}");
             checked += 1;
+        } else if route.access == mailkeep_web::Access::Admin {
+            // A user and an auditor, with valid CSRF tokens, change nothing.
+            let path = route.path.replace("{name}", "h1");
+            let body = serde_json::json!({"name": "h1", "query": "quarterly", "reason": "r"});
+            for who in [&alice, &auditor] {
+                let r = if path.starts_with("/api/") {
+                    site.send_json(who, route.method, &path, body.clone())
+                } else {
+                    let form = format!(
+                        "csrf={}&name=h1&query=quarterly&reason=r",
+                        encode(&who.csrf)
+                    );
+                    site.post_form(Some(who), &path, &form)
+                };
+                assert_eq!(r.status, 404, "{route:?}: {}", r.text());
+            }
+            checked += 1;
         } else {
             assert!(
                 NO_ITEM.contains(&key),
@@ -595,6 +630,8 @@ fn web_every_route_answers_404_for_another_users_item_and_for_iterated_ids() {
         }
     }
     assert!(checked >= 6, "{checked}");
+    let holds = site.get(Some(&auditor), "/api/holds").json();
+    assert_eq!(holds["holds"], serde_json::json!([]), "no hold was placed");
     // The search page and the API show her nothing of bob's.
     let page = site.get(Some(&alice), "/?q=quarterly");
     assert_eq!(page.status, 200);
@@ -746,6 +783,147 @@ fn web_export_gives_each_reader_their_own_results_with_a_manifest() {
         ],
         "a query that does not parse is refused before the store is read"
     );
+}
+
+#[test]
+fn web_admins_place_and_release_legal_holds_auditors_see_them() {
+    let dir = sandbox();
+    let (mut serve, site) = start(dir.path(), "");
+    let [admin, audit, bob] = ["admin", "audit", "bob"].map(|u| site.login(u));
+    let place = |who: &Login, name: &str, query: &str, reason: &str| {
+        site.send_json(
+            who,
+            "POST",
+            "/api/holds",
+            serde_json::json!({"name": name, "query": query, "reason": reason}),
+        )
+    };
+    let r = place(&admin, "case-7", "sender:bob@example.com", "litigation 7");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deliveries"], 1);
+    // Refused: the same name again, no reason, a query that does not parse.
+    let r = place(&admin, "case-7", "quarterly", "again");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("in force already"), "{}", r.text());
+    assert_eq!(place(&admin, "case-8", "quarterly", " ").status, 400);
+    assert_eq!(place(&admin, "case-8", "(", "why").status, 400);
+    // Without the CSRF token: refused before anything.
+    let r = reply(
+        site.agent
+            .post(format!("{}/api/holds", site.base))
+            .header("cookie", &admin.cookie)
+            .header("content-type", "application/json")
+            .send(r#"{"name":"x","query":"a","reason":"b"}"#),
+    );
+    assert_eq!(r.status, 403);
+    // The auditor sees it and what it covers; a user does not.
+    let list = site.get(Some(&audit), "/api/holds").json();
+    let holds = list["holds"].as_array().unwrap();
+    assert_eq!(holds.len(), 1, "{list}");
+    assert_eq!(holds[0]["name"], "case-7");
+    assert_eq!(holds[0]["by"], "admin");
+    assert_eq!(holds[0]["deliveries"], 1);
+    assert_eq!(site.get(Some(&bob), "/api/holds").status, 404);
+    assert_eq!(site.get(Some(&bob), "/holds").status, 404);
+    let page = site.get(Some(&audit), "/holds").text();
+    assert!(page.contains("<td>case-7</td>"), "{page}");
+    assert!(
+        !page.contains("Place a hold"),
+        "an auditor gets no form: {page}"
+    );
+    // The command line, reading the same log, sees the same hold.
+    let cli = |args: &[&str]| {
+        let out = crate::util::mailkeep(&dir.path().join("mailkeep.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = cli(&["hold", "list", "--json"]);
+    assert!(listed.contains(r#""name":"case-7""#), "{listed}");
+    // The page: place one with the form, release both.
+    let page = site.get(Some(&admin), "/holds").text();
+    assert!(page.contains("Place a hold"), "{page}");
+    let form = format!(
+        "csrf={}&name={}&query={}&reason={}",
+        encode(&admin.csrf),
+        encode("case 8"),
+        encode("subject:lunch"),
+        encode("HR request")
+    );
+    let r = site.post_form(Some(&admin), "/holds", &form);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), "/holds");
+    let r = site.post_form(Some(&admin), "/holds", "csrf=wrong&name=x&query=a&reason=b");
+    assert_eq!(r.status, 403);
+    let page = site.get(Some(&admin), "/holds").text();
+    assert!(
+        page.contains(r#"action="/holds/case%208/release""#),
+        "{page}"
+    );
+    let r = site.post_form(
+        Some(&admin),
+        "/holds/case%208/release",
+        &format!("csrf={}&reason=closed", encode(&admin.csrf)),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let release = |reason: &str| {
+        site.send_json(
+            &admin,
+            "DELETE",
+            "/api/holds/case-7",
+            serde_json::json!({ "reason": reason }),
+        )
+    };
+    assert_eq!(release("settled").status, 200);
+    assert_eq!(release("twice").status, 400, "none in force any more");
+    assert_eq!(cli(&["hold", "list", "--json"]), "");
+    serve.stop();
+    // The log has every change, by admin via the web; the store's anchor
+    // is the log's last hold entry.
+    let holds: Vec<(String, String, String)> = audit_lines(dir.path())
+        .into_iter()
+        .filter(|e| e["action"] == "hold" || e["action"] == "refused_hold")
+        .map(|e| {
+            assert_eq!(e["user"], "admin");
+            assert_eq!(e["via"], "web");
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["detail"]["op"].as_str().unwrap().to_string(),
+                e["detail"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let h = |a: &str, op: &str, n: &str| (a.to_string(), op.to_string(), n.to_string());
+    assert_eq!(
+        holds,
+        [
+            h("hold", "add", "case-7"),
+            h("refused_hold", "add", "case-7"),
+            h("hold", "add", "case 8"),
+            h("hold", "release", "case 8"),
+            h("hold", "release", "case-7"),
+            h("refused_hold", "release", "case-7"),
+        ]
+    );
+    let last_hold = audit_lines(dir.path())
+        .into_iter()
+        .rfind(|e| e["action"] == "hold")
+        .unwrap();
+    let anchor = crate::util::python(
+        "import sqlite3, sys\n\
+         c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
+         print(c.execute(\"SELECT value FROM meta WHERE key = 'audit_anchor'\").fetchone()[0])\n",
+        &[dir.path().join("store/catalog.sqlite").to_str().unwrap()],
+    );
+    let seq = last_hold["seq"].as_u64().unwrap();
+    assert_eq!(
+        anchor.trim(),
+        format!("{seq} {}", last_hold["hash"].as_str().unwrap()),
+        "the store's anchor is the last change"
+    );
+    cli(&["verify"]);
 }
 
 #[test]
