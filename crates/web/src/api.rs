@@ -81,8 +81,7 @@ pub async fn whoami(viewer: Viewer) -> Json<Value> {
 /// `DELETE /api/session` (with `X-CSRF-Token`).
 pub async fn logout(State(app): State<Shared>, viewer: Viewer) -> Result<Response, ApiError> {
     app.sessions.close(&viewer.id);
-    app.record(&viewer.identity().name, viewer.client, "logout", json!({}))
-        .await?;
+    app.record_viewer(&viewer, "logout", json!({})).await?;
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, crate::cookie(&app, None));
@@ -195,9 +194,8 @@ pub async fn find_page(
         exact: counted < up_to,
     };
     let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
-    app.record(
-        &viewer.identity().name,
-        viewer.client,
+    app.record_viewer(
+        viewer,
         "search",
         json!({
             "query": q,
@@ -361,9 +359,8 @@ pub async fn export(
     let refused = hits.len() as u64 > max;
     hits.reverse();
     let ids: Vec<i64> = hits.iter().map(|h| h.record.id).collect();
-    app.record(
-        &viewer.identity().name,
-        viewer.client,
+    app.record_viewer(
+        &viewer,
         "export",
         json!({
             "query": p.q,
@@ -451,8 +448,7 @@ pub async fn find(
     if let (Value::Object(d), Value::Object(e)) = (&mut detail, extra) {
         d.extend(e);
     }
-    app.record(&viewer.identity().name, viewer.client, action, detail)
-        .await?;
+    app.record_viewer(viewer, action, detail).await?;
     found.ok_or(ApiError::NotFound)
 }
 
@@ -609,9 +605,8 @@ pub async fn audit_entries(
         return Err(ApiError::NotFound);
     }
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-    app.record(
-        &viewer.identity().name,
-        viewer.client,
+    app.record_viewer(
+        viewer,
         "audit",
         json!({"limit": limit, "action": p.action, "user": p.user}),
     )
@@ -641,4 +636,119 @@ pub async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     let entries = audit_entries(&app, &viewer, &p).await?;
     Ok(Json(json!({ "entries": entries })))
+}
+
+/// A token as its owner sees it (never its secret).
+fn token_json(t: &crate::tokens::Token) -> Value {
+    let time = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    json!({"id": t.id, "label": t.label, "created": time(t.created), "expires": time(t.expires)})
+}
+
+/// Made and listed from a session only: a token does not beget tokens.
+fn session_only(viewer: &Viewer) -> Result<(), ApiError> {
+    match viewer.token {
+        None => Ok(()),
+        Some(_) => Err(ApiError::BadRequest(
+            "API tokens are made, listed and revoked from a logged-in session".into(),
+        )),
+    }
+}
+
+fn tokens_unavailable(e: std::io::Error) -> ApiError {
+    tracing::error!("web: API tokens: {e}");
+    ApiError::Unavailable("the API tokens cannot be read or written".into())
+}
+
+/// `GET /api/tokens`: the reader's unexpired tokens.
+pub async fn tokens(State(app): State<Shared>, viewer: Viewer) -> Result<Json<Value>, ApiError> {
+    session_only(&viewer)?;
+    app.record_viewer(&viewer, "tokens", json!({"list": true}))
+        .await?;
+    let a = app.clone();
+    let name = viewer.identity().name.clone();
+    let list = blocking(move || a.tokens.of(&name).map_err(tokens_unavailable)).await?;
+    Ok(Json(
+        json!({"tokens": list.iter().map(token_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// The body of `POST /api/tokens`.
+#[derive(Debug, Deserialize, Default)]
+pub struct NewToken {
+    /// What it is for.
+    #[serde(default)]
+    pub label: String,
+    /// Days it works (1 to 365; default 30).
+    pub days: Option<u32>,
+}
+
+/// `POST /api/tokens`: a new token for the reader, its secret shown once.
+pub async fn token_create(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    Json(t): Json<NewToken>,
+) -> Result<Json<Value>, ApiError> {
+    session_only(&viewer)?;
+    if t.label.len() > 200 || t.label.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "a label is at most 200 characters, without control characters".into(),
+        ));
+    }
+    let days = t.days.unwrap_or(30);
+    if !(1..=crate::tokens::MAX_DAYS).contains(&days) {
+        return Err(ApiError::BadRequest(format!(
+            "days: 1 to {}",
+            crate::tokens::MAX_DAYS
+        )));
+    }
+    let a = app.clone();
+    let identity = viewer.identity().clone();
+    let label = t.label.clone();
+    let (token, secret) = blocking(move || {
+        a.tokens
+            .create(&identity, &label, days)
+            .map_err(tokens_unavailable)
+    })
+    .await?;
+    // Recorded before the secret is given out; a token that cannot be
+    // recorded is revoked again.
+    if let Err(e) = app
+        .record_viewer(
+            &viewer,
+            "token_add",
+            json!({"id": token.id, "label": token.label, "expires": token_json(&token)["expires"]}),
+        )
+        .await
+    {
+        let _ = app.tokens.revoke(&token.name, &token.id);
+        return Err(e);
+    }
+    let mut v = token_json(&token);
+    v["token"] = json!(secret);
+    Ok(Json(v))
+}
+
+/// `DELETE /api/tokens/{token}`: revokes one of the reader's tokens (the
+/// same 404 for someone else's as for none).
+pub async fn token_revoke(
+    State(app): State<Shared>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let a = app.clone();
+    let name = viewer.identity().name.clone();
+    let key = id.clone();
+    let revoked =
+        blocking(move || a.tokens.revoke(&name, &key).map_err(tokens_unavailable)).await?;
+    app.record_viewer(&viewer, "token_revoke", json!({"id": id, "found": revoked}))
+        .await?;
+    if revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
 }

@@ -133,23 +133,43 @@ impl Auth {
         }
     }
 
+    /// The identity of a local account, as it is now.
+    fn local_identity(&self, u: crate::User) -> Identity {
+        let mut addresses = u.addresses.clone();
+        if let Some(more) = self.aliases.get(&u.name) {
+            addresses.extend(more.iter().map(|a| a.to_lowercase()));
+        }
+        addresses.sort();
+        addresses.dedup();
+        Identity {
+            name: u.name,
+            role: u.role,
+            addresses,
+            backend: "local",
+        }
+    }
+
+    /// Whom an API token acts for now: a local account as it is today
+    /// (`None` once removed), someone from IMAP or LDAP with the addresses
+    /// found when the token was made and the role the configuration gives
+    /// the name today.
+    pub fn token_identity(&self, t: &crate::tokens::Token) -> Result<Option<Identity>, String> {
+        match t.backend.as_str() {
+            "local" => Ok(self
+                .users
+                .get(&t.name)
+                .map_err(|e| e.to_string())?
+                .map(|u| self.local_identity(u))),
+            "imap" => Ok(Some(self.external(&t.name, "imap", t.addresses.clone()))),
+            "ldap" => Ok(Some(self.external(&t.name, "ldap", t.addresses.clone()))),
+            _ => Ok(None),
+        }
+    }
+
     fn local(&self, name: &str, password: &str) -> Result<Option<Identity>, String> {
         let user = self.users.get(name).map_err(|e| e.to_string())?;
         match user {
-            Some(u) if u.verify(password) => {
-                let mut addresses = u.addresses.clone();
-                if let Some(more) = self.aliases.get(name) {
-                    addresses.extend(more.iter().map(|a| a.to_lowercase()));
-                }
-                addresses.sort();
-                addresses.dedup();
-                Ok(Some(Identity {
-                    name: u.name,
-                    role: u.role,
-                    addresses,
-                    backend: "local",
-                }))
-            }
+            Some(u) if u.verify(password) => Ok(Some(self.local_identity(u))),
             Some(_) => Ok(None),
             None => {
                 let _ = crate::users::verify_hash(dummy_hash(), password);

@@ -124,13 +124,7 @@ pub async fn api(State(app): State<Shared>, viewer: Viewer) -> Result<Json<Value
         return Err(ApiError::NotFound);
     }
     let v = figures(&app).await?;
-    app.record(
-        &viewer.identity().name,
-        viewer.client,
-        "dashboard",
-        json!({}),
-    )
-    .await?;
+    app.record_viewer(&viewer, "dashboard", json!({})).await?;
     Ok(Json(v))
 }
 
@@ -186,15 +180,7 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
         Ok(v) => v,
         Err(e) => return page_error(e),
     };
-    if let Err(e) = app
-        .record(
-            &viewer.identity().name,
-            viewer.client,
-            "dashboard",
-            json!({}),
-        )
-        .await
-    {
+    if let Err(e) = app.record_viewer(&viewer, "dashboard", json!({})).await {
         return page_error(e);
     }
     let days = v["days"].as_array().cloned().unwrap_or_default();

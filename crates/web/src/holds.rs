@@ -77,13 +77,8 @@ async fn in_force(app: &Shared, viewer: &Viewer) -> Result<Vec<Covered>, ApiErro
     if !viewer.identity().sees_all() {
         return Err(ApiError::NotFound);
     }
-    app.record(
-        &viewer.identity().name,
-        viewer.client,
-        "holds",
-        json!({"list": true}),
-    )
-    .await?;
+    app.record_viewer(viewer, "holds", json!({"list": true}))
+        .await?;
     let a = app.clone();
     blocking(move || {
         let holds = hold::in_force(&a.audit).map_err(|e| {

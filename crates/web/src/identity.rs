@@ -261,16 +261,24 @@ fn hide_recipients(e: Expr, sent: &Expr, own: &[String]) -> Expr {
 }
 
 #[cfg(test)]
+impl Identity {
+    /// A user `name` with the address `name@example.com`, for tests.
+    pub(crate) fn test_user(name: &str, backend: &'static str) -> Identity {
+        Identity {
+            name: name.into(),
+            role: Role::User,
+            addresses: vec![format!("{name}@example.com")],
+            backend,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     fn bob() -> Identity {
-        Identity {
-            name: "bob".into(),
-            role: Role::User,
-            addresses: vec!["bob@example.com".into()],
-            backend: "local",
-        }
+        Identity::test_user("bob", "local")
     }
 
     fn record(sender: &str, recipients: &[&str], login: Option<&str>) -> DeliveryRecord {

@@ -28,6 +28,7 @@ mod recorder;
 pub mod session;
 pub mod snippet;
 pub mod tls;
+pub mod tokens;
 pub mod users;
 pub mod view;
 
@@ -120,6 +121,8 @@ pub struct App {
     throttle: Throttle,
     /// What the running server reports about itself (the dashboard).
     status: Option<dashboard::StatusSource>,
+    /// API tokens.
+    tokens: tokens::Tokens,
 }
 
 impl std::fmt::Debug for App {
@@ -351,6 +354,36 @@ fn table() -> Vec<(Route, MethodRouter<Shared>)> {
             delete(holds::api_release),
         ),
         (
+            r(
+                "GET",
+                "/api/tokens",
+                Access::User,
+                false,
+                "the reader's API tokens",
+            ),
+            get(api::tokens),
+        ),
+        (
+            r(
+                "POST",
+                "/api/tokens",
+                Access::User,
+                true,
+                "make an API token (from a session)",
+            ),
+            post(api::token_create),
+        ),
+        (
+            r(
+                "DELETE",
+                "/api/tokens/{token}",
+                Access::User,
+                true,
+                "revoke one of the reader's API tokens",
+            ),
+            delete(api::token_revoke),
+        ),
+        (
             r("GET", "/api/audit", Access::Auditor, false, "the audit log"),
             get(api::audit),
         ),
@@ -451,7 +484,6 @@ impl App {
         let sessions = Sessions::new(settings.session_idle, settings.session_max);
         let recorder = recorder::Recorder::start(audit.clone())?;
         Ok(App {
-            settings,
             stores: stores.into_iter().map(Arc::new).collect(),
             next_store: AtomicUsize::new(0),
             audit,
@@ -459,6 +491,8 @@ impl App {
             sessions,
             throttle: Throttle::default(),
             status: None,
+            tokens: tokens::Tokens::new(settings.auth.users.path().with_file_name("tokens.json")),
+            settings,
         })
     }
 
@@ -541,13 +575,37 @@ impl App {
         action: &'static str,
         detail: Value,
     ) -> Result<(), ApiError> {
+        self.record_via(user, from, None, action, detail).await
+    }
+
+    /// [`App::record`] for a logged-in request: an access made with an API
+    /// token is recorded `via` `web-token` with the token's id.
+    async fn record_viewer(
+        self: &Arc<Self>,
+        viewer: &Viewer,
+        action: &'static str,
+        detail: Value,
+    ) -> Result<(), ApiError> {
+        let name = &viewer.identity().name;
+        self.record_via(name, viewer.client, viewer.token.as_deref(), action, detail)
+            .await
+    }
+
+    async fn record_via(
+        self: &Arc<Self>,
+        user: &str,
+        from: IpAddr,
+        token: Option<&str>,
+        action: &'static str,
+        detail: Value,
+    ) -> Result<(), ApiError> {
         let actor = Actor {
             user: user.to_string(),
             uid: None,
-            via: "web".into(),
+            via: if token.is_some() { "web-token" } else { "web" }.into(),
             from: from.to_string(),
         };
-        let detail = match detail {
+        let mut detail = match detail {
             Value::Object(m) => m,
             other => {
                 let mut m = serde_json::Map::new();
@@ -555,6 +613,9 @@ impl App {
                 m
             }
         };
+        if let Some(t) = token {
+            detail.insert("token".into(), Value::from(t));
+        }
         self.recorder
             .record(actor, action, detail)
             .await
@@ -683,6 +744,8 @@ pub struct Viewer {
     pub session: Session,
     /// Where the request came from.
     pub client: IpAddr,
+    /// The API token's id, when the request was made with one.
+    pub token: Option<String>,
 }
 
 impl Viewer {
@@ -702,6 +765,15 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == session::COOKIE)
         .map(|(_, v)| v.to_string())
+}
+
+/// The API token of an `Authorization: Bearer …` header, if there is one.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 /// The peer address of a request, from the connection.
@@ -731,12 +803,47 @@ impl FromRequestParts<Shared> for Viewer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        let client = app.client(peer(parts), &parts.headers);
+        if let Some(presented) = bearer(&parts.headers) {
+            // The API only; a token stands for its owner as they are now.
+            if !parts.uri.path().starts_with("/api/") {
+                return Err(ApiError::Unauthenticated);
+            }
+            let a = app.clone();
+            let found = blocking(move || {
+                let Some(t) = a
+                    .tokens
+                    .check(&presented)
+                    .map_err(|e| ApiError::Unavailable(format!("API tokens: {e}")))?
+                else {
+                    return Ok(None);
+                };
+                let who = a
+                    .settings
+                    .auth
+                    .token_identity(&t)
+                    .map_err(ApiError::Unavailable)?;
+                Ok(who.map(|identity| (t.id, identity)))
+            })
+            .await?;
+            let Some((id, identity)) = found else {
+                tracing::warn!(%client, "a request with an unknown or expired API token");
+                return Err(ApiError::Unauthenticated);
+            };
+            return Ok(Viewer {
+                id: String::new(),
+                session: Session::for_token(identity),
+                client,
+                token: Some(id),
+            });
+        }
         let id = session_cookie(&parts.headers).ok_or(ApiError::Unauthenticated)?;
         let session = app.sessions.get(&id).ok_or(ApiError::Unauthenticated)?;
         let viewer = Viewer {
             id,
             session,
-            client: app.client(peer(parts), &parts.headers),
+            client,
+            token: None,
         };
         // A state-changing request carries the session's CSRF token (the
         // pages' forms are checked by their handlers, from the form body).
@@ -836,7 +943,10 @@ mod tests {
             assert!(seen.insert((r.method, r.path)), "{r:?} twice");
             let params: Vec<&str> = r.path.split('/').filter(|s| s.starts_with('{')).collect();
             for p in params {
-                assert!(["{id}", "{index}", "{name}"].contains(&p), "{r:?}");
+                assert!(
+                    ["{id}", "{index}", "{name}", "{token}"].contains(&p),
+                    "{r:?}"
+                );
             }
             assert_eq!(r.changes, r.method != "GET", "{r:?}");
         }

@@ -207,10 +207,7 @@ pub async fn logout(
         Err(e) => return page_error(e),
     };
     app.sessions.close(&viewer.id);
-    if let Err(e) = app
-        .record(&viewer.identity().name, viewer.client, "logout", json!({}))
-        .await
-    {
+    if let Err(e) = app.record_viewer(&viewer, "logout", json!({})).await {
         return page_error(e);
     }
     let mut r = Redirect::to("/login").into_response();

@@ -223,39 +223,37 @@ impl Users {
     }
 
     fn write(&self, file: &File) -> Result<(), UsersError> {
-        let io = |source| UsersError::Io {
+        write_private_json(&self.path, file).map_err(|source| UsersError::Io {
             path: self.path.clone(),
             source,
-        };
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.new",
-            self.path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("users")
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        let text = serde_json::to_string_pretty(file).expect("accounts always serialise");
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.write_all(b"\n").map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        })
     }
+}
+
+/// Replaces `path` with `value` as pretty JSON, readable by its owner only,
+/// atomically: written beside it, fsynced, renamed, the directory fsynced,
+/// so a crash leaves the old file or the new one.
+pub(crate) fn write_private_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.new",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

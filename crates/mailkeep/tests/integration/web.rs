@@ -558,6 +558,10 @@ const NO_ITEM: &[(&str, &str)] = &[
     ("GET", "/api/search"),
     // Limited like a search: web_export_gives_each_reader_their_own_results_with_a_manifest.
     ("GET", "/api/export"),
+    // The reader's own tokens: web_api_tokens_act_for_their_owner_as_they_are_now.
+    ("GET", "/api/tokens"),
+    ("POST", "/api/tokens"),
+    ("DELETE", "/api/tokens/{token}"),
 ];
 
 #[test]
@@ -924,6 +928,124 @@ fn web_admins_place_and_release_legal_holds_auditors_see_them() {
         "the store's anchor is the last change"
     );
     cli(&["verify"]);
+}
+
+#[test]
+fn web_api_tokens_act_for_their_owner_as_they_are_now() {
+    let dir = sandbox();
+    let (mut serve, site) = start(dir.path(), "");
+    let [bob, alice] = ["bob", "alice"].map(|u| site.login(u));
+    let with = |token: &str, method: &str, path: &str| {
+        let url = format!("{}{path}", site.base);
+        let req = match method {
+            "GET" => site.agent.get(url).force_send_body(),
+            "POST" => site.agent.post(url),
+            "DELETE" => site.agent.delete(url).force_send_body(),
+            m => panic!("{m}"),
+        };
+        reply(
+            req.header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .send("{}"),
+        )
+    };
+    let r = site.send_json(
+        &bob,
+        "POST",
+        "/api/tokens",
+        serde_json::json!({"label": "nightly export", "days": 7}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let made = r.json();
+    let token = made["token"].as_str().unwrap().to_string();
+    let id = made["id"].as_str().unwrap().to_string();
+    assert!(token.starts_with("mkt_"), "{made}");
+    // Without a cookie, it searches bob's mail and only his.
+    let r = with(&token, "GET", "/api/search?q=");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: BTreeSet<i64> = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, BTreeSet::from([1, 2]));
+    assert_eq!(with(&token, "GET", "/api/messages/4").status, 404);
+    assert_eq!(with(&token, "GET", "/api/messages/1/raw").status, 200);
+    assert_eq!(with(&token, "GET", "/api/audit").status, 404);
+    // It makes no tokens and opens no pages; a wrong one is nothing.
+    assert_eq!(with(&token, "POST", "/api/tokens").status, 400);
+    assert_eq!(with(&token, "GET", "/api/tokens").status, 400);
+    assert_eq!(
+        with(&token, "GET", "/").status,
+        303,
+        "the page sends it to log in"
+    );
+    let mut wrong = token.clone();
+    wrong.replace_range(token.len() - 4.., "0000");
+    assert_eq!(with(&wrong, "GET", "/api/search?q=").status, 401);
+    assert_eq!(with("mkt_", "GET", "/api/search?q=").status, 401);
+    // Its owner lists it (never the secret); alice neither sees nor
+    // revokes it.
+    let list = site.get(Some(&bob), "/api/tokens").json();
+    assert_eq!(list["tokens"][0]["id"], id.as_str());
+    assert_eq!(list["tokens"][0]["label"], "nightly export");
+    assert!(!list.to_string().contains(&token));
+    assert_eq!(
+        site.get(Some(&alice), "/api/tokens").json()["tokens"],
+        serde_json::json!([])
+    );
+    let path = format!("/api/tokens/{id}");
+    assert_eq!(site.delete(&alice, &path, Some(&alice.csrf)).status, 404);
+    assert_eq!(with(&token, "GET", "/api/search?q=").status, 200);
+    // The file keeps its hash only.
+    let file = std::fs::read_to_string(dir.path().join("store/tokens.json")).unwrap();
+    assert!(!file.contains(token.rsplit('_').next().unwrap()), "{file}");
+    // Revoked: it stops.
+    assert_eq!(site.delete(&bob, &path, Some(&bob.csrf)).status, 204);
+    assert_eq!(with(&token, "GET", "/api/search?q=").status, 401);
+    // A removed account's token stops too.
+    let r = site.send_json(&bob, "POST", "/api/tokens", serde_json::json!({}));
+    let second = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(with(&second, "GET", "/api/search?q=").status, 200);
+    let out = crate::util::mailkeep(&dir.path().join("mailkeep.toml"))
+        .args(["user", "remove", "bob"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(with(&second, "GET", "/api/search?q=").status, 401);
+    assert_eq!(
+        site.send_json(
+            &alice,
+            "POST",
+            "/api/tokens",
+            serde_json::json!({"days": 400})
+        )
+        .status,
+        400
+    );
+    serve.stop();
+    // Every use is in the audit log, marked as made with the token.
+    let used: Vec<Value> = audit_lines(dir.path())
+        .into_iter()
+        .filter(|e| e["via"] == "web-token")
+        .collect();
+    assert!(used.len() >= 4, "{used:?}");
+    assert!(used.iter().all(|e| e["user"] == "bob"), "{used:?}");
+    assert!(
+        used.iter()
+            .any(|e| e["action"] == "search" && e["detail"]["token"] == id.as_str()),
+        "{used:?}"
+    );
+    let made: Vec<Value> = audit_lines(dir.path())
+        .into_iter()
+        .filter(|e| e["action"] == "token_add" || e["action"] == "token_revoke")
+        .collect();
+    assert_eq!(
+        made.len(),
+        4,
+        "two made, two revocations asked (alice's not found): {made:?}"
+    );
 }
 
 #[test]
