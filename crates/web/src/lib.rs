@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod dashboard;
@@ -382,6 +383,60 @@ fn table() -> Vec<(Route, MethodRouter<Shared>)> {
                 "revoke one of the reader's API tokens",
             ),
             delete(api::token_revoke),
+        ),
+        (
+            r("GET", "/users", Access::Admin, false, "the local accounts"),
+            get(accounts::page),
+        ),
+        (
+            r(
+                "POST",
+                "/users",
+                Access::Admin,
+                true,
+                "add or replace a local account from the page",
+            ),
+            post(accounts::page_put),
+        ),
+        (
+            r(
+                "POST",
+                "/users/{name}/remove",
+                Access::Admin,
+                true,
+                "remove a local account from the page",
+            ),
+            post(accounts::page_remove),
+        ),
+        (
+            r(
+                "GET",
+                "/api/users",
+                Access::Admin,
+                false,
+                "the local accounts",
+            ),
+            get(accounts::api_list),
+        ),
+        (
+            r(
+                "POST",
+                "/api/users",
+                Access::Admin,
+                true,
+                "add or replace a local account",
+            ),
+            post(accounts::api_put),
+        ),
+        (
+            r(
+                "DELETE",
+                "/api/users/{name}",
+                Access::Admin,
+                true,
+                "remove a local account",
+            ),
+            delete(accounts::api_remove),
         ),
         (
             r("GET", "/api/audit", Access::Auditor, false, "the audit log"),

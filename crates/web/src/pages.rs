@@ -53,10 +53,14 @@ pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> Html<S
     let nav = match viewer {
         Some(v) => {
             let who = v.identity();
-            let audit = if who.sees_all() {
-                r#"<a href="/dashboard">Dashboard</a><a href="/holds">Holds</a><a href="/audit">Audit log</a>"#
-            } else {
-                ""
+            let audit = match who.role {
+                crate::Role::Admin => {
+                    r#"<a href="/dashboard">Dashboard</a><a href="/holds">Holds</a><a href="/audit">Audit log</a><a href="/users">Accounts</a>"#
+                }
+                crate::Role::Auditor => {
+                    r#"<a href="/dashboard">Dashboard</a><a href="/holds">Holds</a><a href="/audit">Audit log</a>"#
+                }
+                crate::Role::User => "",
             };
             format!(
                 r#"<nav><a href="/">Search</a>{audit}<span class="who">{name} ({role})</span>

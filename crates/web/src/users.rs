@@ -202,6 +202,7 @@ impl Users {
             addresses,
             password: hash,
         };
+        let _locked = self.lock()?;
         let mut users = self.list()?;
         users.retain(|u| u.name != name);
         users.push(user.clone());
@@ -212,6 +213,7 @@ impl Users {
 
     /// Removes the account `name`; whether it existed.
     pub fn remove(&self, name: &str) -> Result<bool, UsersError> {
+        let _locked = self.lock()?;
         let mut users = self.list()?;
         let before = users.len();
         users.retain(|u| u.name != name);
@@ -220,6 +222,31 @@ impl Users {
         }
         self.write(&File { users })?;
         Ok(true)
+    }
+
+    /// One change at a time, whichever process makes it (`mailkeep user`
+    /// and the web's admin page): an exclusive lock on a file beside the
+    /// accounts, held while the file is read, changed and replaced.
+    fn lock(&self) -> Result<std::fs::File, UsersError> {
+        let name = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("users");
+        let lock = self.path.with_file_name(format!(".{name}.lock"));
+        let io = |source| UsersError::Io {
+            path: lock.clone(),
+            source,
+        };
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock)
+            .map_err(io)?;
+        f.lock().map_err(io)?;
+        Ok(f)
     }
 
     fn write(&self, file: &File) -> Result<(), UsersError> {

@@ -614,7 +614,9 @@ fn web_every_route_answers_404_for_another_users_item_and_for_iterated_ids() {
             let path = route.path.replace("{name}", "h1");
             let body = serde_json::json!({"name": "h1", "query": "quarterly", "reason": "r"});
             for who in [&alice, &auditor] {
-                let r = if path.starts_with("/api/") {
+                let r = if route.method == "GET" {
+                    site.get(Some(who), &path)
+                } else if path.starts_with("/api/") {
                     site.send_json(who, route.method, &path, body.clone())
                 } else {
                     let form = format!(
@@ -636,6 +638,8 @@ fn web_every_route_answers_404_for_another_users_item_and_for_iterated_ids() {
     assert!(checked >= 6, "{checked}");
     let holds = site.get(Some(&auditor), "/api/holds").json();
     assert_eq!(holds["holds"], serde_json::json!([]), "no hold was placed");
+    let users = std::fs::read_to_string(dir.path().join("store/users.json")).unwrap();
+    assert!(!users.contains("\"h1\""), "no account was made");
     // The search page and the API show her nothing of bob's.
     let page = site.get(Some(&alice), "/?q=quarterly");
     assert_eq!(page.status, 200);
@@ -1045,6 +1049,123 @@ fn web_api_tokens_act_for_their_owner_as_they_are_now() {
         made.len(),
         4,
         "two made, two revocations asked (alice's not found): {made:?}"
+    );
+}
+
+#[test]
+fn web_admins_manage_local_accounts_and_a_change_ends_their_sessions() {
+    let dir = sandbox();
+    let (mut serve, site) = start(dir.path(), "");
+    let admin = site.login("admin");
+    let erin = serde_json::json!({
+        "name": "erin", "role": "user", "addresses": ["erin@example.com"], "password": PASSWORD,
+    });
+    let r = site.send_json(&admin, "POST", "/api/users", erin.clone());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["addresses"],
+        serde_json::json!(["erin@example.com"])
+    );
+    // Erin logs in and sees what her address received (a Bcc of message 1).
+    let e = site.login("erin");
+    assert_eq!(site.ids(&e, ""), BTreeSet::from([1]));
+    // The command line reads the same file.
+    let out = crate::util::mailkeep(&dir.path().join("mailkeep.toml"))
+        .args(["user", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""name":"erin""#));
+    // Refused: a short password, a bad role, an address that is none,
+    // demoting or removing oneself; nothing without the CSRF token.
+    let mut bad = erin.clone();
+    bad["password"] = "short".into();
+    assert_eq!(
+        site.send_json(&admin, "POST", "/api/users", bad).status,
+        400
+    );
+    let mut bad = erin.clone();
+    bad["role"] = "root".into();
+    assert_eq!(
+        site.send_json(&admin, "POST", "/api/users", bad).status,
+        400
+    );
+    let mut bad = erin.clone();
+    bad["addresses"] = serde_json::json!(["not an address"]);
+    assert_eq!(
+        site.send_json(&admin, "POST", "/api/users", bad).status,
+        400
+    );
+    let me = serde_json::json!({"name": "admin", "role": "user", "password": PASSWORD});
+    assert_eq!(site.send_json(&admin, "POST", "/api/users", me).status, 400);
+    assert_eq!(
+        site.delete(&admin, "/api/users/admin", Some(&admin.csrf))
+            .status,
+        400
+    );
+    assert_eq!(site.delete(&admin, "/api/users/erin", None).status, 403);
+    assert_eq!(site.ids(&e, ""), BTreeSet::from([1]), "erin is still in");
+    // Changing her account logs her out; her new role applies at login.
+    let mut auditor = erin.clone();
+    auditor["role"] = "auditor".into();
+    assert_eq!(
+        site.send_json(&admin, "POST", "/api/users", auditor).status,
+        200
+    );
+    assert_eq!(site.get(Some(&e), "/api/search?q=").status, 401);
+    let e = site.login("erin");
+    assert_eq!(site.ids(&e, "").len(), 4, "an auditor now");
+    // The page: the list, a form to add, a button to remove.
+    let page = site.get(Some(&admin), "/users").text();
+    assert!(page.contains("<td>erin</td><td>auditor</td>"), "{page}");
+    assert!(page.contains(r#"action="/users/erin/remove""#), "{page}");
+    assert!(page.contains("Logins are tried with: local."), "{page}");
+    let form = format!(
+        "csrf={}&name=frank&role=user&addresses={}&password={}",
+        encode(&admin.csrf),
+        encode("frank@example.com, f@example.com"),
+        encode(PASSWORD)
+    );
+    let r = site.post_form(Some(&admin), "/users", &form);
+    assert_eq!(r.status, 303, "{}", r.text());
+    site.login("frank");
+    let r = site.post_form(
+        Some(&admin),
+        "/users/erin/remove",
+        &format!("csrf={}", encode(&admin.csrf)),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        site.get(Some(&e), "/api/search?q=").status,
+        401,
+        "logged out"
+    );
+    assert_eq!(site.login_reply("erin", PASSWORD).status, 401);
+    assert_eq!(
+        site.delete(&admin, "/api/users/erin", Some(&admin.csrf))
+            .status,
+        404
+    );
+    serve.stop();
+    // Every change is in the log, never a password.
+    let log = std::fs::read_to_string(dir.path().join("store/audit.log")).unwrap();
+    assert!(!log.contains(PASSWORD));
+    let ops: Vec<String> = audit_lines(dir.path())
+        .into_iter()
+        .filter(|e| e["action"] == "user" && e["via"] == "web")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["detail"]["op"].as_str().unwrap(),
+                e["detail"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(ops.contains(&"add erin".to_string()), "{ops:?}");
+    assert!(ops.contains(&"add frank".to_string()), "{ops:?}");
+    assert_eq!(
+        ops.iter().filter(|o| o.as_str() == "remove erin").count(),
+        2,
+        "the removal and the second attempt: {ops:?}"
     );
 }
 
