@@ -136,10 +136,11 @@ fn chart(days: &[Value]) -> String {
         .map(|d| d["deliveries"].as_u64().unwrap_or(0))
         .collect();
     let max = counts.iter().copied().max().unwrap_or(0).max(1);
-    let (w, h, bar) = (600u64, 160u64, 20u64);
+    // Bars between `top` and `top + h`, labels above and below.
+    let (w, h, bar, top) = (600u64, 160u64, 20u64, 18u64);
     let mut svg = format!(
         r#"<svg class="chart" viewBox="0 0 {w} {}" role="img" aria-label="Deliveries per day, last {DAYS} days (the figures are in the table below)">"#,
-        h + 20
+        top + h + 20
     );
     for (i, (d, n)) in days.iter().zip(&counts).enumerate() {
         let height = if *n == 0 { 0 } else { (n * h / max).max(1) };
@@ -147,18 +148,18 @@ fn chart(days: &[Value]) -> String {
             svg,
             r#"<rect x="{}" y="{}" width="{}" height="{height}"><title>{}: {n}</title></rect>"#,
             i as u64 * bar + 1,
-            h - height,
+            top + h - height,
             bar - 2,
             esc(d["day"].as_str().unwrap_or("")),
         );
     }
     let _ = write!(
         svg,
-        r#"<line x1="0" y1="{h}" x2="{w}" y2="{h}"></line><text x="0" y="{}">{}</text><text x="{w}" y="{}" text-anchor="end">{}</text><text x="{w}" y="12" text-anchor="end">max {max}</text></svg>"#,
-        h + 16,
+        r#"<line x1="0" y1="{base}" x2="{w}" y2="{base}"></line><text x="0" y="{label}">{}</text><text x="{w}" y="{label}" text-anchor="end">{}</text><text x="0" y="12">most in a day: {max}</text></svg>"#,
         esc(days.first().and_then(|d| d["day"].as_str()).unwrap_or("")),
-        h + 16,
         esc(days.last().and_then(|d| d["day"].as_str()).unwrap_or("")),
+        base = top + h,
+        label = top + h + 16,
     );
     svg
 }

@@ -1413,6 +1413,16 @@ fn web_in_a_real_browser_bob_through_dovecot_alice_through_slapd_and_the_auditor
         assert!(envelope.contains(want), "{want} not in {envelope}");
     }
     assert_eq!(r["bob_bcc_marks"], 2);
+    assert_eq!(
+        r["bob_marks"], 2,
+        "the word in the subject and in the snippet"
+    );
+    let facets: Vec<String> = serde_json::from_value(r["bob_facets"].clone()).unwrap();
+    assert!(
+        facets.iter().any(|f| f == "example.com") && facets.iter().any(|f| f == "with"),
+        "{facets:?}"
+    );
+    assert_eq!(r["dashboard_bars"], 30);
     assert!(r["bob_html"]
         .as_str()
         .unwrap()

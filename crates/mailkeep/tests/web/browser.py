@@ -87,10 +87,16 @@ def journey(base, cfg):
         with page.expect_navigation():
             page.keyboard.press("Enter")
         result["bob_search"] = page.locator("table.results tbody tr").all_inner_texts()
+        # A word: marked in the subject, a snippet under it, facets beside.
+        page.fill("#q", "numbers")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        result["bob_marks"] = page.locator("table.results mark").count()
+        result["bob_facets"] = page.locator("nav.facets a").all_inner_texts()
+        shot(page, "search")
         page.fill("#q", "")
         with page.expect_navigation():
             page.keyboard.press("Enter")
-        shot(page, "search")
         with page.expect_navigation():
             page.click("text=quarterly numbers")
         result["bob_envelope"] = page.locator("section.envelope").inner_text()
@@ -144,6 +150,9 @@ def journey(base, cfg):
         for mid in (cfg["bob_message"], cfg["alice_message"]):
             r = page.goto(base + "/messages/" + str(mid))
             assert r.status == 200, r.status
+        page.goto(base + "/dashboard")
+        result["dashboard_bars"] = page.locator("svg.chart rect").count()
+        shot(page, "dashboard")
         page.goto(base + "/audit")
         shot(page, "audit")
         result["audit_rows"] = page.locator("table.audit tbody tr").all_inner_texts()
