@@ -973,6 +973,27 @@ Content-Disposition: attachment; filename=x.pdf\r\n\r\nPDF\r\n--b--\r\n";
             without_attachment: 4,
         }
     );
+    // A page holding every match gives the same facets without the second
+    // pass (a limit of 2 needs it, 10 does not).
+    for q in [
+        "facet",
+        "facet OR something",
+        "-facet",
+        "has:attachment",
+        "word",
+    ] {
+        let page = |limit| Page {
+            offset: 0,
+            limit,
+            order: Order::NewestFirst,
+            count_up_to: u64::MAX,
+            facets: true,
+        };
+        let counted = store.search_page(&query(q), page(2)).unwrap();
+        let listed = store.search_page(&query(q), page(10)).unwrap();
+        assert_eq!(counted.total, listed.total, "{q}");
+        assert_eq!(counted.facets, listed.facets, "{q}");
+    }
     let (total, f) = facets("facet", 2);
     assert_eq!(total, 2);
     assert_eq!(f.with_attachment + f.without_attachment, 2, "{f:?}");

@@ -138,6 +138,48 @@ impl std::fmt::Debug for Sqlite {
     }
 }
 
+/// The [`Facets`] of `hits` (every match of a search), by the rules of
+/// [`Sqlite::facets`]' SQL: the capture year in UTC, the envelope sender's
+/// text after its first `@`, lowercased (`<>` for the null sender, none
+/// without an `@`), an attachment when the message lists one.
+fn facets_of(hits: &[Hit]) -> Facets {
+    let mut years = std::collections::BTreeMap::<i32, u64>::new();
+    let mut domains = std::collections::HashMap::<String, u64>::new();
+    let mut f = Facets::default();
+    for h in hits {
+        if let Some(t) = chrono::DateTime::from_timestamp_micros(h.record.received) {
+            *years.entry(chrono::Datelike::year(&t)).or_default() += 1;
+        }
+        let domain = match &h.record.sender {
+            None => Some("<>".to_string()),
+            Some(s) => s.split_once('@').map(|(_, d)| d.to_ascii_lowercase()),
+        };
+        if let Some(d) = domain.filter(|d| !d.is_empty()) {
+            *domains.entry(d).or_default() += 1;
+        }
+        let attached = serde_json::from_str::<Vec<serde_json::Value>>(&h.attachments)
+            .map(|v| !v.is_empty())
+            .unwrap_or(false);
+        if attached {
+            f.with_attachment += 1;
+        } else {
+            f.without_attachment += 1;
+        }
+    }
+    f.years = years.into_iter().rev().collect();
+    f.sender_domains = top_domains(domains);
+    f
+}
+
+/// The most frequent domains first, then by name, at most
+/// [`Facets::DOMAINS`].
+fn top_domains(domains: std::collections::HashMap<String, u64>) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = domains.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(Facets::DOMAINS);
+    v
+}
+
 impl Sqlite {
     /// How many deliveries meet `cond` (its `args` ending with the count's
     /// limit) and their [`Facets`], in one pass over them.
@@ -178,9 +220,7 @@ impl Sqlite {
                 *domains.entry(d).or_default() += n;
             }
         }
-        let mut sender_domains: Vec<(String, u64)> = domains.into_iter().collect();
-        sender_domains.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        sender_domains.truncate(Facets::DOMAINS);
+        let sender_domains = top_domains(domains);
         Ok((
             total,
             Facets {
@@ -1192,7 +1232,43 @@ impl Catalog for Sqlite {
         let mut args = Vec::new();
         let cond = where_clause(query, &mut args, Some(self))?;
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let mut count_args = args.clone();
+        let order = match page.order {
+            Order::NewestFirst => "d.received DESC, d.id DESC",
+            Order::OldestFirst => "d.received ASC, d.id ASC",
+            Order::LargestFirst => "m.size DESC, d.id DESC",
+            Order::SmallestFirst => "m.size ASC, d.id ASC",
+        };
+        let mut page_args = args.clone();
+        page_args.push(Value::Integer(clamp(page.limit)));
+        page_args.push(Value::Integer(clamp(page.offset)));
+        let sql = format!(
+            "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message \
+             WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?"
+        );
+        let ids: Vec<i64> = {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(page_args.iter()), |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut hits = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(hit) = self.hit(*id)? {
+                hits.push(hit);
+            }
+        }
+        // A first page shorter than asked is every match: its count and
+        // facets need no second pass over the matches.
+        let n = ids.len() as u64;
+        if page.offset == 0 && n < page.limit && n < page.count_up_to && hits.len() == ids.len() {
+            let facets = page.facets.then(|| facets_of(&hits));
+            return Ok(Found {
+                hits,
+                total: n,
+                facets,
+            });
+        }
+        let mut count_args = args;
         count_args.push(Value::Integer(clamp(page.count_up_to)));
         let (total, facets) = if page.facets {
             let (total, facets) = self.facets(&cond, &count_args)?;
@@ -1207,31 +1283,8 @@ impl Catalog for Sqlite {
                 stmt.query_row(rusqlite::params_from_iter(count_args.iter()), |r| r.get(0))?;
             (u64::try_from(n).unwrap_or(0), None)
         };
-        let order = match page.order {
-            Order::NewestFirst => "d.received DESC, d.id DESC",
-            Order::OldestFirst => "d.received ASC, d.id ASC",
-            Order::LargestFirst => "m.size DESC, d.id DESC",
-            Order::SmallestFirst => "m.size ASC, d.id ASC",
-        };
-        args.push(Value::Integer(clamp(page.limit)));
-        args.push(Value::Integer(clamp(page.offset)));
-        let sql = format!(
-            "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message \
-             WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?"
-        );
-        let ids: Vec<i64> = {
-            let mut stmt = self.conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(hit) = self.hit(id)? {
-                out.push(hit);
-            }
-        }
         Ok(Found {
-            hits: out,
+            hits,
             total,
             facets,
         })
