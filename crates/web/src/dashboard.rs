@@ -56,6 +56,12 @@ pub struct ServerStatus {
     pub accepted_unarchived: u64,
     /// The queue of archive copies, when `[forward]` is configured.
     pub queue: Option<QueueState>,
+    /// The retention in force (`Retention::describe`: the default, whether
+    /// it is locked, the policies in order).
+    pub retention: Option<Value>,
+    /// How often `serve` expires what retention no longer keeps, in
+    /// seconds; `None`: not scheduled here (`mailkeep expire` from cron).
+    pub expire_every_seconds: Option<u64>,
 }
 
 /// Where the dashboard asks for the server's state (given by `serve`).
@@ -162,6 +168,43 @@ fn chart(days: &[Value]) -> String {
         label = top + h + 16,
     );
     svg
+}
+
+/// The retention in force, as the configuration has it (changed there,
+/// not here: a locked retention only lengthens, checked at reload).
+fn retention_html(r: &Value, every: &Value) -> String {
+    let mut out = String::from("<h2>Retention</h2>");
+    let _ = write!(
+        out,
+        r#"<p>Deliveries no policy matches are kept <strong>{}</strong>. {} {}</p>"#,
+        esc(r["default"].as_str().unwrap_or("")),
+        if r["locked"] == true {
+            "The retention is <strong>locked</strong>: policies can only be lengthened, nothing expires early, erasure is refused."
+        } else {
+            "The retention is not locked."
+        },
+        match every.as_u64() {
+            Some(s) => format!("This server expires what it no longer keeps every {s} s."),
+            None => "This server does not expire on a schedule (run <code>mailkeep expire</code>)."
+                .into(),
+        },
+    );
+    let policies = r["policies"].as_array().cloned().unwrap_or_default();
+    if !policies.is_empty() {
+        out.push_str(r#"<div class="scroll"><table class="retention"><thead><tr><th>Policy</th><th>Matches</th><th>Keeps</th></tr></thead><tbody>"#);
+        for p in &policies {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                esc(p["name"].as_str().unwrap_or("")),
+                esc(p["keys"].as_str().unwrap_or("")),
+                esc(p["keep"].as_str().unwrap_or("")),
+            );
+        }
+        out.push_str("</tbody></table></div>");
+    }
+    out.push_str(r#"<p class="note">Retention is configured in <code>mailkeep.toml</code> (<code>[retention]</code>); legal holds (the Holds page) keep what they cover whatever it says.</p>"#);
+    out
 }
 
 fn bytes(n: u64) -> String {
@@ -281,6 +324,9 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
                 }
             }
             body.push_str("</dl>");
+            if let Some(r) = srv.get("retention").filter(|r| r.is_object()) {
+                body.push_str(&retention_html(r, &srv["expire_every_seconds"]));
+            }
         }
     }
     body.push_str("</section>");

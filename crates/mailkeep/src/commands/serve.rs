@@ -312,6 +312,7 @@ async fn serve(
                 listeners.clone(),
                 counters.clone(),
                 settings.archiver.options().forward.clone(),
+                shared.clone(),
             ));
         let mut stop = stop_rx.clone();
         servers.spawn(async move {
@@ -433,14 +434,29 @@ fn spawn_expirer(
 /// tried when its back-off allows), until `stop`. The relay settings are
 /// the ones at start; changing them needs a restart.
 /// What the dashboard shows of this server: its capture listeners, its
-/// failure counters and the queue of archive copies, read when asked.
+/// failure counters, the queue of archive copies and the retention in
+/// force, read when asked.
 fn status_source(
     listeners: Vec<mailkeep_web::dashboard::Listener>,
     counters: Arc<FailureCounters>,
     forward: Option<Arc<mailkeep_destinations::forward::ForwardConfig>>,
+    settings: Arc<std::sync::RwLock<Settings>>,
 ) -> mailkeep_web::dashboard::StatusSource {
     use mailkeep_web::dashboard::{QueueState, ServerStatus};
     Arc::new(move || ServerStatus {
+        // As of the latest reload.
+        retention: Some(
+            settings
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .retention
+                .describe(),
+        ),
+        expire_every_seconds: settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .expire_every
+            .map(|d| d.as_secs()),
         listeners: listeners.clone(),
         tempfailed: counters.tempfailed(),
         accepted_unarchived: counters.accepted_unarchived(),

@@ -393,12 +393,20 @@ fn web_users_see_their_own_mail_by_the_envelope_and_auditors_see_all_with_a_trac
     assert!(d["store"]["catalog_bytes"].as_u64().unwrap() > 0);
     assert_eq!(d["server"]["tempfailed"], 0);
     assert_eq!(d["server"]["queue"], Value::Null, "no [forward]");
+    let retention = &d["server"]["retention"];
+    assert_eq!(retention["locked"], false, "{d}");
+    assert_eq!(retention["default"], "forever", "{d}");
+    assert_eq!(d["server"]["expire_every_seconds"], Value::Null);
     let page = site.get(Some(&audit), "/dashboard");
     assert_eq!(page.status, 200);
     let page = page.text();
     assert!(page.contains(r#"<svg class="chart""#), "{page}");
     assert!(page.contains(": 4</title></rect>"), "{page}");
     assert!(page.contains("<dt>pipe</dt><dd>4</dd>"), "{page}");
+    assert!(
+        page.contains("Deliveries no policy matches are kept <strong>forever</strong>."),
+        "{page}"
+    );
     for path in ["/api/dashboard", "/dashboard"] {
         assert_eq!(site.get(Some(&alice), path).status, 404, "{path}");
     }
@@ -796,7 +804,9 @@ fn web_export_gives_each_reader_their_own_results_with_a_manifest() {
 #[test]
 fn web_admins_place_and_release_legal_holds_auditors_see_them() {
     let dir = sandbox();
-    let (mut serve, site) = start(dir.path(), "");
+    let retention = "[retention]\ndefault = \"7y\"\n[[retention.policy]]\nname = \"newsletters\"\n\
+                     sender = [\"*@ext.example\"]\nkeep = \"30d\"\n";
+    let (mut serve, site) = start(dir.path(), retention);
     let [admin, audit, bob] = ["admin", "audit", "bob"].map(|u| site.login(u));
     let place = |who: &Login, name: &str, query: &str, reason: &str| {
         site.send_json(
@@ -839,6 +849,10 @@ fn web_admins_place_and_release_legal_holds_auditors_see_them() {
         !page.contains("Place a hold"),
         "an auditor gets no form: {page}"
     );
+    // Beside the holds, the dashboard shows the retention they override.
+    let dash = site.get(Some(&audit), "/dashboard").text();
+    assert!(dash.contains("kept <strong>7y</strong>"), "{dash}");
+    assert!(dash.contains("<td>newsletters</td>"), "{dash}");
     // The command line, reading the same log, sees the same hold.
     let cli = |args: &[&str]| {
         let out = crate::util::mailkeep(&dir.path().join("mailkeep.toml"))
