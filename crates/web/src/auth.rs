@@ -149,17 +149,22 @@ impl Auth {
         }
     }
 
+    /// The local account `name` as it is now (`None`: there is none).
+    pub fn local_now(&self, name: &str) -> Result<Option<Identity>, String> {
+        Ok(self
+            .users
+            .get(name)
+            .map_err(|e| e.to_string())?
+            .map(|u| self.local_identity(u)))
+    }
+
     /// Whom an API token acts for now: a local account as it is today
     /// (`None` once removed), someone from IMAP or LDAP with the addresses
     /// found when the token was made and the role the configuration gives
     /// the name today.
     pub fn token_identity(&self, t: &crate::tokens::Token) -> Result<Option<Identity>, String> {
         match t.backend.as_str() {
-            "local" => Ok(self
-                .users
-                .get(&t.name)
-                .map_err(|e| e.to_string())?
-                .map(|u| self.local_identity(u))),
+            "local" => self.local_now(&t.name),
             "imap" => Ok(Some(self.external(&t.name, "imap", t.addresses.clone()))),
             "ldap" => Ok(Some(self.external(&t.name, "ldap", t.addresses.clone()))),
             _ => Ok(None),

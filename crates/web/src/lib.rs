@@ -894,6 +894,28 @@ impl FromRequestParts<Shared> for Viewer {
         }
         let id = session_cookie(&parts.headers).ok_or(ApiError::Unauthenticated)?;
         let session = app.sessions.get(&id).ok_or(ApiError::Unauthenticated)?;
+        if session.identity.backend == "local" {
+            // The account as it is now: removed, or given another role or
+            // other addresses (`mailkeep user` on the command line too),
+            // the session ends here rather than at its expiry.
+            let a = app.clone();
+            let name = session.identity.name.clone();
+            let now = blocking(move || {
+                a.settings
+                    .auth
+                    .local_now(&name)
+                    .map_err(|e| ApiError::Unavailable(format!("the accounts: {e}")))
+            })
+            .await?;
+            let same = now.as_ref().is_some_and(|n| {
+                n.role == session.identity.role && n.addresses == session.identity.addresses
+            });
+            if !same {
+                app.sessions.close(&id);
+                tracing::info!(user = %session.identity.name, "session ended: the account changed");
+                return Err(ApiError::Unauthenticated);
+            }
+        }
         let viewer = Viewer {
             id,
             session,
