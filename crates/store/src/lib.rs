@@ -1073,10 +1073,17 @@ impl Store {
     }
 
     /// Records the audit log's head (after a hold, a removal or a retention
-    /// change was recorded in it).
+    /// change was recorded in it). Never moves it back: two writers that
+    /// read the head one after the other may record it in the other order,
+    /// and the later entry must stay covered.
     pub fn set_audit_anchor(&self, seq: u64, hash: &str) -> Result<(), StoreError> {
         let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
         let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+        if let Some((current, _)) = self.audit_anchor()? {
+            if current >= seq {
+                return Ok(());
+            }
+        }
         self.catalog()
             .meta_set(AUDIT_ANCHOR, &format!("{seq} {hash}"))?;
         Ok(())

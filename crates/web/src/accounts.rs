@@ -32,6 +32,7 @@ fn to_api(e: UsersError) -> ApiError {
 }
 
 fn admin(viewer: &Viewer) -> Result<(), ApiError> {
+    crate::api::session_only(viewer)?;
     if viewer.identity().role == Role::Admin {
         Ok(())
     } else {
@@ -91,6 +92,7 @@ async fn put(
     })
     .await?;
     app.sessions.close_all_of(&user.name);
+    revoke_tokens(app, &user.name).await?;
     Ok(json!({"name": user.name, "role": user.role.to_string(), "addresses": user.addresses}))
 }
 
@@ -110,7 +112,23 @@ async fn remove(app: &Shared, viewer: &Viewer, name: String) -> Result<(), ApiEr
         return Err(ApiError::NotFound);
     }
     app.sessions.close_all_of(&name);
+    revoke_tokens(app, &name).await?;
     Ok(())
+}
+
+/// Ends the API tokens of the local account `name` (changed or removed;
+/// a token also stops by itself when the password it was made under
+/// changes).
+async fn revoke_tokens(app: &Shared, name: &str) -> Result<(), ApiError> {
+    let a = app.clone();
+    let name = name.to_string();
+    blocking(move || {
+        a.tokens.revoke_all_local(&name).map(drop).map_err(|e| {
+            tracing::error!("web: API tokens: {e}");
+            ApiError::Unavailable("the API tokens cannot be written".into())
+        })
+    })
+    .await
 }
 
 /// `GET /api/users`.

@@ -27,6 +27,10 @@ type Shared = Arc<App>;
 /// The most results one page may ask for.
 pub const MAX_PAGE: u64 = 200;
 
+/// The furthest a page may start: past it, counting the matches up to the
+/// page would cost a full pass per request.
+pub const MAX_OFFSET: u64 = 100_000;
+
 /// The API's description, as served.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -173,6 +177,11 @@ pub async fn find_page(
     order: Order,
     facets: bool,
 ) -> Result<(Vec<Hit>, Total, Option<Facets>), ApiError> {
+    if offset > MAX_OFFSET {
+        return Err(ApiError::BadRequest(format!(
+            "offset: at most {MAX_OFFSET}; narrow the search"
+        )));
+    }
     let query = mailkeep_query::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let query = viewer.identity().restrict(query);
     let a = app.clone();
@@ -648,12 +657,14 @@ fn token_json(t: &crate::tokens::Token) -> Value {
     json!({"id": t.id, "label": t.label, "created": time(t.created), "expires": time(t.expires)})
 }
 
-/// Made and listed from a session only: a token does not beget tokens.
-fn session_only(viewer: &Viewer) -> Result<(), ApiError> {
+/// Done from a logged-in session only, never with an API token: tokens
+/// (a token does not beget tokens), holds and accounts (a stolen token
+/// cannot give itself a password, an account or a longer life).
+pub fn session_only(viewer: &Viewer) -> Result<(), ApiError> {
     match viewer.token {
         None => Ok(()),
         Some(_) => Err(ApiError::BadRequest(
-            "API tokens are made, listed and revoked from a logged-in session".into(),
+            "this is done from a logged-in session, not with an API token".into(),
         )),
     }
 }
@@ -669,8 +680,8 @@ pub async fn tokens(State(app): State<Shared>, viewer: Viewer) -> Result<Json<Va
     app.record_viewer(&viewer, "tokens", json!({"list": true}))
         .await?;
     let a = app.clone();
-    let name = viewer.identity().name.clone();
-    let list = blocking(move || a.tokens.of(&name).map_err(tokens_unavailable)).await?;
+    let who = viewer.identity().clone();
+    let list = blocking(move || a.tokens.of(&who).map_err(tokens_unavailable)).await?;
     Ok(Json(
         json!({"tokens": list.iter().map(token_json).collect::<Vec<_>>()}),
     ))
@@ -709,9 +720,17 @@ pub async fn token_create(
     let identity = viewer.identity().clone();
     let label = t.label.clone();
     let (token, secret) = blocking(move || {
+        let account = a
+            .settings
+            .auth
+            .account_key(&identity)
+            .map_err(ApiError::Unavailable)?;
         a.tokens
-            .create(&identity, &label, days)
-            .map_err(tokens_unavailable)
+            .create(&identity, &account, &label, days)
+            .map_err(|e| match e {
+                crate::tokens::TokenError::TooMany => ApiError::BadRequest(e.to_string()),
+                crate::tokens::TokenError::Io(e) => tokens_unavailable(e),
+            })
     })
     .await?;
     // Recorded before the secret is given out; a token that cannot be
@@ -724,7 +743,13 @@ pub async fn token_create(
         )
         .await
     {
-        let _ = app.tokens.revoke(&token.name, &token.id);
+        let a = app.clone();
+        let who = viewer.identity().clone();
+        let id = token.id.clone();
+        let undone = blocking(move || Ok(a.tokens.revoke(&who, &id))).await;
+        if !matches!(undone, Ok(Ok(true))) {
+            tracing::error!(id = %token.id, "web: an unrecorded API token could not be revoked");
+        }
         return Err(e);
     }
     let mut v = token_json(&token);
@@ -733,19 +758,18 @@ pub async fn token_create(
 }
 
 /// `DELETE /api/tokens/{token}`: revokes one of the reader's tokens (the
-/// same 404 for someone else's as for none).
+/// same 404 for someone else's as for none). Recorded before it is done.
 pub async fn token_revoke(
     State(app): State<Shared>,
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let a = app.clone();
-    let name = viewer.identity().name.clone();
-    let key = id.clone();
-    let revoked =
-        blocking(move || a.tokens.revoke(&name, &key).map_err(tokens_unavailable)).await?;
-    app.record_viewer(&viewer, "token_revoke", json!({"id": id, "found": revoked}))
+    session_only(&viewer)?;
+    app.record_viewer(&viewer, "token_revoke", json!({"id": id}))
         .await?;
+    let a = app.clone();
+    let who = viewer.identity().clone();
+    let revoked = blocking(move || a.tokens.revoke(&who, &id).map_err(tokens_unavailable)).await?;
     if revoked {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -149,6 +149,18 @@ impl Auth {
         }
     }
 
+    /// What ties a token of `who` to their account now (empty but for a
+    /// local account).
+    pub fn account_key(&self, who: &Identity) -> Result<String, String> {
+        if who.backend != "local" {
+            return Ok(String::new());
+        }
+        match self.users.get(&who.name).map_err(|e| e.to_string())? {
+            Some(u) => Ok(crate::tokens::account_key(&u.password)),
+            None => Err(format!("no local account {:?}", who.name)),
+        }
+    }
+
     /// The local account `name` as it is now (`None`: there is none).
     pub fn local_now(&self, name: &str) -> Result<Option<Identity>, String> {
         Ok(self
@@ -164,7 +176,13 @@ impl Auth {
     /// the name today.
     pub fn token_identity(&self, t: &crate::tokens::Token) -> Result<Option<Identity>, String> {
         match t.backend.as_str() {
-            "local" => self.local_now(&t.name),
+            // The same account: the password it had when the token was made.
+            "local" => match self.users.get(&t.name).map_err(|e| e.to_string())? {
+                Some(u) if crate::tokens::account_key(&u.password) == t.account => {
+                    Ok(Some(self.local_identity(u)))
+                }
+                _ => Ok(None),
+            },
             "imap" => Ok(Some(self.external(&t.name, "imap", t.addresses.clone()))),
             "ldap" => Ok(Some(self.external(&t.name, "ldap", t.addresses.clone()))),
             _ => Ok(None),

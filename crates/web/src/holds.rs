@@ -65,6 +65,7 @@ fn actor(viewer: &Viewer) -> Actor {
 /// Only an admin changes holds (the router closes these routes to
 /// everyone else too).
 fn admin(viewer: &Viewer) -> Result<(), ApiError> {
+    crate::api::session_only(viewer)?;
     if viewer.identity().role == Role::Admin {
         Ok(())
     } else {

@@ -487,13 +487,23 @@ async fn require_role(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let session = session_cookie(request.headers()).and_then(|id| app.sessions.get(&id));
+    // Whoever the request stands for: its API token's owner, else its
+    // session's.
+    let who = match bearer(request.headers()) {
+        Some(presented) => match app.token_owner(presented).await {
+            Ok(found) => found.map(|(_, identity)| identity),
+            Err(e) => return e.into_response(),
+        },
+        None => session_cookie(request.headers())
+            .and_then(|id| app.sessions.get(&id))
+            .map(|s| s.identity),
+    };
     let allowed = |i: &Identity| match access {
         Access::Admin => i.role == Role::Admin,
         _ => i.sees_all(),
     };
-    match session {
-        Some(s) if !allowed(&s.identity) => {
+    match who {
+        Some(i) if !allowed(&i) => {
             if request.uri().path().starts_with("/api/") {
                 ApiError::NotFound.into_response()
             } else {
@@ -549,6 +559,31 @@ impl App {
             tokens: tokens::Tokens::new(settings.auth.users.path().with_file_name("tokens.json")),
             settings,
         })
+    }
+
+    /// The token a request presents, if it is known and unexpired, with
+    /// whom it stands for now.
+    async fn token_owner(
+        self: &Arc<Self>,
+        presented: String,
+    ) -> Result<Option<(String, Identity)>, ApiError> {
+        let a = self.clone();
+        blocking(move || {
+            let Some(t) = a
+                .tokens
+                .check(&presented)
+                .map_err(|e| ApiError::Unavailable(format!("API tokens: {e}")))?
+            else {
+                return Ok(None);
+            };
+            let who = a
+                .settings
+                .auth
+                .token_identity(&t)
+                .map_err(ApiError::Unavailable)?;
+            Ok(who.map(|identity| (t.id, identity)))
+        })
+        .await
     }
 
     /// Records the audit log's head in the store (a store handle opened to
@@ -864,23 +899,7 @@ impl FromRequestParts<Shared> for Viewer {
             if !parts.uri.path().starts_with("/api/") {
                 return Err(ApiError::Unauthenticated);
             }
-            let a = app.clone();
-            let found = blocking(move || {
-                let Some(t) = a
-                    .tokens
-                    .check(&presented)
-                    .map_err(|e| ApiError::Unavailable(format!("API tokens: {e}")))?
-                else {
-                    return Ok(None);
-                };
-                let who = a
-                    .settings
-                    .auth
-                    .token_identity(&t)
-                    .map_err(ApiError::Unavailable)?;
-                Ok(who.map(|identity| (t.id, identity)))
-            })
-            .await?;
+            let found = app.token_owner(presented).await?;
             let Some((id, identity)) = found else {
                 tracing::warn!(%client, "a request with an unknown or expired API token");
                 return Err(ApiError::Unauthenticated);

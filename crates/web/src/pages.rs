@@ -254,7 +254,14 @@ impl SearchForm {
     fn query(&self, viewer: &Viewer) -> String {
         let mut parts = Vec::new();
         if !self.q.trim().is_empty() {
-            parts.push(format!("({})", self.q.trim()));
+            // Written back from its parse, so that the fields below stay
+            // ANDed with all of it (`a) OR (b` cannot escape the brackets);
+            // a query that does not parse alone is kept as typed and
+            // unbracketed, so that the whole fails with its error.
+            match mailkeep_query::parse(self.q.trim()) {
+                Ok(parsed) => parts.push(format!("({parsed})")),
+                Err(_) => parts.push(self.q.trim().to_string()),
+            }
         }
         if !self.from.trim().is_empty() {
             parts.push(format!("from:{}", quoted(self.from.trim())));
@@ -469,11 +476,11 @@ pub async fn search(
             esc(&f.link(f.offset.saturating_sub(PAGE)))
         );
     }
-    if f.offset + PAGE < total.n || (!total.exact && hits.len() as u64 == PAGE) {
+    if f.offset.saturating_add(PAGE) < total.n || (!total.exact && hits.len() as u64 == PAGE) {
         let _ = write!(
             pager,
             r#"<a rel="next" href="{}">older →</a>"#,
-            esc(&f.link(f.offset + PAGE))
+            esc(&f.link(f.offset.saturating_add(PAGE)))
         );
     }
     if !pager.is_empty() {

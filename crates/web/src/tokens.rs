@@ -22,6 +22,25 @@ pub const PREFIX: &str = "mkt_";
 /// The longest a token lives, in days.
 pub const MAX_DAYS: u32 = 365;
 
+/// Unexpired tokens one person may have at once.
+pub const MAX_PER_OWNER: usize = 20;
+
+/// Why a token was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Too many already.
+    #[error("at most {MAX_PER_OWNER} tokens at once: revoke one first")]
+    TooMany,
+    /// The file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What ties a token to a local account's password (see [`Token::account`]).
+pub fn account_key(password_hash: &str) -> String {
+    blake3::hash(password_hash.as_bytes()).to_hex().to_string()
+}
+
 /// One token, as the file keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +55,10 @@ pub struct Token {
     pub backend: String,
     /// The addresses the backend found then (IMAP, LDAP).
     pub addresses: Vec<String>,
+    /// For a local account: BLAKE3 of its password hash when the token was
+    /// made, so a new password, or an account removed and made again under
+    /// the same name, ends its tokens. Empty for other backends.
+    pub account: String,
     /// What it is for, as its owner wrote it.
     pub label: String,
     /// When it was made, Unix seconds.
@@ -90,15 +113,30 @@ impl Tokens {
         }
     }
 
-    /// The tokens of `name` that have not expired, oldest first.
-    pub fn of(&self, name: &str) -> std::io::Result<Vec<Token>> {
+    /// The unexpired tokens of `who` (their name with their backend: a
+    /// local `bob` and an IMAP `bob` are two people), oldest first.
+    pub fn of(&self, who: &Identity) -> std::io::Result<Vec<Token>> {
         let t = now();
         Ok(self
             .read()?
             .tokens
             .into_iter()
-            .filter(|x| x.name == name && x.expires > t)
+            .filter(|x| owned(x, who) && x.expires > t)
             .collect())
+    }
+
+    /// Ends every token of the local account `name` (removed or changed).
+    pub fn revoke_all_local(&self, name: &str) -> std::io::Result<usize> {
+        let _one = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.read()?;
+        let before = file.tokens.len();
+        file.tokens
+            .retain(|x| !(x.name == name && x.backend == "local"));
+        let n = before - file.tokens.len();
+        if n > 0 {
+            write_private_json(&self.path, &file)?;
+        }
+        Ok(n)
     }
 
     /// A new token for `who`, valid for `days`: the token and its string,
@@ -106,9 +144,10 @@ impl Tokens {
     pub fn create(
         &self,
         who: &Identity,
+        account: &str,
         label: &str,
         days: u32,
-    ) -> std::io::Result<(Token, String)> {
+    ) -> Result<(Token, String), TokenError> {
         let _one = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let id = random_hex(8);
         let secret = random_hex(32);
@@ -119,6 +158,7 @@ impl Tokens {
             name: who.name.clone(),
             backend: who.backend.to_string(),
             addresses: who.addresses.clone(),
+            account: account.to_string(),
             label: label.to_string(),
             created: t,
             expires: t + i64::from(days.clamp(1, MAX_DAYS)) * 86_400,
@@ -126,17 +166,20 @@ impl Tokens {
         let mut file = self.read()?;
         // Expired tokens leave the file when another is made.
         file.tokens.retain(|x| x.expires > t);
+        if file.tokens.iter().filter(|x| owned(x, who)).count() >= MAX_PER_OWNER {
+            return Err(TokenError::TooMany);
+        }
         file.tokens.push(token.clone());
         write_private_json(&self.path, &file)?;
         Ok((token, format!("{PREFIX}{id}_{secret}")))
     }
 
-    /// Revokes `name`'s token `id`; whether there was one.
-    pub fn revoke(&self, name: &str, id: &str) -> std::io::Result<bool> {
+    /// Revokes `who`'s token `id`; whether there was one.
+    pub fn revoke(&self, who: &Identity, id: &str) -> std::io::Result<bool> {
         let _one = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut file = self.read()?;
         let before = file.tokens.len();
-        file.tokens.retain(|x| !(x.name == name && x.id == id));
+        file.tokens.retain(|x| !(owned(x, who) && x.id == id));
         if file.tokens.len() == before {
             return Ok(false);
         }
@@ -163,6 +206,11 @@ impl Tokens {
     }
 }
 
+/// Whether `t` is `who`'s.
+fn owned(t: &Token, who: &Identity) -> bool {
+    t.name == who.name && t.backend == who.backend
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +225,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.json");
         let tokens = Tokens::new(path.clone());
-        let (t, secret) = tokens.create(&bob(), "backup script", 30).unwrap();
+        let (t, secret) = tokens.create(&bob(), "", "backup script", 30).unwrap();
         assert!(secret.starts_with("mkt_"));
         let file = std::fs::read_to_string(&path).unwrap();
         assert!(!file.contains(secret.rsplit('_').next().unwrap()), "{file}");
@@ -186,8 +234,18 @@ mod tests {
             0o600
         );
         assert_eq!(tokens.check(&secret).unwrap().unwrap().id, t.id);
-        assert_eq!(tokens.of("bob").unwrap().len(), 1);
-        assert!(tokens.of("alice").unwrap().is_empty());
+        assert_eq!(tokens.of(&bob()).unwrap().len(), 1);
+        assert!(tokens
+            .of(&Identity::test_user("alice", "imap"))
+            .unwrap()
+            .is_empty());
+        assert!(
+            tokens
+                .of(&Identity::test_user("bob", "local"))
+                .unwrap()
+                .is_empty(),
+            "a local bob is someone else"
+        );
         // A wrong secret, a wrong id, garbage: nothing.
         let mut wrong = secret.clone();
         wrong.pop();
@@ -196,8 +254,13 @@ mod tests {
             assert!(tokens.check(s).unwrap().is_none(), "{s}");
         }
         // Someone else cannot revoke it; its owner can.
-        assert!(!tokens.revoke("alice", &t.id).unwrap());
-        assert!(tokens.revoke("bob", &t.id).unwrap());
+        assert!(!tokens
+            .revoke(&Identity::test_user("alice", "imap"), &t.id)
+            .unwrap());
+        assert!(!tokens
+            .revoke(&Identity::test_user("bob", "local"), &t.id)
+            .unwrap());
+        assert!(tokens.revoke(&bob(), &t.id).unwrap());
         assert!(tokens.check(&secret).unwrap().is_none());
     }
 
@@ -205,15 +268,37 @@ mod tests {
     fn an_expired_token_does_not_work_and_lives_at_most_a_year() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = Tokens::new(dir.path().join("tokens.json"));
-        let (t, _) = tokens.create(&bob(), "", 10_000).unwrap();
+        let (t, _) = tokens.create(&bob(), "", "", 10_000).unwrap();
         assert_eq!(t.expires - t.created, i64::from(MAX_DAYS) * 86_400);
-        let (_, secret) = tokens.create(&bob(), "", 1).unwrap();
+        let (_, secret) = tokens.create(&bob(), "", "", 1).unwrap();
         let mut file = tokens.read().unwrap();
         for x in &mut file.tokens {
             x.expires = now() - 1;
         }
         write_private_json(&tokens.path, &file).unwrap();
         assert!(tokens.check(&secret).unwrap().is_none());
-        assert!(tokens.of("bob").unwrap().is_empty());
+        assert!(tokens.of(&bob()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_owner_has_at_most_twenty_and_a_local_account_change_ends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::new(dir.path().join("tokens.json"));
+        for _ in 0..MAX_PER_OWNER {
+            tokens.create(&bob(), "", "", 1).unwrap();
+        }
+        assert!(matches!(
+            tokens.create(&bob(), "", "", 1),
+            Err(TokenError::TooMany)
+        ));
+        let local = Identity::test_user("bob", "local");
+        let (_, secret) = tokens.create(&local, "k", "", 1).unwrap();
+        assert_eq!(tokens.revoke_all_local("bob").unwrap(), 1);
+        assert!(tokens.check(&secret).unwrap().is_none());
+        assert_eq!(
+            tokens.of(&bob()).unwrap().len(),
+            MAX_PER_OWNER,
+            "the IMAP bob's stay"
+        );
     }
 }

@@ -136,8 +136,11 @@ impl Site {
             "DELETE" => self.agent.delete(url).force_send_body(),
             m => panic!("{m}"),
         };
+        // A request refused before its body is read ends its connection
+        // (the server cannot know where the next request would start).
         reply(
             req.header("cookie", &who.cookie)
+                .header("connection", "close")
                 .header("x-csrf-token", &who.csrf)
                 .header("content-type", "application/json")
                 .send(body.to_string()),
@@ -148,6 +151,7 @@ impl Site {
         let mut req = self
             .agent
             .post(format!("{}{path}", self.base))
+            .header("connection", "close")
             .header("content-type", "application/x-www-form-urlencoded");
         if let Some(l) = who {
             req = req.header("cookie", &l.cookie);
@@ -994,6 +998,17 @@ fn web_api_tokens_act_for_their_owner_as_they_are_now() {
     assert_eq!(with(&token, "GET", "/api/messages/4").status, 404);
     assert_eq!(with(&token, "GET", "/api/messages/1/raw").status, 200);
     assert_eq!(with(&token, "GET", "/api/audit").status, 404);
+    assert_eq!(with(&token, "GET", "/api/dashboard").status, 404);
+    assert_eq!(
+        with(
+            &token,
+            "GET",
+            &format!("/api/search?q=&offset={}", u64::MAX)
+        )
+        .status,
+        400,
+        "a page too far"
+    );
     // It makes no tokens and opens no pages; a wrong one is nothing.
     assert_eq!(with(&token, "POST", "/api/tokens").status, 400);
     assert_eq!(with(&token, "GET", "/api/tokens").status, 400);
@@ -1035,6 +1050,62 @@ fn web_api_tokens_act_for_their_owner_as_they_are_now() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(with(&second, "GET", "/api/search?q=").status, 401);
+    // Made again under the same name and password: a new account, and the
+    // old tokens stay dead.
+    let pw = dir.path().join("pw");
+    let out = crate::util::mailkeep(&dir.path().join("mailkeep.toml"))
+        .args([
+            "user",
+            "add",
+            "bob",
+            "--role",
+            "user",
+            "--address",
+            "bob@example.com",
+            "--password-file",
+        ])
+        .arg(&pw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(with(&second, "GET", "/api/search?q=").status, 401);
+    // An admin's token reads what an admin reads, and changes nothing of
+    // holds, accounts or tokens.
+    let admin = site.login("admin");
+    let r = site.send_json(&admin, "POST", "/api/tokens", serde_json::json!({}));
+    let admin_token = r.json()["token"].as_str().unwrap().to_string();
+    let admin_token_id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(with(&admin_token, "GET", "/api/holds").status, 200);
+    assert_eq!(with(&admin_token, "GET", "/api/dashboard").status, 200);
+    let post = |path: &str, body: serde_json::Value| {
+        reply(
+            site.agent
+                .post(format!("{}{path}", site.base))
+                .header("authorization", format!("Bearer {admin_token}"))
+                .header("content-type", "application/json")
+                .send(body.to_string()),
+        )
+    };
+    let hold = serde_json::json!({"name": "t", "query": "quarterly", "reason": "r"});
+    let r = post("/api/holds", hold);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("logged-in session"), "{}", r.text());
+    let account =
+        serde_json::json!({"name": "admin", "role": "admin", "password": "a new long password"});
+    assert_eq!(post("/api/users", account).status, 400);
+    assert_eq!(
+        site.login_reply("admin", PASSWORD).status,
+        200,
+        "the password is unchanged"
+    );
+    assert_eq!(with(&admin_token, "GET", "/api/users").status, 400);
+    let r = reply(
+        site.agent
+            .delete(format!("{}/api/tokens/{admin_token_id}", site.base))
+            .header("authorization", format!("Bearer {admin_token}"))
+            .call(),
+    );
+    assert_eq!(r.status, 400, "a token does not revoke tokens");
     assert_eq!(
         site.send_json(
             &alice,
@@ -1052,7 +1123,11 @@ fn web_api_tokens_act_for_their_owner_as_they_are_now() {
         .filter(|e| e["via"] == "web-token")
         .collect();
     assert!(used.len() >= 4, "{used:?}");
-    assert!(used.iter().all(|e| e["user"] == "bob"), "{used:?}");
+    assert!(
+        used.iter()
+            .all(|e| e["user"] == "bob" || e["user"] == "admin"),
+        "{used:?}"
+    );
     assert!(
         used.iter()
             .any(|e| e["action"] == "search" && e["detail"]["token"] == id.as_str()),
@@ -1064,8 +1139,9 @@ fn web_api_tokens_act_for_their_owner_as_they_are_now() {
         .collect();
     assert_eq!(
         made.len(),
-        4,
-        "two made, two revocations asked (alice's not found): {made:?}"
+        5,
+        "three made (two of bob's, the admin's), two revocations asked (alice's not found): \
+         {made:?}"
     );
 }
 

@@ -1364,10 +1364,16 @@ impl Catalog for Sqlite {
     }
 
     fn search_page(&self, query: &Query, page: Page) -> Result<Found, CatalogError> {
+        /// Ends the scratch however the search ends (a panic too).
+        struct Ends<'a>(&'a Sqlite);
+        impl Drop for Ends<'_> {
+            fn drop(&mut self) {
+                self.0.end_scratch();
+            }
+        }
         *self.scratch.borrow_mut() = Some(Scratch::default());
-        let found = self.search_page_in(query, page);
-        self.end_scratch();
-        found
+        let _ends = Ends(self);
+        self.search_page_in(query, page)
     }
 
     fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError> {
