@@ -917,15 +917,14 @@ impl FromRequestParts<Shared> for Viewer {
             // The account as it is now: removed, or given another role or
             // other addresses (`mailkeep user` on the command line too),
             // the session ends here rather than at its expiry.
-            let a = app.clone();
-            let name = session.identity.name.clone();
-            let now = blocking(move || {
-                a.settings
-                    .auth
-                    .local_now(&name)
-                    .map_err(|e| ApiError::Unavailable(format!("the accounts: {e}")))
-            })
-            .await?;
+            // Read in place: a small file in the page cache costs less than
+            // a hop to the blocking pool, which waits behind the searches
+            // when the server is busy.
+            let now = app
+                .settings
+                .auth
+                .local_now(&session.identity.name)
+                .map_err(|e| ApiError::Unavailable(format!("the accounts: {e}")))?;
             let same = now.as_ref().is_some_and(|n| {
                 n.role == session.identity.role && n.addresses == session.identity.addresses
             });
