@@ -257,10 +257,8 @@ impl Sqlite {
     /// The rows `select` (with `arg`) gives, in a TEMP table for the rest
     /// of the page being searched; `None` outside one. A page runs two
     /// statements (the page, the count or facets) over the same condition:
-    /// a full-text match materialised once is not evaluated twice (the two
-    /// statements of a user's phrase of common words, run by hand on the
-    /// 100,000-message bench store: 48 ms with the match inline, 34 ms
-    /// materialised).
+    /// a full-text match materialised once is not evaluated twice (see
+    /// docs/decisions.md, "Facets and snippets", for the timings).
     fn materialized(&self, select: &str, arg: Value) -> Result<Option<String>, CatalogError> {
         let mut scratch = self.scratch.borrow_mut();
         let Some(s) = scratch.as_mut() else {
