@@ -12,7 +12,7 @@ use crate::pages::{esc, layout, page_error};
 use crate::{blocking, ApiError, App, Role, UsersError, Viewer};
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -259,18 +259,11 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
 /// After a change from the page: back to the list, or the list with the
 /// refusal.
 async fn after(app: &Shared, viewer: &Viewer, outcome: Result<(), ApiError>) -> Response {
-    match outcome {
-        Ok(()) => Redirect::to("/users").into_response(),
-        Err(e @ ApiError::BadRequest(_)) => match list(app, viewer).await {
-            Ok(users) => {
-                let mut r = render(app, viewer, &users, Some(&e.message()));
-                *r.status_mut() = e.status();
-                r
-            }
-            Err(e) => page_error(e),
-        },
-        Err(e) => page_error(e),
-    }
+    crate::pages::after_change(outcome, "/users", |why| async move {
+        let users = list(app, viewer).await?;
+        Ok(render(app, viewer, &users, Some(&why)))
+    })
+    .await
 }
 
 /// `POST /users`.

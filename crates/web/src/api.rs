@@ -225,20 +225,26 @@ pub const SNIPPET_READ_BYTES: usize = 16 * 1024;
 /// Characters in a snippet, about.
 pub const SNIPPET_WIDTH: usize = 200;
 
-/// A snippet of each hit's body around the words of `q` (see
-/// [`crate::snippet`]), read in one go; `None` for a hit without one.
+/// The words of `q` a snippet marks ([`snippet::words`]); none when it
+/// does not parse.
+pub fn words_of(q: &str) -> Vec<String> {
+    mailkeep_query::parse(q)
+        .map(|query| snippet::words(&query))
+        .unwrap_or_default()
+}
+
+/// A snippet of each hit's body around `words` (see [`crate::snippet`]),
+/// read in one go; `None` for a hit without one.
 pub async fn snippets(
     app: &Shared,
-    q: &str,
+    words: &[String],
     hits: &[Hit],
 ) -> Result<Vec<Option<Vec<Segment>>>, ApiError> {
-    let words = mailkeep_query::parse(q)
-        .map(|query| snippet::words(&query))
-        .unwrap_or_default();
     if words.is_empty() {
         return Ok(vec![None; hits.len()]);
     }
     let wanted: Vec<String> = hits.iter().map(|h| h.record.content.clone()).collect();
+    let words = words.to_vec();
     let a = app.clone();
     blocking(move || {
         let store = a.store();
@@ -307,7 +313,10 @@ pub async fn search(
         find_page(&app, &viewer, &p.q, p.offset, limit, order, p.facets).await?;
     let mut results: Vec<Value> = hits.iter().map(|h| summary(viewer.identity(), h)).collect();
     if p.snippets {
-        for (r, s) in results.iter_mut().zip(snippets(&app, &p.q, &hits).await?) {
+        for (r, s) in results
+            .iter_mut()
+            .zip(snippets(&app, &words_of(&p.q), &hits).await?)
+        {
             r["snippet"] = json!(s);
         }
     }

@@ -5,7 +5,7 @@
 //! it asked the MTA to retry or let through unarchived, the queue of
 //! archive copies).
 
-use crate::pages::{esc, layout, page_error};
+use crate::pages::{esc, human_size, layout, page_error};
 use crate::{blocking, ApiError, App, Viewer};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -207,10 +207,6 @@ fn retention_html(r: &Value, every: &Value) -> String {
     out
 }
 
-fn bytes(n: u64) -> String {
-    crate::pages::human_size(n)
-}
-
 /// `GET /dashboard`.
 pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -> Response {
     let viewer = match viewer {
@@ -280,9 +276,9 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
         r#"<section><h2>The store</h2><dl class="figures"><dt>Deliveries</dt><dd>{}</dd><dt>Messages (distinct)</dt><dd>{}</dd><dt>Delivered</dt><dd>{}</dd><dt>Stored (compressed, deduplicated)</dt><dd>{}</dd><dt>Catalog and index</dt><dd>{}</dd><dt>Segments</dt><dd>{}</dd></dl></section>"#,
         n("deliveries"),
         n("messages"),
-        bytes(n("delivered_bytes")),
-        bytes(n("stored_bytes")),
-        bytes(n("catalog_bytes")),
+        human_size(n("delivered_bytes")),
+        human_size(n("stored_bytes")),
+        human_size(n("catalog_bytes")),
         n("segments"),
     );
     body.push_str(r#"<section><h2>The server</h2>"#);
@@ -310,7 +306,7 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
                         body,
                         "<dt>Queue of archive copies</dt><dd>{} waiting ({}), {} stuck{}{}</dd>",
                         q["entries"],
-                        bytes(q["bytes"].as_u64().unwrap_or(0)),
+                        human_size(q["bytes"].as_u64().unwrap_or(0)),
                         q["stuck"],
                         q["oldest_seconds"]
                             .as_u64()

@@ -8,10 +8,9 @@
 use crate::pages::{esc, layout, page_error};
 use crate::{blocking, ApiError, App, Role, Viewer};
 use axum::extract::{Form, Path, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mailkeep_lifecycle::hold::{self, Hold, HoldError};
-use mailkeep_lifecycle::Actor;
 use mailkeep_store::catalog::{Order, Page};
 use mailkeep_store::Store;
 use serde::Deserialize;
@@ -50,15 +49,6 @@ fn to_api(e: HoldError) -> ApiError {
             tracing::error!("web: a hold could not be recorded: {e}");
             ApiError::Unavailable("the audit log cannot be written".into())
         }
-    }
-}
-
-fn actor(viewer: &Viewer) -> Actor {
-    Actor {
-        user: viewer.identity().name.clone(),
-        uid: None,
-        via: "web".into(),
-        from: viewer.client.to_string(),
     }
 }
 
@@ -110,7 +100,7 @@ async fn place(
     admin(viewer)?;
     hold::check_new(&name, &query, &reason).map_err(to_api)?;
     let a = app.clone();
-    let actor = actor(viewer);
+    let actor = crate::actor_of(viewer);
     blocking(move || {
         let store = a.store();
         let deliveries = count(store, &query).map_err(ApiError::BadRequest)?;
@@ -137,7 +127,7 @@ async fn release(
 ) -> Result<(), ApiError> {
     admin(viewer)?;
     let a = app.clone();
-    let actor = actor(viewer);
+    let actor = crate::actor_of(viewer);
     blocking(move || {
         hold::release(&a.audit, &actor, &name, &reason).map_err(to_api)?;
         a.anchor_audit()
@@ -219,15 +209,10 @@ pub struct HoldForm {
     reason: String,
 }
 
-fn render(viewer: &Viewer, holds: &[Covered], message: Option<(&str, bool)>) -> Response {
+fn render(viewer: &Viewer, holds: &[Covered], refused: Option<&str>) -> Response {
     let mut body = String::from("<h1>Legal holds</h1>");
-    if let Some((text, error)) = message {
-        let _ = write!(
-            body,
-            r#"<p class="{}" role="status">{}</p>"#,
-            if error { "error" } else { "note" },
-            esc(text)
-        );
+    if let Some(why) = refused {
+        let _ = write!(body, r#"<p class="error" role="alert">{}</p>"#, esc(why));
     }
     body.push_str(
         r#"<p class="note">What a hold's query matches, now and later, is never expired or erased while it stands. Holds are entries of the audit log.</p>"#,
@@ -293,24 +278,14 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
     }
 }
 
-/// After a change from the page: the list again, with what happened.
-async fn after(app: &Shared, viewer: &Viewer, outcome: Result<String, ApiError>) -> Response {
-    match outcome {
-        // Back to the list (a reload does not post again).
-        Ok(_) => Redirect::to("/holds").into_response(),
-        Err(e @ (ApiError::BadRequest(_) | ApiError::Csrf)) => {
-            let text = e.message();
-            match in_force(app, viewer).await {
-                Ok(holds) => {
-                    let mut r = render(viewer, &holds, Some((&text, true)));
-                    *r.status_mut() = e.status();
-                    r
-                }
-                Err(e) => page_error(e),
-            }
-        }
-        Err(e) => page_error(e),
-    }
+/// After a change from the page: back to the list, or the list with the
+/// refusal.
+async fn after(app: &Shared, viewer: &Viewer, outcome: Result<(), ApiError>) -> Response {
+    crate::pages::after_change(outcome, "/holds", |why| async move {
+        let holds = in_force(app, viewer).await?;
+        Ok(render(viewer, &holds, Some(&why)))
+    })
+    .await
 }
 
 /// `POST /holds`: place a hold from the page.
@@ -323,9 +298,9 @@ pub async fn page_place(
         Ok(v) => v,
         Err(e) => return page_error(e),
     };
-    let outcome = place(&app, &viewer, f.name.clone(), f.query, f.reason)
+    let outcome = place(&app, &viewer, f.name, f.query, f.reason)
         .await
-        .map(|_| f.name);
+        .map(drop);
     after(&app, &viewer, outcome).await
 }
 
@@ -340,8 +315,6 @@ pub async fn page_release(
         Ok(v) => v,
         Err(e) => return page_error(e),
     };
-    let outcome = release(&app, &viewer, name.clone(), f.reason)
-        .await
-        .map(|_| name);
+    let outcome = release(&app, &viewer, name, f.reason).await;
     after(&app, &viewer, outcome).await
 }

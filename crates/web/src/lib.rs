@@ -689,12 +689,7 @@ impl App {
         action: &'static str,
         detail: Value,
     ) -> Result<(), ApiError> {
-        let actor = Actor {
-            user: user.to_string(),
-            uid: None,
-            via: if token.is_some() { "web-token" } else { "web" }.into(),
-            from: from.to_string(),
-        };
+        let actor = web_actor(user, from, token);
         let mut detail = match detail {
             Value::Object(m) => m,
             other => {
@@ -855,6 +850,26 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == session::COOKIE)
         .map(|(_, v)| v.to_string())
+}
+
+/// Who the audit log names for a web request: the user, `via` `web` (or
+/// `web-token` when made with an API token), from the client's address.
+fn web_actor(user: &str, from: IpAddr, token: Option<&str>) -> Actor {
+    Actor {
+        user: user.to_string(),
+        uid: None,
+        via: if token.is_some() { "web-token" } else { "web" }.into(),
+        from: from.to_string(),
+    }
+}
+
+/// [`web_actor`] of a logged-in request.
+fn actor_of(viewer: &Viewer) -> Actor {
+    web_actor(
+        &viewer.identity().name,
+        viewer.client,
+        viewer.token.as_deref(),
+    )
 }
 
 /// The API token of an `Authorization: Bearer …` header, if there is one.

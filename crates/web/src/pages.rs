@@ -187,6 +187,31 @@ pub struct CsrfForm {
     csrf: String,
 }
 
+/// The answer to a change posted from an admin page: back to `list` (a
+/// reload does not post again), or, when the change was refused, the page
+/// `again` draws with why, under the refusal's status.
+pub(crate) async fn after_change<F, Fut>(
+    outcome: Result<(), ApiError>,
+    list: &'static str,
+    again: F,
+) -> Response
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    match outcome {
+        Ok(()) => Redirect::to(list).into_response(),
+        Err(e @ ApiError::BadRequest(_)) => match again(e.message()).await {
+            Ok(mut r) => {
+                *r.status_mut() = e.status();
+                r
+            }
+            Err(e) => page_error(e),
+        },
+        Err(e) => page_error(e),
+    }
+}
+
 /// The logged-in viewer of a page's form post, whose form carries the
 /// session's CSRF token.
 pub(crate) fn form_viewer(
@@ -422,10 +447,8 @@ pub async fn search(
     body.push_str(
         r#"<table class="results"><thead><tr><th>Received</th><th>From</th><th>To</th><th>Subject</th><th>Size</th></tr></thead><tbody>"#,
     );
-    let words = mailkeep_query::parse(&query)
-        .map(|q| snippet::words(&q))
-        .unwrap_or_default();
-    let snippets = match api::snippets(&app, &query, &hits).await {
+    let words = api::words_of(&query);
+    let snippets = match api::snippets(&app, &words, &hits).await {
         Ok(s) => s,
         Err(e) => return page_error(e),
     };

@@ -881,6 +881,11 @@ fn web_admins_place_and_release_legal_holds_auditors_see_them() {
     let r = site.post_form(Some(&admin), "/holds", &form);
     assert_eq!(r.status, 303, "{}", r.text());
     assert_eq!(r.header("location"), "/holds");
+    // The same again: the list with why, under the refusal's status.
+    let r = site.post_form(Some(&admin), "/holds", &form);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("in force already"), "{}", r.text());
+    assert!(r.text().contains("<td>case 8</td>"), "{}", r.text());
     let r = site.post_form(Some(&admin), "/holds", "csrf=wrong&name=x&query=a&reason=b");
     assert_eq!(r.status, 403);
     let page = site.get(Some(&admin), "/holds").text();
@@ -928,6 +933,7 @@ fn web_admins_place_and_release_legal_holds_auditors_see_them() {
             h("hold", "add", "case-7"),
             h("refused_hold", "add", "case-7"),
             h("hold", "add", "case 8"),
+            h("refused_hold", "add", "case 8"),
             h("hold", "release", "case 8"),
             h("hold", "release", "case-7"),
             h("refused_hold", "release", "case-7"),
