@@ -478,40 +478,40 @@ pub fn router(app: Shared) -> Router {
         .with_state(app)
 }
 
-/// Lets a request for an auditor's (or admin's) route through only with the
-/// session of someone with that role: anyone else logged in gets the 404 of
-/// a missing item; without a session the handler answers (the login page,
-/// or 401).
+/// Lets a request for an auditor's (or admin's) route through only for
+/// someone with that role, found as every handler finds its reader (the
+/// [`Viewer`] extractor: session or API token, the account as it is now,
+/// the CSRF token), and hands the handler that reader. Anyone else logged
+/// in gets the 404 of a missing item; a request that is not logged in
+/// gets what a handler would answer (the login page, or 401).
 async fn require_role(
     axum::extract::State((app, access)): axum::extract::State<(Shared, Access)>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    // Whoever the request stands for: its API token's owner, else its
-    // session's.
-    let who = match bearer(request.headers()) {
-        Some(presented) => match app.token_owner(presented).await {
-            Ok(found) => found.map(|(_, identity)| identity),
-            Err(e) => return e.into_response(),
-        },
-        None => session_cookie(request.headers())
-            .and_then(|id| app.sessions.get(&id))
-            .map(|s| s.identity),
-    };
-    let allowed = |i: &Identity| match access {
-        Access::Admin => i.role == Role::Admin,
-        _ => i.sees_all(),
-    };
-    match who {
-        Some(i) if !allowed(&i) => {
-            if request.uri().path().starts_with("/api/") {
-                ApiError::NotFound.into_response()
-            } else {
-                pages::page_error(ApiError::NotFound)
-            }
+    let api = request.uri().path().starts_with("/api/");
+    let refuse = |e: ApiError| {
+        if api {
+            e.into_response()
+        } else {
+            pages::page_error(e)
         }
-        _ => next.run(request).await,
+    };
+    let (mut parts, body) = request.into_parts();
+    let viewer = match Viewer::from_request_parts(&mut parts, &app).await {
+        Ok(v) => v,
+        Err(e) => return refuse(e),
+    };
+    let allowed = match access {
+        Access::Admin => viewer.identity().role == Role::Admin,
+        _ => viewer.identity().sees_all(),
+    };
+    if !allowed {
+        return refuse(ApiError::NotFound);
     }
+    parts.extensions.insert(viewer);
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// Headers every response carries unless it set its own: no sniffing, no
@@ -908,6 +908,10 @@ impl FromRequestParts<Shared> for Viewer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        // Found already by the role layer of an auditor's or admin's route.
+        if let Some(v) = parts.extensions.get::<Viewer>() {
+            return Ok(v.clone());
+        }
         let client = app.client(peer(parts), &parts.headers);
         if let Some(presented) = bearer(&parts.headers) {
             // The API only; a token stands for its owner as they are now.
