@@ -148,46 +148,70 @@ impl std::fmt::Debug for Sqlite {
     }
 }
 
+/// Facets being counted: the SQL pass over the matches and a page holding
+/// every match add to the same tallies.
+#[derive(Default)]
+struct Tally {
+    years: std::collections::BTreeMap<i32, u64>,
+    domains: std::collections::HashMap<String, u64>,
+    total: u64,
+    with: u64,
+    without: u64,
+}
+
+impl Tally {
+    /// `n` matches of capture `year`, envelope sender `domain` (`None`
+    /// and empty are left out), with an attachment or not.
+    fn add(&mut self, year: Option<i32>, domain: Option<String>, attached: bool, n: u64) {
+        self.total += n;
+        if attached {
+            self.with += n;
+        } else {
+            self.without += n;
+        }
+        if let Some(y) = year {
+            *self.years.entry(y).or_default() += n;
+        }
+        if let Some(d) = domain.filter(|d| !d.is_empty()) {
+            *self.domains.entry(d).or_default() += n;
+        }
+    }
+
+    /// The matches counted and their facets: newest year first, the most
+    /// frequent domains first, then by name, at most [`Facets::DOMAINS`].
+    fn finish(self) -> (u64, Facets) {
+        let mut domains: Vec<(String, u64)> = self.domains.into_iter().collect();
+        domains.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        domains.truncate(Facets::DOMAINS);
+        let facets = Facets {
+            years: self.years.into_iter().rev().collect(),
+            sender_domains: domains,
+            with_attachment: self.with,
+            without_attachment: self.without,
+        };
+        (self.total, facets)
+    }
+}
+
 /// The [`Facets`] of `hits` (every match of a search), by the rules of
 /// [`Sqlite::facets`]' SQL: the capture year in UTC, the envelope sender's
-/// text after its first `@`, lowercased (`<>` for the null sender, none
-/// without an `@`), an attachment when the message lists one.
+/// text after its first `@`, ASCII-lowercased (`<>` for the null sender,
+/// none without an `@`), an attachment when the message lists one.
 fn facets_of(hits: &[Hit]) -> Facets {
-    let mut years = std::collections::BTreeMap::<i32, u64>::new();
-    let mut domains = std::collections::HashMap::<String, u64>::new();
-    let mut f = Facets::default();
+    let mut tally = Tally::default();
     for h in hits {
-        if let Some(t) = chrono::DateTime::from_timestamp_micros(h.record.received) {
-            *years.entry(chrono::Datelike::year(&t)).or_default() += 1;
-        }
+        let year = chrono::DateTime::from_timestamp_micros(h.record.received)
+            .map(|t| chrono::Datelike::year(&t));
         let domain = match &h.record.sender {
             None => Some("<>".to_string()),
             Some(s) => s.split_once('@').map(|(_, d)| d.to_ascii_lowercase()),
         };
-        if let Some(d) = domain.filter(|d| !d.is_empty()) {
-            *domains.entry(d).or_default() += 1;
-        }
         let attached = serde_json::from_str::<Vec<serde_json::Value>>(&h.attachments)
             .map(|v| !v.is_empty())
             .unwrap_or(false);
-        if attached {
-            f.with_attachment += 1;
-        } else {
-            f.without_attachment += 1;
-        }
+        tally.add(year, domain, attached, 1);
     }
-    f.years = years.into_iter().rev().collect();
-    f.sender_domains = top_domains(domains);
-    f
-}
-
-/// The most frequent domains first, then by name, at most
-/// [`Facets::DOMAINS`].
-fn top_domains(domains: std::collections::HashMap<String, u64>) -> Vec<(String, u64)> {
-    let mut v: Vec<(String, u64)> = domains.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v.truncate(Facets::DOMAINS);
-    v
+    tally.finish().1
 }
 
 impl Sqlite {
@@ -307,37 +331,12 @@ impl Sqlite {
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
-        let mut years = std::collections::BTreeMap::<i32, u64>::new();
-        let mut domains = std::collections::HashMap::<String, u64>::new();
-        let (mut total, mut with, mut without) = (0u64, 0u64, 0u64);
+        let mut tally = Tally::default();
         while let Some(r) = rows.next()? {
-            let year: Option<i32> = r.get(0)?;
-            let domain: Option<String> = r.get(1)?;
-            let attached: bool = r.get(2)?;
             let n = u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0);
-            total += n;
-            if attached {
-                with += n;
-            } else {
-                without += n;
-            }
-            if let Some(y) = year {
-                *years.entry(y).or_default() += n;
-            }
-            if let Some(d) = domain.filter(|d| !d.is_empty()) {
-                *domains.entry(d).or_default() += n;
-            }
+            tally.add(r.get(0)?, r.get(1)?, r.get(2)?, n);
         }
-        let sender_domains = top_domains(domains);
-        Ok((
-            total,
-            Facets {
-                years: years.into_iter().rev().collect(),
-                sender_domains,
-                with_attachment: with,
-                without_attachment: without,
-            },
-        ))
+        Ok(tally.finish())
     }
 
     /// The condition "`d.id` is in the set `union` (with `args`) selects",
