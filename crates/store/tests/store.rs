@@ -1058,3 +1058,20 @@ fn a_kept_scope_follows_new_and_removed_deliveries() {
     assert_eq!(found(&reader, scope), [b]);
     assert_eq!(found(&reader, &format!("({scope}) kept")), [b]);
 }
+
+/// The audit anchor only moves forward: two writers that read the log's
+/// head one after the other may record it in the other order.
+#[test]
+fn the_audit_anchor_never_moves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    assert_eq!(store.audit_anchor().unwrap(), None);
+    store.set_audit_anchor(5, "five").unwrap();
+    store.set_audit_anchor(3, "three").unwrap();
+    assert_eq!(store.audit_anchor().unwrap(), Some((5, "five".to_string())));
+    store.set_audit_anchor(7, "seven").unwrap();
+    assert_eq!(
+        store.audit_anchor().unwrap(),
+        Some((7, "seven".to_string()))
+    );
+}

@@ -380,6 +380,16 @@ fn web_users_see_their_own_mail_by_the_envelope_and_auditors_see_all_with_a_trac
     );
     let page = site.get(Some(&alice), "/").text();
     assert!(!page.contains("ext.example"), "{page}");
+    // The search box cannot break out of its brackets to undo the form's
+    // other fields: `x) OR (lunch` is refused, not read as `x OR lunch`.
+    let page = site
+        .get(
+            Some(&bob),
+            &format!("/?q={}&folder=sent", encode("x) OR (lunch")),
+        )
+        .text();
+    assert!(page.contains(r#"<p class="error" role="alert">"#), "{page}");
+    assert!(!page.contains("/messages/2"), "{page}");
 
     // The dashboard, for the auditor: today's four deliveries, by capture
     // path, the store's figures, the server's state; for a user, nothing.
