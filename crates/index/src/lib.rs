@@ -49,6 +49,14 @@ pub const MAX_DEPTH_CAP: usize = 64;
 /// Longest attachment file name kept; names are for search, not storage.
 pub const MAX_NAME: usize = 1024;
 
+/// Most message ids [`Extracted::references`] keeps: a conversation is
+/// found through its start and the latest replies, and a hostile header of
+/// thousands of ids costs no more than this.
+pub const MAX_REFERENCES: usize = 20;
+
+/// Longest message id kept (RFC 5322's line limit is 998).
+pub const MAX_ID: usize = 998;
+
 /// Hard limits on what [`extract`] reads. Every limit bounds time or memory
 /// on input written by strangers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +114,11 @@ pub struct Extracted {
     pub date: Option<i64>,
     /// Message-ID without angle brackets.
     pub message_id: Option<String>,
+    /// The messages this one answers or follows, from In-Reply-To and
+    /// References, without angle brackets, each once: at most
+    /// [`MAX_REFERENCES`], the first of References (the conversation's
+    /// start) and the nearest ones kept when there are more.
+    pub references: Vec<String>,
     /// Parts with a file name or `Content-Disposition: attachment`, and
     /// nested message/rfc822 parts, in document order.
     pub attachments: Vec<Attachment>,
@@ -179,6 +192,8 @@ fn parser() -> MessageParser {
         .header_text(HeaderName::Subject)
         .header_date(HeaderName::Date)
         .header_id(HeaderName::MessageId)
+        .header_id(HeaderName::InReplyTo)
+        .header_id(HeaderName::References)
         .default_header_ignore()
 }
 
@@ -191,6 +206,18 @@ pub fn extract_headers_only(head: &[u8], total: u64, limits: &Limits) -> Extract
         limits.max_input
     );
     headers_only(&parser(), head, reason)
+}
+
+/// The Message-ID and [`Extracted::references`] of a message from its
+/// header section (or the first bytes of the message): what links it into
+/// a conversation, read without the body.
+pub fn conversation_ids(head: &[u8]) -> (Option<String>, Vec<String>) {
+    let prefix = &head[..head.len().min(HEADERS_ONLY_PREFIX)];
+    let mut out = Extracted::default();
+    if let Some(message) = parser().parse_headers(prefix) {
+        read_headers(&message, &mut out);
+    }
+    (out.message_id, out.references)
 }
 
 fn headers_only(parser: &MessageParser, raw: &[u8], reason: String) -> Extracted {
@@ -227,12 +254,42 @@ fn read_headers(message: &Message<'_>, out: &mut Extracted) {
     out.message_id = root
         .headers
         .header_value(&HeaderName::MessageId)
-        .and_then(|v| match v {
-            HeaderValue::TextList(ids) => ids.first().map(|id| id.as_ref()),
-            v => v.as_text(),
-        })
-        .map(|id| id.trim_start_matches('<').trim_end_matches('>').to_owned())
-        .filter(|id| !id.is_empty());
+        .and_then(|v| ids_of(v).into_iter().next());
+    out.references = references(&root.headers);
+}
+
+/// The ids of an id header's value, without angle brackets, empty and
+/// over-long ones left out.
+fn ids_of(value: &HeaderValue<'_>) -> Vec<String> {
+    let list: Vec<&str> = match value {
+        HeaderValue::TextList(ids) => ids.iter().map(|id| id.as_ref()).collect(),
+        v => v.as_text().into_iter().collect(),
+    };
+    list.into_iter()
+        .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
+        .filter(|id| !id.is_empty() && id.len() <= MAX_ID)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// In-Reply-To and References of a header block, each id once: the first
+/// of References, then the nearest [`MAX_REFERENCES`] - 1 of the rest
+/// (References lists the oldest first; In-Reply-To is the nearest).
+fn references(headers: &[mail_parser::Header<'_>]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for name in [HeaderName::References, HeaderName::InReplyTo] {
+        for header in headers.iter().filter(|h| h.name == name) {
+            ids.extend(ids_of(&header.value));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    if ids.len() > MAX_REFERENCES {
+        let tail = ids.split_off(ids.len() - (MAX_REFERENCES - 1));
+        ids.truncate(1);
+        ids.extend(tail);
+    }
+    ids
 }
 
 /// Every address of every `name` header (RFC 5322 obsolete syntax allows
@@ -704,6 +761,39 @@ mod tests {
         Date: Tue, 1 Jul 2003 10:52:37 +0200\r\n\
         Message-ID: <abc.123@example.org>\r\n\
         MIME-Version: 1.0\r\n";
+
+    #[test]
+    fn references_and_in_reply_to_are_kept_once_with_the_start_and_the_nearest() {
+        let raw = "Message-ID: <c@x>\r\nIn-Reply-To: <b@x>\r\n\
+            References: <a@x>\r\n <b@x>\r\n\r\nbody\r\n";
+        let x = extract(raw.as_bytes(), &Limits::default());
+        assert_eq!(x.message_id.as_deref(), Some("c@x"));
+        assert_eq!(x.references, ["a@x", "b@x"]);
+        assert_eq!(
+            conversation_ids(raw.as_bytes()),
+            (
+                Some("c@x".to_owned()),
+                vec!["a@x".to_owned(), "b@x".to_owned()]
+            )
+        );
+
+        let mut long = String::from("References:");
+        for i in 0..5000 {
+            write!(long, " <r{i}@x>").unwrap();
+        }
+        let raw = format!("{long}\r\nIn-Reply-To: <r4999@x>\r\n\r\nbody\r\n");
+        let x = extract(raw.as_bytes(), &Limits::default());
+        assert_eq!(x.references.len(), MAX_REFERENCES);
+        assert_eq!(x.references[0], "r0@x");
+        assert_eq!(
+            x.references[1],
+            format!("r{}@x", 5000 - (MAX_REFERENCES - 1))
+        );
+        assert_eq!(x.references.last().unwrap(), "r4999@x");
+
+        let x = extract(b"Subject: none\r\n\r\nbody\r\n", &Limits::default());
+        assert!(x.references.is_empty() && x.message_id.is_none());
+    }
 
     fn assert_headers(x: &Extracted) {
         assert_eq!(x.from, "Jürgen <j@example.org>, bare@example.org");

@@ -102,6 +102,15 @@ pub enum Term {
     /// A delivery id as printed by mailkeep: `b3:<hex>` (a prefix of the
     /// content's BLAKE3) or a number.
     Id(String),
+    /// The message belongs to the conversation of the message whose
+    /// Message-ID this is (one pair of angle brackets ignored; compared
+    /// exactly): the message with that id, the messages naming it in
+    /// In-Reply-To or References, and, from each of those, the messages
+    /// their ids and references link to, step by step (a conversation is
+    /// the set of messages connected by these links; ids shared by two
+    /// messages link them too). Bounded: at most 1000 distinct ids are
+    /// followed. The store's in-thread view is this term.
+    Thread(String),
 }
 
 /// The part of a message a [`Term::Text`] is restricted to.
@@ -476,6 +485,11 @@ impl fmt::Display for Term {
             Term::Id(id) => {
                 f.write_str("id:")?;
                 write_value(f, id)
+            }
+            Term::Thread(id) => {
+                // In brackets: the parser drops one pair, whatever the id.
+                f.write_str("thread:")?;
+                write_value(f, &format!("<{id}>"))
             }
         }
     }

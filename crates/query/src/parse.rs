@@ -23,7 +23,7 @@
 //! key     = from | to | cc | bcc | subject | body | attachment | filename
 //!         | message-id | msgid | sender | recipient | rcpt | login | queue
 //!         | client | capture | tag | received | date | after | before
-//!         | has | id                           (ASCII case-insensitive)
+//!         | has | id | thread                  (ASCII case-insensitive)
 //! size    = "size" (">" | ">=" | "<" | "<=") number ("k" | "M" | "G")? "B"?
 //! value   = phrase | bare
 //! phrase  = '"' (char | '\"' | '\\')* '"'       followed by whitespace, ")" or the end
@@ -89,7 +89,7 @@ const MAX_QUOTED_TERM_CHARS: usize = 48;
 /// The keys, as the unknown-key error lists them.
 pub const KNOWN_KEYS: &str = "from, to, cc, bcc, subject, body, attachment, filename, \
      message-id, msgid, sender, recipient, rcpt, login, queue, client, capture, tag, \
-     received, date, after, before, has, id, size> and size<";
+     received, date, after, before, has, id, thread, size> and size<";
 
 /// Why a query was rejected. Every variant names the offending text (cut
 /// short if long) and the byte offset where it starts.
@@ -450,6 +450,7 @@ enum Key {
     Before,
     Has,
     Id,
+    Thread,
 }
 
 impl Key {
@@ -480,6 +481,7 @@ impl Key {
             ("before", Key::Before),
             ("has", Key::Has),
             ("id", Key::Id),
+            ("thread", Key::Thread),
         ];
         NAMES
             .iter()
@@ -502,6 +504,7 @@ impl Key {
             Key::Before => "before",
             Key::Has => "has",
             Key::Id => "id",
+            Key::Thread => "thread",
         }
     }
 }
@@ -696,6 +699,16 @@ fn key_term(key: Key, value: Value<'_>) -> Result<Term, &'static str> {
             Term::HasAttachment
         }
         Key::Id => Term::Id(delivery_id(v).ok_or("an id is `b3:` and hex digits, or a number")?),
+        Key::Thread => {
+            let id = v
+                .strip_prefix('<')
+                .and_then(|i| i.strip_suffix('>'))
+                .unwrap_or(v);
+            if id.is_empty() {
+                return Err("`thread:` takes a Message-ID, as in thread:<id@example.org>");
+            }
+            Term::Thread(id.to_owned())
+        }
     })
 }
 
@@ -1209,6 +1222,23 @@ mod tests {
         assert_eq!(parse(&q.to_string()), Ok(q.clone()));
         let first = q.terms()[0];
         assert_eq!(first.describe(), first.to_string());
+    }
+
+    #[test]
+    fn thread_takes_a_message_id_with_or_without_brackets() {
+        assert_eq!(
+            items(r#"thread:<a.b@x> THREAD:c@y thread:"<d e@z>" thread:<<f>>"#),
+            vec![
+                t(Term::Thread("a.b@x".into())),
+                t(Term::Thread("c@y".into())),
+                t(Term::Thread("d e@z".into())),
+                t(Term::Thread("<f>".into())),
+            ]
+        );
+        let q = parse(r#"thread:<<f>> thread:"<d e@z>""#).unwrap();
+        assert_eq!(q.to_string(), r#"thread:<<f>> thread:"<d e@z>""#);
+        assert_eq!(parse(&q.to_string()), Ok(q));
+        assert!(parse("thread:<>").is_err());
     }
 
     #[test]

@@ -289,6 +289,21 @@ pub struct CompactReport {
     pub freed: u64,
 }
 
+/// How much of a message [`Store::link_older_messages`] reads: its header
+/// section, in all but hostile mail.
+pub const LINK_PREFIX: usize = 64 * 1024;
+
+/// What one step of [`Store::link_older_messages`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStep {
+    /// Messages read.
+    pub read: usize,
+    /// Of those, messages that could not be read (no links added).
+    pub unreadable: usize,
+    /// The newest message still to be read, if any.
+    pub pending: Option<i64>,
+}
+
 /// The store.
 pub struct Store {
     config: StoreConfig,
@@ -1087,6 +1102,47 @@ impl Store {
         self.catalog()
             .meta_set(AUDIT_ANCHOR, &format!("{seq} {hash}"))?;
         Ok(())
+    }
+
+    /// The newest message stored before conversations were kept whose
+    /// links are still to be read (`None`: every message's are in).
+    pub fn threads_pending(&self) -> Result<Option<i64>, StoreError> {
+        let value = self.reader().meta_get(catalog::sqlite::THREADS_PENDING)?;
+        Ok(value.and_then(|v| v.parse().ok()))
+    }
+
+    /// Reads the conversation links (Message-ID, In-Reply-To, References)
+    /// of up to `max` messages stored before the catalog kept them, newest
+    /// first, from the first [`LINK_PREFIX`] bytes of each, and adds them
+    /// in one transaction under the writers' lock. A message that cannot
+    /// be read (its key is gone) gets no links and is counted. Call until
+    /// it says nothing is pending; `thread:` finds older messages as they
+    /// are done.
+    pub fn link_older_messages(&self, max: usize) -> Result<LinkStep, StoreError> {
+        let lock = self.lock.as_ref().ok_or(StoreError::ReadOnly)?;
+        let Some(pending) = self.threads_pending()? else {
+            return Ok(LinkStep::default());
+        };
+        let rows = self.reader().messages_down_from(pending, max.max(1))?;
+        let mut step = LinkStep::default();
+        let mut links = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match self.raw_prefix(&chain::hex(&row.hash), LINK_PREFIX) {
+                Ok(head) => {
+                    let (own, references) = mailkeep_index::conversation_ids(&head);
+                    links.push((row.id, own.into_iter().chain(references).collect()));
+                }
+                Err(_) => step.unreadable += 1,
+            }
+            step.read += 1;
+        }
+        step.pending = match rows.last() {
+            Some(last) if rows.len() >= max.max(1) && last.id > 1 => Some(last.id - 1),
+            _ => None,
+        };
+        let _flock = FileLock::exclusive(lock).map_err(io_err("locking the store"))?;
+        self.catalog().add_refs(&links, step.pending)?;
+        Ok(step)
     }
 
     /// Totals for `mailkeep stats`.

@@ -102,6 +102,8 @@ const CAPTURES: &[CapturePath] = &[
 #[derive(Debug, Clone)]
 struct Message {
     bytes: Vec<u8>,
+    /// Its Message-ID and the ids its In-Reply-To and References name.
+    links: Vec<String>,
     /// Lower-cased addresses the header To and Cc name.
     header_rcpts: BTreeSet<String>,
     body: String,
@@ -133,6 +135,11 @@ struct Model {
     date: Option<i64>,
     /// `name type` per attachment, as the index has them.
     attachments: Vec<String>,
+    /// Its message's Message-ID and references.
+    links: Vec<String>,
+    /// Every id of its message's conversation: the ids linked to its
+    /// links, step by step, over all the messages.
+    conversation: BTreeSet<String>,
 }
 
 fn base() -> DateTime<Utc> {
@@ -156,7 +163,7 @@ fn received_time(rng: &mut Rng) -> DateTime<Utc> {
     }
 }
 
-fn message(rng: &mut Rng, n: usize) -> Message {
+fn message(rng: &mut Rng, n: usize, earlier: &[String]) -> Message {
     let mut headers = Vec::new();
     headers.push(format!(
         "From: {}",
@@ -185,10 +192,31 @@ fn message(rng: &mut Rng, n: usize) -> Message {
     }
     let subject: Vec<&str> = (0..1 + rng.below(3)).map(|_| *rng.pick(WORDS)).collect();
     headers.push(format!("Subject: {} n{n}", subject.join(" ")));
-    headers.push(format!(
-        "Message-ID: <m{n}.{}@example.com>",
-        rng.pick(WORDS)
-    ));
+    let own = format!("m{n}.{}@example.com", rng.pick(WORDS));
+    headers.push(format!("Message-ID: <{own}>"));
+    // Replies to earlier messages, and references to messages that are
+    // not there (they link the messages naming them all the same).
+    let mut links = vec![own];
+    if !earlier.is_empty() && rng.chance(40) {
+        let parent = rng.pick(earlier).clone();
+        headers.push(format!("In-Reply-To: <{parent}>"));
+        links.push(parent);
+    }
+    if rng.chance(25) {
+        let mut refs = Vec::new();
+        for _ in 0..1 + rng.below(2) {
+            let id = if !earlier.is_empty() && rng.chance(50) {
+                rng.pick(earlier).clone()
+            } else {
+                format!("lost{}@example.com", rng.below(6))
+            };
+            refs.push(format!("<{id}>"));
+            if !links.contains(&id) {
+                links.push(id);
+            }
+        }
+        headers.push(format!("References: {}", refs.join(" ")));
+    }
     match rng.below(3) {
         0 => {}
         1 => headers.push("Date: not a date at all".into()),
@@ -219,6 +247,7 @@ fn message(rng: &mut Rng, n: usize) -> Message {
     bytes.push_str("\r\n");
     Message {
         bytes: bytes.into_bytes(),
+        links,
         header_rcpts,
         body,
     }
@@ -233,7 +262,8 @@ fn build(store: &Store, rng: &mut Rng, count: usize) -> Vec<Model> {
         let msg = if !messages.is_empty() && rng.chance(20) {
             rng.pick(&messages).clone()
         } else {
-            let m = message(rng, n);
+            let earlier: Vec<String> = messages.iter().map(|m| m.links[0].clone()).collect();
+            let m = message(rng, n, &earlier);
             messages.push(m.clone());
             m
         };
@@ -291,7 +321,31 @@ fn build(store: &Store, rng: &mut Rng, count: usize) -> Vec<Model> {
                     )
                 })
                 .collect(),
+            links: msg.links.clone(),
+            conversation: BTreeSet::new(),
         });
+    }
+    // The conversations: sets of ids, merged whenever a message's links
+    // touch more than one.
+    let mut conversations: Vec<BTreeSet<String>> = Vec::new();
+    for d in &out {
+        let mut merged: BTreeSet<String> = d.links.iter().cloned().collect();
+        conversations.retain(|c| {
+            if c.is_disjoint(&merged) {
+                true
+            } else {
+                merged.extend(c.iter().cloned());
+                false
+            }
+        });
+        conversations.push(merged);
+    }
+    for d in &mut out {
+        d.conversation = conversations
+            .iter()
+            .find(|c| c.contains(&d.links[0]))
+            .cloned()
+            .unwrap_or_default();
     }
     out
 }
@@ -456,6 +510,9 @@ fn term_matches(term: &Term, d: &Model) -> bool {
             Some(hex) => d.hash.starts_with(hex),
             None => id.parse::<i64>() == Ok(d.id),
         },
+        // A message is in the thread of an id when that id is in its
+        // conversation (only ids some message has are in one).
+        Term::Thread(id) => d.conversation.contains(id),
     }
 }
 
@@ -508,7 +565,20 @@ fn moment_text(rng: &mut Rng, model: &[Model]) -> String {
 
 fn term_text(rng: &mut Rng, model: &[Model]) -> String {
     let d = rng.pick(model).clone();
-    match rng.below(30) {
+    match rng.below(32) {
+        30 | 31 => {
+            let pool: Vec<&String> = d.conversation.iter().collect();
+            let id = if pool.is_empty() || rng.chance(15) {
+                format!("lost{}@example.com", rng.below(8))
+            } else {
+                rng.pick(&pool).to_string()
+            };
+            match rng.below(3) {
+                0 => format!("thread:<{id}>"),
+                1 => format!("thread:\"{id}\""),
+                _ => format!("thread:{id}"),
+            }
+        }
         0 => rng.pick(WORDS).to_string(),
         1 => format!("\"{} {}\"", rng.pick(WORDS), rng.pick(WORDS)),
         2 => format!(
@@ -714,6 +784,14 @@ fn search_agrees_with_a_reference_evaluation_over_deliveries_with_missing_fields
         ("no tags", missing(&|d| d.tags.is_empty())),
         ("no attachment", missing(&|d| d.attachments.is_empty())),
         ("an attachment", missing(&|d| !d.attachments.is_empty())),
+        (
+            "a conversation of four ids or more",
+            missing(&|d| d.conversation.len() >= 4),
+        ),
+        (
+            "a conversation of its own",
+            missing(&|d| d.conversation.len() == 1),
+        ),
         (
             "an envelope-only recipient",
             missing(&|d| {

@@ -863,11 +863,129 @@ fn a_version_1_catalog_is_read_through_a_view_and_upgraded_when_opened_to_write(
             r.get(0)
         })
         .unwrap();
-    assert_eq!(schema, "2");
+    assert_eq!(schema, "3");
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM main.parties", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 2 + 4, "two envelope senders and four recipients");
+}
+
+/// A conversation is every message linked by Message-ID, In-Reply-To and
+/// References, step by step, whichever message's id is asked for; an
+/// unrelated message is not in it, and a removed one drops out.
+#[test]
+fn thread_finds_the_whole_conversation_from_any_of_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    let messages = [
+        // The start; a reply; a reply to the reply with In-Reply-To only
+        // (some clients write no References); a reply naming the start
+        // only in References; and an unrelated message.
+        "Message-ID: <start@x>\r\nSubject: plan\r\n\r\nA\r\n",
+        "Message-ID: <r1@x>\r\nIn-Reply-To: <start@x>\r\nReferences: <start@x>\r\nSubject: Re: plan\r\n\r\nB\r\n",
+        "Message-ID: <r2@x>\r\nIn-Reply-To: <r1@x>\r\nSubject: Re: plan\r\n\r\nC\r\n",
+        "Message-ID: <r3@x>\r\nReferences: <start@x> <gone@x>\r\nSubject: Re: plan\r\n\r\nD\r\n",
+        "Message-ID: <other@x>\r\nReferences: <elsewhere@x>\r\nSubject: other\r\n\r\nE\r\n",
+    ];
+    let batch = messages
+        .iter()
+        .map(|m| {
+            let env = envelope(m.as_bytes(), "a@example.com", &["b@example.com"], None);
+            store.prepare(&env).unwrap()
+        })
+        .collect();
+    let ids: Vec<i64> = store.commit(batch).unwrap().iter().map(|s| s.id).collect();
+    let mut conversation = ids[..4].to_vec();
+    conversation.sort();
+    for asked in ["start@x", "<r1@x>", "r2@x", "r3@x", "gone@x"] {
+        let mut got = found(&store, &format!("thread:{asked}"));
+        got.sort();
+        assert_eq!(got, conversation, "thread:{asked}");
+    }
+    assert_eq!(found(&store, "thread:other@x"), vec![ids[4]]);
+    assert_eq!(found(&store, "thread:elsewhere@x"), vec![ids[4]]);
+    assert!(found(&store, "thread:nobody@x").is_empty());
+    // Exact ids: a prefix or another case is another id.
+    assert!(found(&store, "thread:start").is_empty());
+    assert!(found(&store, "thread:START@x").is_empty());
+    let mut negated = found(&store, "-thread:r2@x");
+    negated.sort();
+    assert_eq!(negated, vec![ids[4]]);
+
+    // The reply in the middle goes: r2 named only r1, so it is on its own.
+    store.remove(&[(ids[1], "test".into())]).unwrap();
+    assert_eq!(found(&store, "thread:r2@x"), vec![ids[2]]);
+    let mut rest = found(&store, "thread:start@x");
+    rest.sort();
+    assert_eq!(rest, vec![ids[0], ids[3]]);
+}
+
+/// A catalog from before conversations were kept (schema 2) is upgraded
+/// at once when opened to write, without reading a message: its older
+/// messages are found by `thread:` only once their links are read, in
+/// steps, newest first; new messages are linked as they are stored.
+#[test]
+fn a_version_2_catalog_gets_its_conversation_links_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let cfg = StoreConfig::new(&path);
+    let store = Store::open(cfg.clone()).unwrap();
+    let batch = (0..5)
+        .map(|i| {
+            let m = format!(
+                "Message-ID: <m{i}@x>\r\nReferences: <m0@x>\r\nSubject: s{i}\r\n\r\nbody\r\n"
+            );
+            let env = envelope(m.as_bytes(), "a@example.com", &["b@example.com"], None);
+            store.prepare(&env).unwrap()
+        })
+        .collect();
+    let ids: Vec<i64> = store.commit(batch).unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(store.threads_pending().unwrap(), None);
+    drop(store);
+    let conn = rusqlite::Connection::open(path.join("catalog.sqlite")).unwrap();
+    conn.execute_batch("DROP TABLE refs; UPDATE meta SET value = '2' WHERE key = 'schema';")
+        .unwrap();
+    drop(conn);
+
+    // Read as it is: no links, nothing found, no error.
+    let reader = Store::open_read_only(cfg.clone()).unwrap();
+    assert!(found(&reader, "thread:m0@x").is_empty());
+    drop(reader);
+
+    let store = Store::open(cfg.clone()).unwrap();
+    assert!(store.threads_pending().unwrap().is_some());
+    assert!(found(&store, "thread:m0@x").is_empty());
+    // A new message is linked as it is stored.
+    let env = envelope(
+        b"Message-ID: <new@x>\r\nIn-Reply-To: <m0@x>\r\n\r\nnew\r\n",
+        "a@example.com",
+        &["b@example.com"],
+        None,
+    );
+    let new = store.put(&env).unwrap().id;
+    assert_eq!(found(&store, "thread:m0@x"), vec![new]);
+
+    let first = store.link_older_messages(2).unwrap();
+    assert_eq!((first.read, first.unreadable), (2, 0));
+    assert!(first.pending.is_some());
+    let mut got = found(&store, "thread:m0@x");
+    got.sort();
+    assert_eq!(got, vec![ids[3], ids[4], new], "the two newest first");
+    let mut steps = 1;
+    while store.threads_pending().unwrap().is_some() {
+        store.link_older_messages(2).unwrap();
+        steps += 1;
+        assert!(steps < 10);
+    }
+    let mut got = found(&store, "thread:m0@x");
+    got.sort();
+    let mut all = ids.clone();
+    all.push(new);
+    assert_eq!(got, all);
+    assert_eq!(store.link_older_messages(2).unwrap(), Default::default());
+    drop(store);
+    let reader = Store::open_read_only(cfg).unwrap();
+    assert_eq!(found(&reader, "thread:m3@x").len(), 6);
 }
 
 /// A page and the count beside it: the count stops where it was asked to.

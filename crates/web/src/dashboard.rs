@@ -114,6 +114,7 @@ async fn figures(app: &Shared) -> Result<Value, ApiError> {
                 "stored_bytes": totals.stored_bytes,
                 "catalog_bytes": catalog,
                 "segments": totals.segments,
+                "unlinked_messages": totals.unlinked,
             },
         }))
     })
@@ -273,7 +274,7 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
     let _ = write!(
         body,
-        r#"<section><h2>The store</h2><dl class="figures"><dt>Deliveries</dt><dd>{}</dd><dt>Messages (distinct)</dt><dd>{}</dd><dt>Delivered</dt><dd>{}</dd><dt>Stored (compressed, deduplicated)</dt><dd>{}</dd><dt>Catalog and index</dt><dd>{}</dd><dt>Segments</dt><dd>{}</dd></dl></section>"#,
+        r#"<section><h2>The store</h2><dl class="figures"><dt>Deliveries</dt><dd>{}</dd><dt>Messages (distinct)</dt><dd>{}</dd><dt>Delivered</dt><dd>{}</dd><dt>Stored (compressed, deduplicated)</dt><dd>{}</dd><dt>Catalog and index</dt><dd>{}</dd><dt>Segments</dt><dd>{}</dd></dl>"#,
         n("deliveries"),
         n("messages"),
         human_size(n("delivered_bytes")),
@@ -281,7 +282,14 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
         human_size(n("catalog_bytes")),
         n("segments"),
     );
-    body.push_str(r#"<section><h2>The server</h2>"#);
+    if n("unlinked_messages") > 0 {
+        let _ = write!(
+            body,
+            r#"<p class="note">{} older message(s) not yet in conversations (being read in the background).</p>"#,
+            n("unlinked_messages")
+        );
+    }
+    body.push_str(r#"</section><section><h2>The server</h2>"#);
     match v["server"].as_object() {
         None => body.push_str(r#"<p class="note">Not reported by this server.</p>"#),
         Some(srv) => {

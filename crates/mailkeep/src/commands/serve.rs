@@ -192,6 +192,13 @@ async fn serve(
     let expirer = settings
         .expire_every
         .map(|every| spawn_expirer(shared.clone(), every, queue_stop.clone()));
+    // Only a store that exists: serve creates none it does not write to.
+    let linker = settings
+        .store
+        .as_ref()
+        .is_some_and(|s| s.path.join("catalog.sqlite").exists())
+        .then(|| spawn_linker(&settings, queue_stop.clone()))
+        .flatten();
     let (settings_tx, settings_rx) = watch::channel(snapshot(&settings));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -381,6 +388,9 @@ async fn serve(
     if let Some(expirer) = expirer {
         let _ = expirer.join();
     }
+    if let Some(linker) = linker {
+        let _ = linker.join();
+    }
     let stats = committer.stats();
     tracing::info!(
         messages = stats.messages(),
@@ -428,6 +438,69 @@ fn spawn_expirer(
             }
         }
     })
+}
+
+/// Messages whose conversation links one step reads: a few tenths of a
+/// second of work, so commits wait for the writers' lock no longer than
+/// that.
+const LINK_STEP: usize = 500;
+
+/// Reads the conversation links of messages stored before the catalog kept
+/// them (see `Store::link_older_messages`), a step at a time with a pause
+/// between, until none are left or `stop`; a failed step is logged and
+/// tried again a minute later. `None` when there is nothing to read.
+fn spawn_linker(
+    settings: &Settings,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let store = match settings.open_store_writable() {
+        Ok(store) => store,
+        Err(f) => {
+            tracing::warn!(
+                "conversation links: the store cannot be opened to write: {}",
+                f.message
+            );
+            return None;
+        }
+    };
+    let left = store.totals().map(|t| t.unlinked).unwrap_or(0);
+    // Nothing pending (or not known): nothing to do.
+    store.threads_pending().ok().flatten()?;
+    println!("conversation links: reading those of {left} older message(s) in the background");
+    Some(std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let (mut read, mut unreadable) = (0usize, 0usize);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match store.link_older_messages(LINK_STEP) {
+                Ok(step) => {
+                    read += step.read;
+                    unreadable += step.unreadable;
+                    if step.pending.is_none() {
+                        tracing::info!(
+                            read,
+                            unreadable,
+                            seconds = started.elapsed().as_secs(),
+                            "conversation links of the older messages read"
+                        );
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "conversation links (tried again in a minute): {}",
+                        mailkeep_capture::error_chain(&e)
+                    );
+                    for _ in 0..60 {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+    }))
 }
 
 /// Delivers spooled archive copies: a pass every second (each copy is

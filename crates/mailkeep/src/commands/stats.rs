@@ -41,6 +41,7 @@ pub fn run(settings: &Settings, args: StatsArgs) -> Result<Exit, Failure> {
                 "stored_bytes": t.stored_bytes,
                 "catalog_bytes": catalog,
                 "segments": t.segments,
+                "unlinked_messages": t.unlinked,
                 "dedup_ratio": ratio(t.delivered_bytes, t.raw_bytes),
                 "compression_ratio": ratio(t.stored_bytes, t.raw_bytes),
                 "stored_over_delivered": ratio(on_disk, t.delivered_bytes),
@@ -56,6 +57,10 @@ pub fn run(settings: &Settings, args: StatsArgs) -> Result<Exit, Failure> {
         vec!["stored bytes (segments)".into(), bytes(t.stored_bytes)],
         vec!["catalog and index".into(), bytes(catalog)],
         vec!["segments".into(), t.segments.to_string()],
+        vec![
+            "conversation links to read".into(),
+            format!("{} older message(s) (`serve` reads them)", t.unlinked),
+        ],
         vec![
             "dedup ratio".into(),
             format!(

@@ -1127,3 +1127,74 @@ print(rc, rss if rss > before else 0, len(got) == len(want) and hashlib.sha256(g
         }
     }
 }
+
+/// A store from before conversations were kept (schema 2): `thread:` finds
+/// nothing of it at first; `serve` upgrades it and reads the older
+/// messages' links in the background, and then `thread:` finds the whole
+/// conversation from any of its messages, and `stats` says none are left.
+#[test]
+fn serve_reads_the_conversation_links_of_a_store_from_before_them() {
+    let s = Store::new("");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let refs = match i {
+            0 => String::new(),
+            _ => format!(
+                "In-Reply-To: <c{}@example.com>\nReferences: <c0@example.com>\n",
+                i - 1
+            ),
+        };
+        let m = format!(
+            "From: a@example.com\nTo: b@example.com\nSubject: part {i}\nMessage-ID: <c{i}@example.com>\n{refs}\nbody {i}\n"
+        );
+        s.pipe(
+            &["--sender=a@example.com", "--recipient=b@example.com"],
+            m.as_bytes(),
+        );
+        ids.push(s.ids(&format!("subject:\"part {i}\""))[0]);
+    }
+    s.pipe(
+        &["--sender=a@example.com", "--recipient=b@example.com"],
+        b"From: a@example.com\nSubject: alone\nMessage-ID: <alone@example.com>\n\nx\n",
+    );
+    let mut conversation = ids.clone();
+    conversation.sort();
+    let thread = |q: &str| {
+        let mut got = s.ids(q);
+        got.sort();
+        got
+    };
+    assert_eq!(thread("thread:<c2@example.com>"), conversation);
+    assert_eq!(s.stats()["unlinked_messages"], 0);
+
+    s.sqlite("DROP TABLE refs");
+    s.sqlite("UPDATE meta SET value = '2' WHERE key = 'schema'");
+    assert!(
+        thread("thread:<c2@example.com>").is_empty(),
+        "a version-2 catalog read as it is"
+    );
+
+    let port = free_port();
+    let dir = s.dir.path().to_owned();
+    let cfg = std::fs::read_to_string(&s.cfg).unwrap();
+    let mut serve = Serve::start_on(&dir, port, |_| cfg.clone(), &["stop with SIGTERM"], false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while thread("thread:<c0@example.com>") != conversation {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the links were not read"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    serve.stop();
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    assert!(
+        log.lines().any(
+            |l| l.contains("conversation links of the older messages read") && l.contains("read=4")
+        ),
+        "{log}"
+    );
+    assert_eq!(thread("thread:c1@example.com"), conversation);
+    assert_eq!(thread("thread:alone@example.com").len(), 1);
+    assert_eq!(s.stats()["unlinked_messages"], 0);
+}

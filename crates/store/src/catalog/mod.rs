@@ -154,6 +154,9 @@ pub struct Totals {
     pub stored_bytes: u64,
     /// Segments.
     pub segments: u64,
+    /// Messages stored before the catalog kept conversation links whose
+    /// links are not read yet (see `Store::link_older_messages`).
+    pub unlinked: u64,
 }
 
 /// Deliveries of one capture path on one day.
@@ -266,6 +269,22 @@ pub trait Catalog: Send {
     fn messages(
         &self,
         f: &mut dyn FnMut(MessageRow) -> Result<(), CatalogError>,
+    ) -> Result<(), CatalogError>;
+    /// Up to `limit` messages with an id of at most `at_most`, the
+    /// highest id first.
+    fn messages_down_from(
+        &self,
+        at_most: i64,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, CatalogError>;
+    /// Adds the conversation links of messages stored before they were
+    /// kept (`(message id, its Message-ID and references)`; a message
+    /// removed since is passed over) and notes, in the same transaction,
+    /// the newest message still to be read (`None`: none is).
+    fn add_refs(
+        &mut self,
+        links: &[(i64, Vec<String>)],
+        pending: Option<i64>,
     ) -> Result<(), CatalogError>;
     /// Messages no delivery points at: deliveries were removed (the newest
     /// ones, if the chain itself is intact).

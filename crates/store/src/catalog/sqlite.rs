@@ -22,7 +22,18 @@ use std::time::Duration;
 
 /// 2 added `parties`; a version-1 catalog is upgraded when it is opened
 /// for writing and read through a view of the records when it is not.
-const SCHEMA_VERSION: &str = "2";
+/// 3 added `refs`: the upgrade only creates the table and notes in
+/// `meta` (`threads_pending`) the newest message whose links are not in
+/// it yet; [`Sqlite::add_refs`] fills them in afterwards, in steps
+/// (reading every message at opening would hold up a large store's start).
+const SCHEMA_VERSION: &str = "3";
+
+/// The `meta` key of the newest message id whose conversation links are
+/// still to be read (see [`SCHEMA_VERSION`]); absent when none are.
+pub const THREADS_PENDING: &str = "threads_pending";
+
+/// The most distinct ids `thread:` follows (see `Term::Thread`).
+const THREAD_IDS: u32 = 1000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,7 +100,28 @@ CREATE VIRTUAL TABLE IF NOT EXISTS envelope_text USING fts5 (
     content = '', contentless_delete = 1,
     tokenize = 'unicode61 remove_diacritics 2'
 );
+-- What links a message into a conversation: its own Message-ID and the
+-- ids of its In-Reply-To and References, one row each (`thread:`).
+CREATE TABLE IF NOT EXISTS refs (
+    ref TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY (ref, message)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refs_message ON refs (message);
 ";
+
+/// Notes the messages from before `refs` as pending (see
+/// [`THREADS_PENDING`]), when there are any.
+const REFS_PENDING: &str = "\
+    INSERT OR REPLACE INTO meta (key, value)
+      SELECT 'threads_pending', max(id) FROM messages HAVING max(id) IS NOT NULL;";
+
+/// One conversation link of a message.
+const INSERT_REF: &str = "INSERT OR IGNORE INTO refs (ref, message) VALUES (?1, ?2)";
+
+/// What a reader of a catalog from before `refs` sees instead: no links.
+const NO_REFS: &str =
+    "CREATE TEMP TABLE IF NOT EXISTS refs (ref TEXT NOT NULL, message INTEGER NOT NULL);";
 
 /// The `parties` rows of every delivery, from the records (the upgrade
 /// from version 1, and the view a version-1 catalog is read through).
@@ -444,6 +476,13 @@ impl Sqlite {
                 Some("1") => {
                     conn.execute_batch(&format!(
                         "INSERT OR IGNORE INTO parties (address, role, delivery) {PARTIES_OF_RECORDS};
+                         {REFS_PENDING}
+                         UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';"
+                    ))?;
+                }
+                Some("2") => {
+                    conn.execute_batch(&format!(
+                        "{REFS_PENDING}
                          UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';"
                     ))?;
                 }
@@ -511,9 +550,10 @@ impl Sqlite {
                     // Not upgraded yet (nothing has opened it to write):
                     // the same rows, read from the records.
                     conn.execute_batch(&format!(
-                        "CREATE TEMP VIEW parties AS {PARTIES_OF_RECORDS}"
+                        "CREATE TEMP VIEW parties AS {PARTIES_OF_RECORDS}; {NO_REFS}"
                     ))?;
                 }
+                Some("2") => conn.execute_batch(NO_REFS)?,
                 Some(v) => {
                     return Err(CatalogError::Corrupt(format!(
                         "schema version {v} is not {SCHEMA_VERSION}; use a matching mailkeep"
@@ -914,6 +954,18 @@ fn term_condition(
             }
         }
         Term::HasAttachment => "m.attachments > 0".into(),
+        Term::Thread(id) => {
+            // The ids linked to this one, step by step (UNION: each once,
+            // so the walk ends; LIMIT: at most THREAD_IDS of them), then
+            // every message with one of them.
+            args.push(Value::Text(id.clone()));
+            format!(
+                "m.id IN (WITH RECURSIVE linked(ref) AS (SELECT ? UNION \
+                 SELECT b.ref FROM linked JOIN refs a ON a.ref = linked.ref \
+                 JOIN refs b ON b.message = a.message LIMIT {THREAD_IDS}) \
+                 SELECT r.message FROM refs r WHERE r.ref IN linked)"
+            )
+        }
         Term::Id(id) => {
             if let Some(hex) = id.strip_prefix("b3:") {
                 if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1222,6 +1274,7 @@ impl Catalog for Sqlite {
                 "INSERT INTO message_text (rowid, hdr_from, hdr_to, hdr_cc, subject, body, attachments, message_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let mut link = tx.prepare_cached(INSERT_REF)?;
             for m in &batch.messages {
                 let f = &m.fields;
                 let list: Vec<serde_json::Value> = f
@@ -1269,6 +1322,9 @@ impl Catalog for Sqlite {
                     names.join("\n"),
                     f.message_id.as_deref().unwrap_or("")
                 ])?;
+                for id in f.message_id.iter().chain(&f.references) {
+                    link.execute(params![id, rowid])?;
+                }
             }
         }
         let mut ids = Vec::with_capacity(batch.deliveries.len());
@@ -1422,6 +1478,59 @@ impl Catalog for Sqlite {
         Ok(())
     }
 
+    fn messages_down_from(
+        &self,
+        at_most: i64,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>, CatalogError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, hash, segment, offset, record_len, size FROM messages
+             WHERE id <= ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![at_most, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(MessageRow {
+                id: r.get(0)?,
+                hash: hash32(r.get(1)?)?,
+                location: location(r.get(2)?, r.get(3)?, r.get(4)?)?,
+                size: r.get::<_, i64>(5)? as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn add_refs(
+        &mut self,
+        links: &[(i64, Vec<String>)],
+        pending: Option<i64>,
+    ) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            // A message removed since it was read gets no rows.
+            let mut link = tx.prepare_cached(
+                "INSERT OR IGNORE INTO refs (ref, message)
+                 SELECT ?1, id FROM messages WHERE id = ?2",
+            )?;
+            for (message, ids) in links {
+                for id in ids {
+                    link.execute(params![id, message])?;
+                }
+            }
+        }
+        match pending {
+            Some(id) => tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![THREADS_PENDING, id.to_string()],
+            )?,
+            None => tx.execute("DELETE FROM meta WHERE key = ?1", [THREADS_PENDING])?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
+
     fn orphans(&self) -> Result<Vec<[u8; 32]>, CatalogError> {
         let mut stmt = self.conn.prepare(
             "SELECT m.hash FROM messages m
@@ -1471,6 +1580,12 @@ impl Catalog for Sqlite {
         let segments: i64 = self
             .conn
             .query_row("SELECT count(*) FROM segments", [], |r| r.get(0))?;
+        let unlinked: i64 = self.conn.query_row(
+            "SELECT count(*) FROM messages WHERE id <= \
+             (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1)",
+            [THREADS_PENDING],
+            |r| r.get(0),
+        )?;
         Ok(Totals {
             messages: messages as u64,
             deliveries: deliveries as u64,
@@ -1478,6 +1593,7 @@ impl Catalog for Sqlite {
             raw_bytes: raw as u64,
             stored_bytes: stored as u64,
             segments: segments as u64,
+            unlinked: unlinked as u64,
         })
     }
 
@@ -1588,6 +1704,7 @@ impl Catalog for Sqlite {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?;
                 tx.execute("DELETE FROM message_text WHERE rowid = ?1", [message])?;
+                tx.execute("DELETE FROM refs WHERE message = ?1", [message])?;
                 tx.execute("DELETE FROM messages WHERE id = ?1", [message])?;
                 out.messages.push(location(loc.0, loc.1, loc.2)?);
             }
