@@ -470,6 +470,38 @@ pub async fn find(
     found.ok_or(ApiError::NotFound)
 }
 
+/// The most messages of a conversation counted for its link.
+pub const CONVERSATION_COUNT: u64 = 1000;
+
+/// The conversation of a hit, as far as this reader sees it: the search
+/// that lists it (`thread:<Message-ID>`) and how many of the reader's
+/// deliveries it holds (at most [`CONVERSATION_COUNT`]; the hit's own
+/// among them). `None` when the message has no Message-ID to start from.
+pub async fn conversation(
+    app: &Shared,
+    viewer: &Viewer,
+    hit: &Hit,
+) -> Result<Option<(String, u64)>, ApiError> {
+    let Some(id) = hit.message_id.clone() else {
+        return Ok(None);
+    };
+    let term = Term::Thread(id);
+    let text = term.to_string();
+    let query = viewer.identity().restrict(Query {
+        expr: Some(Expr::Term(term)),
+    });
+    let page = Page {
+        offset: 0,
+        limit: 1,
+        order: Order::NewestFirst,
+        count_up_to: CONVERSATION_COUNT,
+        facets: false,
+    };
+    let a = app.clone();
+    let found = blocking(move || Ok(a.store().search_page(&query, page)?)).await?;
+    Ok(Some((text, found.total)))
+}
+
 /// The original bytes of a hit, when not larger than the view's limit.
 pub async fn raw_for_view(app: &Shared, hit: &Hit) -> Result<Option<Vec<u8>>, ApiError> {
     if hit.record.size > app.settings.max_view_bytes {
@@ -482,8 +514,14 @@ pub async fn raw_for_view(app: &Shared, hit: &Hit) -> Result<Option<Vec<u8>>, Ap
     ))
 }
 
-/// A message's envelope, header fields and parts, for this reader.
-pub fn message_json(identity: &Identity, hit: &Hit, parsed: Option<&view::View>) -> Value {
+/// A message's envelope, header fields and parts, for this reader, and
+/// its conversation (see [`conversation`]).
+pub fn message_json(
+    identity: &Identity,
+    hit: &Hit,
+    parsed: Option<&view::View>,
+    conversation: Option<&(String, u64)>,
+) -> Value {
     let r = &hit.record;
     let mut v = summary(identity, hit);
     let extra = json!({
@@ -504,6 +542,7 @@ pub fn message_json(identity: &Identity, hit: &Hit, parsed: Option<&view::View>)
         "has_html": parsed.map(|p| p.has_html).unwrap_or(false),
         "attachments": parsed.map(|p| serde_json::to_value(&p.attachments).unwrap_or_default())
             .unwrap_or_else(|| serde_json::from_str(&hit.attachments).unwrap_or_default()),
+        "conversation": conversation.map(|(q, n)| json!({"query": q, "messages": n})),
     });
     if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
         a.extend(b);
@@ -521,7 +560,13 @@ pub async fn message(
     let raw = raw_for_view(&app, &hit).await?;
     let show_bcc = viewer.identity().sees_all() || viewer.identity().sent(&hit.record);
     let parsed = raw.as_deref().map(|r| view::view(r, show_bcc));
-    Ok(Json(message_json(viewer.identity(), &hit, parsed.as_ref())))
+    let thread = conversation(&app, &viewer, &hit).await?;
+    Ok(Json(message_json(
+        viewer.identity(),
+        &hit,
+        parsed.as_ref(),
+        thread.as_ref(),
+    )))
 }
 
 /// `GET /api/messages/{id}/raw`: the original bytes, streamed.

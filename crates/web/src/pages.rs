@@ -617,7 +617,11 @@ pub async fn message(
     let me = viewer.identity();
     let show_bcc = me.sees_all() || me.sent(&hit.record);
     let parsed = raw.as_deref().map(|r| view::view(r, show_bcc));
-    let m = api::message_json(me, &hit, parsed.as_ref());
+    let thread = match api::conversation(&app, &viewer, &hit).await {
+        Ok(t) => t,
+        Err(e) => return page_error(e),
+    };
+    let m = api::message_json(me, &hit, parsed.as_ref(), thread.as_ref());
     let r = &hit.record;
     let mut body = String::new();
     let subject = if hit.subject.is_empty() {
@@ -670,9 +674,22 @@ pub async fn message(
     );
     let _ = write!(
         body,
-        r#"<p class="actions"><a href="/api/messages/{id}/raw" download>Download the original (.eml)</a></p>"#,
+        r#"<p class="actions"><a href="/api/messages/{id}/raw" download>Download the original (.eml)</a>"#,
         id = r.id
     );
+    if let Some((query, n)) = thread.as_ref().filter(|(_, n)| *n > 1) {
+        let more = if *n >= api::CONVERSATION_COUNT {
+            "+"
+        } else {
+            ""
+        };
+        let _ = write!(
+            body,
+            r#" · <a class="conversation" href="/?q={q}&amp;sort=oldest">Conversation: {n}{more} messages</a>"#,
+            q = esc(&url_value(query)),
+        );
+    }
+    body.push_str("</p>");
     match &parsed {
         None => {
             let _ = write!(

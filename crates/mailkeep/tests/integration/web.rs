@@ -586,6 +586,93 @@ const NO_ITEM: &[(&str, &str)] = &[
     ("DELETE", "/api/tokens/{token}"),
 ];
 
+/// A message's conversation, as each reader sees it: bob's message, carol's
+/// reply to bob and dave's (a Bcc recipient's) reply to zed alone are one
+/// conversation; bob and dave each see two of its messages, not the
+/// other's, the auditor all three; the link lists what it counted.
+#[test]
+fn web_conversation_links_count_and_list_only_the_readers_messages() {
+    let dir = sandbox();
+    let (mut serve, site) = start(dir.path(), "");
+    let cfg = dir.path().join("mailkeep.toml");
+    for (args, message) in [
+        (
+            ["--sender=carol@example.com", "--recipient=bob@example.com", "--login=carol"],
+            "From: carol@example.com\r\nTo: bob@example.com\r\nSubject: Re: quarterly numbers\r\n\
+             Message-ID: <reply-1@example.com>\r\nIn-Reply-To: <forged-1@example.com>\r\n\
+             References: <forged-1@example.com>\r\n\r\nThanks.\r\n",
+        ),
+        (
+            ["--sender=dave@example.com", "--recipient=zed@example.com", "--login=dave"],
+            "From: dave@example.com\r\nTo: zed@example.com\r\nSubject: Re: quarterly numbers\r\n\
+             Message-ID: <reply-2@example.com>\r\nReferences: <forged-1@example.com>\r\n\r\nLook.\r\n",
+        ),
+    ] {
+        let out = pipe(&cfg, &args, message.as_bytes());
+        assert!(out.status.success(), "{out:?}");
+    }
+    let [bob, alice, dave, audit] = ["bob", "alice", "dave", "audit"].map(|u| site.login(u));
+    let set = |v: &[i64]| v.iter().copied().collect::<BTreeSet<i64>>();
+    let conversation = |who: &Login, id: i64| -> Value {
+        let r = site.get(Some(who), &format!("/api/messages/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["conversation"].clone()
+    };
+    // 1: bob's; 5: carol's reply to bob; 6: dave's reply to zed.
+    for (who, id, seen) in [
+        (&bob, 1, vec![1, 5]),
+        (&bob, 5, vec![1, 5]),
+        (&dave, 1, vec![1, 6]),
+        (&dave, 6, vec![1, 6]),
+        (&audit, 5, vec![1, 5, 6]),
+    ] {
+        let c = conversation(who, id);
+        assert_eq!(c["messages"], seen.len() as u64, "{c}");
+        let q = c["query"].as_str().unwrap();
+        assert_eq!(
+            q,
+            "thread:<forged-1@example.com>".replace(
+                "forged-1",
+                match id {
+                    1 => "forged-1",
+                    5 => "reply-1",
+                    _ => "reply-2",
+                }
+            )
+        );
+        assert_eq!(site.ids(who, q), set(&seen), "{q}");
+    }
+    // Nothing of the conversation for alice, not even through the search.
+    assert_eq!(site.ids(&alice, "thread:<forged-1@example.com>"), set(&[]));
+    assert_eq!(site.get(Some(&alice), "/api/messages/5").status, 404);
+    // A message without a Message-ID has none.
+    assert_eq!(conversation(&bob, 2), Value::Null);
+
+    // The page links the conversation, oldest first, with its count.
+    let page = site.get(Some(&bob), "/messages/1").text();
+    assert!(
+        page.contains(
+            r#"<a class="conversation" href="/?q=thread%3A%3Cforged-1%40example.com%3E&amp;sort=oldest">Conversation: 2 messages</a>"#
+        ),
+        "{page}"
+    );
+    let listed = site
+        .get(
+            Some(&bob),
+            "/?q=thread%3A%3Cforged-1%40example.com%3E&sort=oldest",
+        )
+        .text();
+    assert!(
+        listed.contains("/messages/1\"") && listed.contains("/messages/5\""),
+        "{listed}"
+    );
+    assert!(!listed.contains("/messages/6\""), "{listed}");
+    // Alone in its conversation for alice's own message: no link.
+    let page = site.get(Some(&alice), "/messages/2").text();
+    assert!(!page.contains("class=\"conversation\""), "{page}");
+    serve.stop();
+}
+
 #[test]
 fn web_every_route_answers_404_for_another_users_item_and_for_iterated_ids() {
     let dir = sandbox();
