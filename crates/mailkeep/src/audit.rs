@@ -55,8 +55,37 @@ pub fn settle_serve_retention(settings: &Settings) -> Result<(), Failure> {
     }
 }
 
+/// Whether `settings`' retention may be put in force by `serve` (a
+/// locked retention recorded in the log only lengthens), without
+/// recording anything: a change is checked before it is written.
+pub fn check_serve_retention(settings: &Settings) -> Result<(), Failure> {
+    if settings.store.is_none() {
+        return Ok(());
+    }
+    settings
+        .audit_as("serve")?
+        .check_retention(&settings.retention)
+}
+
 /// The audit action recording the retention in force.
 const RETENTION_CONFIG: &str = "retention_config";
+
+/// The retention the log's entries last recorded.
+fn last_retention(entries: &[mailkeep_lifecycle::Entry]) -> Option<Value> {
+    entries
+        .iter()
+        .rev()
+        .find(|e| e.action == RETENTION_CONFIG)
+        .and_then(|e| e.detail.get("retention").cloned())
+}
+
+/// A locked retention's refusal, as `serve`, `expire` and the web say it.
+fn locked(why: String) -> Failure {
+    Failure::new(
+        Exit::CONFIG,
+        format!("[retention] is locked: {why}; this configuration is refused"),
+    )
+}
 
 /// The log of one store and who this process records as.
 pub struct Audit {
@@ -161,21 +190,14 @@ impl Audit {
     /// a retention that changed is recorded (`retention_config`).
     pub fn settle_retention(&self, retention: &Retention) -> Result<(), Failure> {
         let current = retention.describe();
-        let last = |entries: &[mailkeep_lifecycle::Entry]| {
-            entries
-                .iter()
-                .rev()
-                .find(|e| e.action == RETENTION_CONFIG)
-                .and_then(|e| e.detail.get("retention").cloned())
-        };
         let known = self
             .log
             .entries(|e| e.action == RETENTION_CONFIG)
             .map_err(fail)?;
-        if last(&known).as_ref() == Some(&current) {
+        if last_retention(&known).as_ref() == Some(&current) {
             return Ok(());
         }
-        let check = |entries: &[mailkeep_lifecycle::Entry]| match last(entries) {
+        let check = |entries: &[mailkeep_lifecycle::Entry]| match last_retention(entries) {
             Some(old) => retention.lengthens(&old),
             None => Ok(()),
         };
@@ -185,15 +207,21 @@ impl Audit {
             check,
         )
         .map_err(|f| match f.code {
-            Exit::USAGE => Failure::new(
-                Exit::CONFIG,
-                format!(
-                    "[retention] is locked: {}; this configuration is refused",
-                    f.message
-                ),
-            ),
+            Exit::USAGE => locked(f.message),
             _ => f,
         })
+    }
+
+    /// What [`Audit::settle_retention`] would refuse, recording nothing.
+    pub fn check_retention(&self, retention: &Retention) -> Result<(), Failure> {
+        let known = self
+            .log
+            .entries(|e| e.action == RETENTION_CONFIG)
+            .map_err(fail)?;
+        match last_retention(&known) {
+            Some(old) => retention.lengthens(&old).map_err(locked),
+            None => Ok(()),
+        }
     }
 
     /// [`Audit::record`] once `check` accepted the log's entries, read

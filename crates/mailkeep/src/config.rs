@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod paths;
+pub mod section;
 mod spans;
 
 /// Where the configuration is read from when `--config` is not given.

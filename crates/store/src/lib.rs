@@ -180,6 +180,50 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replaces the file at `path` with `bytes` atomically: written beside it
+/// (`.NAME.new`) with `mode` and, where allowed, `owner` (uid, gid),
+/// fsynced, renamed over it, the directory fsynced; a crash leaves the old
+/// file or the new one, a failure nothing beside it.
+pub fn replace_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.new",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let written = (|| {
+        if let Some((uid, gid)) = owner {
+            // Not allowed (another user's file, and this is not root):
+            // the new file is this user's.
+            let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    fsync_dir(dir)
+}
+
 /// Parses 64 hex digits.
 pub fn parse_hex_hash(text: &str) -> Option<[u8; 32]> {
     blobs::crypto::parse_hex32(text)

@@ -171,9 +171,9 @@ fn chart(days: &[Value]) -> String {
     svg
 }
 
-/// The retention in force, as the configuration has it (changed there,
-/// not here: a locked retention only lengthens, checked at reload).
-fn retention_html(r: &Value, every: &Value) -> String {
+/// The retention in force, as the configuration has it; `where_set`
+/// adds where it is changed (the dashboard).
+pub(crate) fn retention_html(r: &Value, every: &Value, where_set: bool) -> String {
     let mut out = String::from("<h2>Retention</h2>");
     let _ = write!(
         out,
@@ -204,7 +204,9 @@ fn retention_html(r: &Value, every: &Value) -> String {
         }
         out.push_str("</tbody></table></div>");
     }
-    out.push_str(r#"<p class="note">Retention is configured in <code>mailkeep.toml</code> (<code>[retention]</code>); legal holds (the Holds page) keep what they cover whatever it says.</p>"#);
+    if where_set {
+        out.push_str(r#"<p class="note">Retention is the <code>[retention]</code> section of <code>mailkeep.toml</code>, which admins change on the <a href="/retention">Retention</a> page; legal holds (the Holds page) keep what they cover whatever it says.</p>"#);
+    }
     out
 }
 
@@ -329,7 +331,7 @@ pub async fn page(State(app): State<Shared>, viewer: Result<Viewer, ApiError>) -
             }
             body.push_str("</dl>");
             if let Some(r) = srv.get("retention").filter(|r| r.is_object()) {
-                body.push_str(&retention_html(r, &srv["expire_every_seconds"]));
+                body.push_str(&retention_html(r, &srv["expire_every_seconds"], true));
             }
         }
     }

@@ -26,6 +26,7 @@ pub mod imap;
 pub mod ldap;
 pub mod pages;
 mod recorder;
+pub mod retention;
 pub mod session;
 pub mod snippet;
 pub mod tls;
@@ -124,6 +125,8 @@ pub struct App {
     status: Option<dashboard::StatusSource>,
     /// API tokens.
     tokens: tokens::Tokens,
+    /// The server's retention section, for admins to change.
+    retention: Option<Arc<dyn retention::RetentionEditor>>,
 }
 
 impl std::fmt::Debug for App {
@@ -439,6 +442,46 @@ fn table() -> Vec<(Route, MethodRouter<Shared>)> {
             delete(accounts::api_remove),
         ),
         (
+            r(
+                "GET",
+                "/retention",
+                Access::Admin,
+                false,
+                "the retention section",
+            ),
+            get(retention::page),
+        ),
+        (
+            r(
+                "POST",
+                "/retention",
+                Access::Admin,
+                true,
+                "change the retention section from the page",
+            ),
+            post(retention::page_change),
+        ),
+        (
+            r(
+                "GET",
+                "/api/retention",
+                Access::Admin,
+                false,
+                "the retention section and the retention in force",
+            ),
+            get(retention::api_read),
+        ),
+        (
+            r(
+                "POST",
+                "/api/retention",
+                Access::Admin,
+                true,
+                "change the retention section",
+            ),
+            post(retention::api_change),
+        ),
+        (
             r("GET", "/api/audit", Access::Auditor, false, "the audit log"),
             get(api::audit),
         ),
@@ -557,6 +600,7 @@ impl App {
             throttle: Throttle::default(),
             status: None,
             tokens: tokens::Tokens::new(settings.auth.users.path().with_file_name("tokens.json")),
+            retention: None,
             settings,
         })
     }
@@ -612,6 +656,12 @@ impl App {
     /// The same, reporting `status` on the dashboard.
     pub fn with_status(mut self, status: dashboard::StatusSource) -> App {
         self.status = Some(status);
+        self
+    }
+
+    /// Lets admins change the server's `[retention]` through `editor`.
+    pub fn with_retention(mut self, editor: Arc<dyn retention::RetentionEditor>) -> App {
+        self.retention = Some(editor);
         self
     }
 

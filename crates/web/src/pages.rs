@@ -55,7 +55,7 @@ pub(crate) fn layout(title: &str, viewer: Option<&Viewer>, body: &str) -> Html<S
             let who = v.identity();
             let audit = match who.role {
                 crate::Role::Admin => {
-                    r#"<a href="/dashboard">Dashboard</a><a href="/holds">Holds</a><a href="/audit">Audit log</a><a href="/users">Accounts</a>"#
+                    r#"<a href="/dashboard">Dashboard</a><a href="/holds">Holds</a><a href="/audit">Audit log</a><a href="/users">Accounts</a><a href="/retention">Retention</a>"#
                 }
                 crate::Role::Auditor => {
                     r#"<a href="/dashboard">Dashboard</a><a href="/holds">Holds</a><a href="/audit">Audit log</a>"#

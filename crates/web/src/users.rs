@@ -13,7 +13,7 @@ use argon2::Argon2;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -261,26 +261,9 @@ impl Users {
 /// atomically: written beside it, fsynced, renamed, the directory fsynced,
 /// so a crash leaves the old file or the new one.
 pub(crate) fn write_private_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.new",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all())
+    let mut text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    text.push('\n');
+    mailkeep_store::replace_file(path, text.as_bytes(), 0o600, None)
 }
 
 #[cfg(test)]

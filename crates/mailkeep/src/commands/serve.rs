@@ -6,17 +6,20 @@
 //! progress are finished. SIGHUP reloads the configuration: new sessions
 //! use the new rules, sessions already open keep the snapshot they started
 //! with; a bad file is reported and the previous one kept. Changing a
-//! `listen` address needs a restart.
+//! `listen` address needs a restart. An admin's change of `[retention]`
+//! from the web is written into the file and reloaded by the same loop.
 
 use crate::cli::ServeArgs;
-use crate::config::{self, Settings};
+use crate::config::{self, section, Settings};
 use crate::exit::{Exit, Failure};
 use mailkeep_capture::filter::{self, dedup::Ledger};
 use mailkeep_capture::listen;
 use mailkeep_capture::milter::{self, Service, Snapshot};
 use mailkeep_capture::policy::FailureCounters;
 use mailkeep_destinations::{BatchLimits, GroupCommitter};
-use std::path::Path;
+use mailkeep_web::retention::{ChangeError, RetentionEditor, Section};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -200,6 +203,8 @@ async fn serve(
         .then(|| spawn_linker(&settings, queue_stop.clone()))
         .flatten();
     let (settings_tx, settings_rx) = watch::channel(snapshot(&settings));
+    // Retention changes from the web, made by this loop between reloads.
+    let (change_tx, mut changes) = tokio::sync::mpsc::channel::<RetentionChange>(4);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     let mut listeners = Vec::new();
@@ -320,7 +325,11 @@ async fn serve(
                 counters.clone(),
                 settings.archiver.options().forward.clone(),
                 shared.clone(),
-            ));
+            ))
+            .with_retention(Arc::new(Retention {
+                changes: change_tx.clone(),
+                settings: shared.clone(),
+            }));
         let mut stop = stop_rx.clone();
         servers.spawn(async move {
             let shutdown = async move {
@@ -329,6 +338,11 @@ async fn serve(
             mailkeep_web::run(listener, app, shutdown).await
         });
     }
+    let outlets = Outlets {
+        settings_tx,
+        filter_tx,
+        shared: shared.clone(),
+    };
     if settings.milter.is_none() && settings.filter.is_none() {
         println!("listening on: nothing (no [milter] or [filter] in the configuration; use `mailkeep pipe`)");
     }
@@ -340,33 +354,23 @@ async fn serve(
         tokio::select! {
             _ = term.recv() => { println!("SIGTERM: stopping"); break; }
             _ = int.recv() => { println!("SIGINT: stopping"); break; }
-            _ = hup.recv() => match config::load(path)
-                .and_then(|new| keep_store(&current, new))
-                .and_then(|new| match prepare_private_dirs(&new) {
-                    Ok(()) => Ok(new),
-                    Err(message) => Err(config::ConfigError { source: new.source.clone(), line: None, message }.into()),
-                }) {
-                Ok(new) => {
-                    if let Err(f) = crate::audit::settle_serve_retention(&new) {
-                        tracing::error!("reload refused, keeping the previous configuration: {}", f.message);
-                        continue;
-                    }
-                    if new.milter.as_ref().map(|m| &m.listen) != current.milter.as_ref().map(|m| &m.listen) {
-                        tracing::warn!("milter.listen changed: restart mailkeep to listen on the new address");
-                    }
-                    let _ = settings_tx.send(snapshot(&new));
-                    if let (Some(tx), Some(snap)) = (&filter_tx, filter_snapshot(&new)) {
-                        let _ = tx.send(snap);
-                    }
-                    tracing::info!(source = %new.source,
-                        rules = new.archiver.rules().rules().len(), "configuration reloaded");
-                    crate::audit::record_config(&new, "reload");
-                    *shared.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
-                    current = new;
+            _ = hup.recv() => match reload(path, &current, &outlets) {
+                Ok(new) => current = new,
+                Err(Reload::Retention(why)) => {
+                    tracing::error!("reload refused, keeping the previous configuration: {why}");
                 }
-                Err(e) => for e in &e.0 {
+                Err(Reload::Config(e)) => for e in &e.0 {
                     tracing::error!("reload failed, keeping the previous configuration: {e}");
                 },
+            },
+            Some(change) = changes.recv() => {
+                let outcome = change_retention(&current, &change.text, &outlets);
+                let reply = outcome.map(|new| {
+                    let in_force = new.retention.describe();
+                    current = new;
+                    in_force
+                });
+                let _ = change.reply.send(reply);
             },
             Some(done) = servers.join_next() => {
                 // A listener ended on its own: that is a failure to serve.
@@ -438,6 +442,154 @@ fn spawn_expirer(
             }
         }
     })
+}
+
+/// Where a reload puts the settings it loaded.
+struct Outlets {
+    settings_tx: watch::Sender<Arc<Snapshot>>,
+    filter_tx: Option<watch::Sender<Arc<filter::Snapshot>>>,
+    shared: Arc<std::sync::RwLock<Settings>>,
+}
+
+/// Why a reload kept the previous configuration.
+enum Reload {
+    /// The configuration does not load.
+    Config(config::ConfigErrors),
+    /// Its retention is refused (a locked one only lengthens).
+    Retention(String),
+}
+
+impl std::fmt::Display for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reload::Config(e) => {
+                let all: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+                f.write_str(&all.join("; "))
+            }
+            Reload::Retention(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Loads the configuration at `path` again and puts it in force (SIGHUP,
+/// and a retention change from the web), or keeps `current` and says why.
+fn reload(path: Option<&Path>, current: &Settings, out: &Outlets) -> Result<Settings, Reload> {
+    let new = config::load(path)
+        .and_then(|new| keep_store(current, new))
+        .and_then(|new| match prepare_private_dirs(&new) {
+            Ok(()) => Ok(new),
+            Err(message) => Err(config::ConfigError {
+                source: new.source.clone(),
+                line: None,
+                message,
+            }
+            .into()),
+        })
+        .map_err(Reload::Config)?;
+    crate::audit::settle_serve_retention(&new).map_err(|f| Reload::Retention(f.message))?;
+    if new.milter.as_ref().map(|m| &m.listen) != current.milter.as_ref().map(|m| &m.listen) {
+        tracing::warn!("milter.listen changed: restart mailkeep to listen on the new address");
+    }
+    let _ = out.settings_tx.send(snapshot(&new));
+    if let (Some(tx), Some(snap)) = (&out.filter_tx, filter_snapshot(&new)) {
+        let _ = tx.send(snap);
+    }
+    tracing::info!(source = %new.source,
+        rules = new.archiver.rules().rules().len(), "configuration reloaded");
+    crate::audit::record_config(&new, "reload");
+    *out.shared.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+    Ok(new)
+}
+
+/// A retention change from the web, for the main loop.
+struct RetentionChange {
+    text: String,
+    reply: std::sync::mpsc::Sender<Result<Value, ChangeError>>,
+}
+
+/// The web's view of this server's `[retention]` section.
+struct Retention {
+    changes: tokio::sync::mpsc::Sender<RetentionChange>,
+    settings: Arc<std::sync::RwLock<Settings>>,
+}
+
+impl Retention {
+    fn file(&self) -> Option<PathBuf> {
+        match &self
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .source
+        {
+            config::Source::File(p) => Some(p.clone()),
+            config::Source::Embedded => None,
+        }
+    }
+}
+
+impl RetentionEditor for Retention {
+    fn current(&self) -> Result<Section, String> {
+        let file = self
+            .file()
+            .ok_or_else(|| "this server runs on the embedded default configuration".to_string())?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        Ok(Section {
+            file: file.display().to_string(),
+            text: section::retention_section(&text)?,
+        })
+    }
+
+    fn apply(&self, text: &str) -> Result<Value, ChangeError> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.changes
+            .blocking_send(RetentionChange {
+                text: text.to_string(),
+                reply,
+            })
+            .map_err(|_| ChangeError::Failed("the server is stopping".into()))?;
+        answer
+            .recv()
+            .map_err(|_| ChangeError::Failed("the server is stopping".into()))?
+    }
+}
+
+/// Puts `text` in place of the `[retention]` section of `current`'s file:
+/// the whole configuration checked as it would load, and the retention as
+/// a reload would check it (recording nothing), before the file is
+/// written; then reloaded. A reload that refuses it after all (the audit
+/// log changed in between) puts the old file back.
+fn change_retention(
+    current: &Settings,
+    text: &str,
+    out: &Outlets,
+) -> Result<Settings, ChangeError> {
+    let config::Source::File(file) = &current.source else {
+        return Err(ChangeError::Refused(
+            "this server runs on the embedded default configuration: there is no file to change"
+                .into(),
+        ));
+    };
+    let old = std::fs::read_to_string(file)
+        .map_err(|e| ChangeError::Failed(format!("cannot read {}: {e}", file.display())))?;
+    let new_text = section::with_retention_section(&old, text).map_err(ChangeError::Refused)?;
+    let candidate = config::parse(&new_text, config::Source::File(file.clone()))
+        .map_err(|e| ChangeError::Refused(Reload::Config(e).to_string()))?;
+    crate::audit::check_serve_retention(&candidate).map_err(|f| ChangeError::Refused(f.message))?;
+    section::replace_file(file, &new_text)
+        .map_err(|e| ChangeError::Failed(format!("cannot write {}: {e}", file.display())))?;
+    match reload(Some(file), current, out) {
+        Ok(new) => {
+            tracing::info!(file = %file.display(), "retention changed from the web");
+            Ok(new)
+        }
+        Err(why) => {
+            if let Err(e) = section::replace_file(file, &old) {
+                tracing::error!("the previous {} could not be put back: {e}", file.display());
+            }
+            Err(ChangeError::Refused(why.to_string()))
+        }
+    }
 }
 
 /// Messages whose conversation links one step reads: a few tenths of a

@@ -902,6 +902,175 @@ fn web_export_gives_each_reader_their_own_results_with_a_manifest() {
     );
 }
 
+/// Admins change `[retention]` from the web: the section of the real file
+/// is replaced (the rest kept as written), the server reloads it, the
+/// dashboard and the audit log show it; a locked retention is only
+/// lengthened, nothing but `[retention]` can be changed, and no one but an
+/// admin reads or changes it.
+#[test]
+fn web_admins_change_retention_in_the_file_and_a_locked_one_only_lengthens() {
+    let dir = sandbox();
+    let (mut serve, site) = start(dir.path(), "[retention]\n# kept a year\ndefault = \"1y\"\n");
+    let file = dir.path().join("mailkeep.toml");
+    let [admin, audit, bob] = ["admin", "audit", "bob"].map(|u| site.login(u));
+    let r = site.get(Some(&admin), "/api/retention");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["file"], file.display().to_string());
+    assert_eq!(
+        v["section"],
+        "[retention]\n# kept a year\ndefault = \"1y\"\n"
+    );
+    assert_eq!(v["in_force"]["default"], "1y");
+    for who in [&bob, &audit] {
+        assert_eq!(site.get(Some(who), "/api/retention").status, 404);
+        assert_eq!(site.get(Some(who), "/retention").status, 404);
+        let r = site.send_json(
+            who,
+            "POST",
+            "/api/retention",
+            serde_json::json!({"section": "[retention]\ndefault = \"1d\"\n", "reason": "x"}),
+        );
+        assert_eq!(r.status, 404);
+    }
+    let change = |section: &str, reason: &str| {
+        site.send_json(
+            &admin,
+            "POST",
+            "/api/retention",
+            serde_json::json!({"section": section, "reason": reason}),
+        )
+    };
+    let locked = "[retention]\ndefault = \"2y\" # policy 7\nlocked = true\n\n\
+                  [[retention.policy]]\nname = \"newsletters\"\nsender = [\"*@ext.example\"]\nkeep = \"3y\"\n";
+    let r = change(locked, "policy 7");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["in_force"]["default"], "2y");
+    assert_eq!(r.json()["in_force"]["locked"], true);
+    // The file, read by Python: the new section, everything else as it was.
+    let read = |key: &str| {
+        crate::util::python(
+            "import tomllib,sys,json\nc = tomllib.load(open(sys.argv[1], 'rb'))\nprint(json.dumps(c.get(sys.argv[2])))\n",
+            &[file.to_str().unwrap(), key],
+        )
+    };
+    let kept: Value = serde_json::from_str(&read("retention")).unwrap();
+    assert_eq!(kept["default"], "2y");
+    assert_eq!(kept["policy"][0]["keep"], "3y");
+    let web: Value = serde_json::from_str(&read("web")).unwrap();
+    assert!(web["listen"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(":{}", site.port)));
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("default = \"2y\" # policy 7"));
+    let dash = site.get(Some(&audit), "/dashboard").text();
+    assert!(dash.contains("kept <strong>2y</strong>"), "{dash}");
+    assert!(dash.contains("<td>newsletters</td>"), "{dash}");
+
+    // Refused, the file unchanged: shorter than the locked one, lock taken
+    // back, another section, a configuration that does not load, no reason.
+    let before = std::fs::read_to_string(&file).unwrap();
+    for (section, reason, why) in [
+        (
+            "[retention]\ndefault = \"1y\"\nlocked = true\n",
+            "shorter",
+            "locked",
+        ),
+        (
+            "[retention]\ndefault = \"5y\"\n",
+            "unlock",
+            "cannot be taken back",
+        ),
+        ("[web]\nauth = [\"local\"]\n", "more", "only [retention]"),
+        (
+            "[retention]\ndefault = \"soon\"\nlocked = true\n",
+            "bad",
+            "soon",
+        ),
+        (locked, " ", "say why"),
+    ] {
+        let r = change(section, reason);
+        assert_eq!(r.status, 400, "{section}: {}", r.text());
+        assert!(r.text().contains(why), "{section}: {}", r.text());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before, "{section}");
+    }
+    assert_eq!(
+        site.get(Some(&admin), "/api/retention").json()["in_force"]["default"],
+        "2y"
+    );
+
+    // The page: the section in a form; a longer one posted from it.
+    let page = site.get(Some(&admin), "/retention").text();
+    assert!(
+        page.contains("default = &quot;2y&quot; # policy 7"),
+        "{page}"
+    );
+    assert!(page.contains("<strong>locked</strong>"), "{page}");
+    let form = |csrf: &str, section: &str| {
+        format!(
+            "csrf={}&section={}&reason={}",
+            encode(csrf),
+            encode(section),
+            encode("policy 8")
+        )
+    };
+    let longer = locked.replace("\"2y\"", "\"4y\"");
+    let r = site.post_form(Some(&admin), "/retention", &form("wrong", &longer));
+    assert_eq!(r.status, 403);
+    let r = site.post_form(Some(&admin), "/retention", &form(&admin.csrf, &longer));
+    assert_eq!(r.status, 303, "{}", r.text());
+    let kept: Value = serde_json::from_str(&read("retention")).unwrap();
+    assert_eq!(kept["default"], "4y");
+    let r = site.post_form(
+        Some(&admin),
+        "/retention",
+        &form(
+            &admin.csrf,
+            "[retention]\ndefault = \"1d\"\nlocked = true\n",
+        ),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("role=\"alert\""), "{}", r.text());
+    assert!(
+        r.text().contains("default = &quot;1d&quot;"),
+        "the text sent, to mend: {}",
+        r.text()
+    );
+
+    // The audit log: each change with its reason, the retention the
+    // server then put in force, each refusal.
+    serve.stop();
+    let log = audit_lines(dir.path());
+    let of =
+        |action: &str| -> Vec<&Value> { log.iter().filter(|e| e["action"] == action).collect() };
+    let changes = of("change_retention");
+    // Two made; four refused by the server from the API, one from the
+    // page; the one without a reason was refused before it was tried.
+    assert_eq!(changes.len(), 2 + 4 + 1, "{changes:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|e| e["user"] == "admin" && e["via"] == "web"),
+        "{changes:?}"
+    );
+    assert_eq!(changes[0]["detail"]["reason"], "policy 7");
+    assert_eq!(changes[0]["detail"]["section"], locked);
+    let refused = of("refused_change_retention");
+    assert_eq!(refused.len(), 4 + 1, "{refused:?}");
+    assert!(refused[0]["detail"]["refused"]
+        .as_str()
+        .unwrap()
+        .contains("locked"));
+    let configs = of("retention_config");
+    let defaults: Vec<&str> = configs
+        .iter()
+        .map(|e| e["detail"]["retention"]["default"].as_str().unwrap())
+        .collect();
+    assert_eq!(defaults, ["1y", "2y", "4y"], "{configs:?}");
+}
+
 #[test]
 fn web_admins_place_and_release_legal_holds_auditors_see_them() {
     let dir = sandbox();
