@@ -854,6 +854,12 @@ impl Store {
         Ok(self.reader().search_page(query, page)?)
     }
 
+    /// See [`catalog::Catalog::set_page_window`] (for tests).
+    #[doc(hidden)]
+    pub fn set_page_window(&self, deliveries: i64) {
+        self.reader().set_page_window(deliveries);
+    }
+
     /// One delivery.
     pub fn get(&self, id: i64) -> Result<Hit, StoreError> {
         self.reader().hit(id)?.ok_or(StoreError::NotFound(id))

@@ -805,6 +805,14 @@ fn search_agrees_with_a_reference_evaluation_over_deliveries_with_missing_fields
     }
 
     let reader = Store::open_read_only(StoreConfig::new(dir.path().join("s"))).unwrap();
+    // A page by capture time is first looked for among the newest (or
+    // oldest) deliveries: with a window of ten, these 70 go through both
+    // that and the planner's plan, and each page must be exactly the one
+    // the reference orders.
+    store.set_page_window(10);
+    reader.set_page_window(10);
+    let by_time: std::collections::HashMap<i64, i64> =
+        model.iter().map(|d| (d.id, d.received)).collect();
     let all: BTreeSet<i64> = model.iter().map(|d| d.id).collect();
     let (mut some, mut negated_some) = (0, 0);
     let queries = 600;
@@ -849,6 +857,35 @@ fn search_agrees_with_a_reference_evaluation_over_deliveries_with_missing_fields
                     "{text:?}"
                 );
             }
+        }
+        // Short pages in both time orders, at two offsets: exactly the
+        // reference's deliveries, in its order.
+        let mut ordered: Vec<i64> = want.iter().copied().collect();
+        ordered.sort_by_key(|id| (by_time[id], *id));
+        for (order, offset) in [
+            (mailkeep_store::catalog::Order::NewestFirst, 0),
+            (mailkeep_store::catalog::Order::NewestFirst, 2),
+            (mailkeep_store::catalog::Order::OldestFirst, 0),
+            (mailkeep_store::catalog::Order::OldestFirst, 3),
+        ] {
+            let page = mailkeep_store::catalog::Page {
+                offset,
+                limit: 3,
+                order,
+                count_up_to: u64::MAX,
+                facets: false,
+            };
+            let found = searcher
+                .search_page(&query, page)
+                .unwrap_or_else(|e| panic!("search_page {text:?}: {e}"));
+            let mut expected = ordered.clone();
+            if order == mailkeep_store::catalog::Order::NewestFirst {
+                expected.reverse();
+            }
+            let expected: Vec<i64> = expected.into_iter().skip(offset as usize).take(3).collect();
+            let got: Vec<i64> = found.hits.iter().map(|h| h.record.id).collect();
+            assert_eq!(got, expected, "{text:?} {order:?} from {offset}");
+            assert_eq!(found.total, want.len() as u64, "{text:?} {order:?} counted");
         }
         if got != want {
             let differ: Vec<&Model> = model

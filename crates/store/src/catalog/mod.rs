@@ -258,6 +258,10 @@ pub trait Catalog: Send {
     /// One page of the deliveries matching a query, and how many match,
     /// counted up to `page.count_up_to`.
     fn search_page(&self, query: &Query, page: Page) -> Result<Found, CatalogError>;
+    /// How many of the newest (or oldest) deliveries a page by capture
+    /// time is first looked for among (tests set a small one, so that
+    /// their small stores go through both ways of finding a page).
+    fn set_page_window(&mut self, _deliveries: i64) {}
     /// One delivery.
     fn hit(&self, id: i64) -> Result<Option<Hit>, CatalogError>;
     /// Calls `f` for each chain entry in order.
