@@ -1193,3 +1193,42 @@ fn the_audit_anchor_never_moves_back() {
         Some((7, "seven".to_string()))
     );
 }
+
+/// Reading a message's first bytes only leaves its decompression half
+/// done; the next message read on the same thread (one decompression
+/// context per thread) still comes back exact, prefix or whole.
+#[test]
+fn a_prefix_read_leaves_nothing_behind_for_the_next_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("s"))).unwrap();
+    let body = |seed: u64| -> Vec<u8> {
+        let mut x = seed;
+        let mut out = format!("Subject: m{seed}\r\n\r\n").into_bytes();
+        while out.len() < 300_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            out.extend_from_slice(format!("{:x} ", x >> 40).as_bytes());
+        }
+        out
+    };
+    let messages: Vec<Vec<u8>> = (1..=3).map(body).collect();
+    let hashes: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let env = envelope(m, "a@example.com", &["b@example.com"], None);
+            store.put(&env).unwrap().hash
+        })
+        .collect();
+    for round in 0..2 {
+        for (i, hash) in hashes.iter().enumerate() {
+            let prefix = store.raw_prefix(hash, 1000 + round * 7).unwrap();
+            assert_eq!(prefix, messages[i][..prefix.len()], "prefix of {i}");
+            assert_eq!(store.raw_by_hash(hash).unwrap(), messages[i], "whole {i}");
+            let _ = store.raw_prefix(hash, 100_000).unwrap();
+            let mut out = Vec::new();
+            store.write_raw(&hashes[(i + 1) % 3], &mut out).unwrap();
+            assert_eq!(out, messages[(i + 1) % 3], "streamed after a prefix");
+        }
+    }
+}

@@ -225,12 +225,12 @@ pub fn decode(
     // Streamed with a cap one past the recorded length: a forged length
     // cannot make us allocate more than the payload really expands to.
     let mut raw = Vec::with_capacity(h.raw_len.min(16 << 20) as usize);
-    let decoder = zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| RecordError::Decompress(e.to_string()))?;
-    decoder
-        .take(h.raw_len.saturating_add(1))
-        .read_to_end(&mut raw)
-        .map_err(|e| RecordError::Decompress(e.to_string()))?;
+    decompressing(compressed, |decoder| {
+        decoder
+            .take(h.raw_len.saturating_add(1))
+            .read_to_end(&mut raw)
+    })?
+    .map_err(|e| RecordError::Decompress(e.to_string()))?;
     let actual = blake3::hash(&raw);
     if &actual != expected || raw.len() as u64 != h.raw_len {
         return Err(RecordError::Content {
@@ -321,8 +321,6 @@ pub fn decode_to(
     } else {
         Box::new(payload)
     };
-    let decoder = zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| RecordError::Decompress(e.to_string()))?;
     let mut hashing = HashingWriter {
         out,
         hasher: blake3::Hasher::new(),
@@ -331,7 +329,9 @@ pub fn decode_to(
     };
     // One past the recorded length: a forged length cannot make us write
     // more than that.
-    let copied = io::copy(&mut decoder.take(h.raw_len.saturating_add(1)), &mut hashing);
+    let copied = decompressing(compressed, |decoder| {
+        io::copy(&mut decoder.take(h.raw_len.saturating_add(1)), &mut hashing)
+    })?;
     if let Err(e) = copied {
         // Sorted by where it came from: writing out, reading the segment
         // (an I/O error, not damage), or the record itself.
@@ -360,6 +360,40 @@ pub fn decode_to(
         .into());
     }
     Ok(hashing.written)
+}
+
+thread_local! {
+    /// A decompression context per thread, reset before each use. Made
+    /// afresh for every record (with `Decoder::new`'s 128 KiB input buffer,
+    /// over glibc's mmap threshold), it cost a search page about 5% of its
+    /// time in allocation, `munmap` and the TLB flushes after it.
+    static DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on a zstd decoder of `input`, with this thread's context
+/// (a fresh one if it is in use further up the stack).
+fn decompressing<R: Read, T>(
+    input: R,
+    f: impl FnOnce(&mut dyn Read) -> T,
+) -> Result<T, RecordError> {
+    let reader = io::BufReader::with_capacity(32 * 1024, input);
+    let failed = |code| RecordError::Decompress(zstd::zstd_safe::get_error_name(code).to_string());
+    DCTX.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let ctx = slot.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+            // A read stopped early (a prefix) leaves a frame half done.
+            ctx.reset(zstd::zstd_safe::ResetDirective::SessionOnly)
+                .map_err(failed)?;
+            let mut decoder = zstd::stream::read::Decoder::with_context(reader, ctx);
+            Ok(f(&mut decoder))
+        }
+        Err(_) => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(reader)
+                .map_err(|e| RecordError::Decompress(e.to_string()))?;
+            Ok(f(&mut decoder))
+        }
+    })
 }
 
 /// Why [`decode_to`] failed.

@@ -391,19 +391,24 @@ impl Sqlite {
         ))?;
         s.tables.push(table.clone());
         self.conn
-            .execute(&format!("INSERT INTO temp.{table} (id) {select}"), [arg])?;
+            .prepare_cached(&format!("INSERT INTO temp.{table} (id) {select}"))?
+            .execute([arg])?;
         Ok(Some(format!("temp.{table}")))
     }
 
-    /// Drops what [`Sqlite::materialized`] made for the page just searched.
+    /// Empties what [`Sqlite::materialized`] filled for the page just
+    /// searched. The tables stay (the next page reuses them by name):
+    /// dropping a table changes the schema, after which SQLite prepares
+    /// every cached statement of the connection again.
     fn end_scratch(&self) {
         if let Some(s) = self.scratch.borrow_mut().take() {
             for t in s.tables {
                 if let Err(e) = self
                     .conn
-                    .execute_batch(&format!("DROP TABLE IF EXISTS temp.{t}"))
+                    .prepare_cached(&format!("DELETE FROM temp.{t}"))
+                    .and_then(|mut st| st.execute([]))
                 {
-                    tracing::warn!("catalog: dropping temp.{t}: {e}");
+                    tracing::warn!("catalog: emptying temp.{t}: {e}");
                 }
             }
         }
