@@ -495,9 +495,15 @@ pub fn routes() -> Vec<Route> {
 
 /// The router over `app`.
 pub fn router(app: Shared) -> Router {
+    assemble(app, table())
+}
+
+/// The router of `table`'s routes over `app`, each auditors' and admins'
+/// route behind the role layer.
+fn assemble(app: Shared, table: Vec<(Route, MethodRouter<Shared>)>) -> Router {
     let mut router = Router::new();
     let mut seen: std::collections::HashMap<&str, MethodRouter<Shared>> = Default::default();
-    for (route, handler) in table() {
+    for (route, handler) in table {
         // Routes for auditors and admins are closed to everyone else here,
         // whatever their handler does.
         let handler = match route.access {
@@ -1114,5 +1120,121 @@ mod tests {
             }
             assert_eq!(r.changes, r.method != "GET", "{r:?}");
         }
+    }
+
+    /// The role layer on its own: every route's handler replaced by one
+    /// that answers "reached" and checks nothing, a user and an auditor are
+    /// still answered 404 on the routes above them (and not logged in,
+    /// 401), while those allowed reach the handler.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_role_layer_alone_closes_auditors_and_admins_routes() {
+        use axum::routing::MethodFilter;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(mailkeep_store::StoreConfig::new(dir.path().join("s"))).unwrap();
+        let audit = AuditLog::new(dir.path().join("audit.log"), &store.id());
+        let settings = WebSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            base_url: None,
+            trusted_proxies: Vec::new(),
+            auth: auth::Auth {
+                backends: Vec::new(),
+                users: users::Users::new(dir.path().join("users.json")),
+                auditors: Vec::new(),
+                admins: Vec::new(),
+                default_domain: None,
+                aliases: Default::default(),
+                timeout: Duration::from_secs(5),
+            },
+            session_idle: Duration::from_secs(600),
+            session_max: Duration::from_secs(3600),
+            max_view_bytes: 1 << 20,
+            max_export: 10,
+        };
+        let app = Arc::new(App::new(settings, vec![store], audit).unwrap());
+        let stubs: Vec<(Route, MethodRouter<Shared>)> = routes()
+            .into_iter()
+            .map(|r| {
+                let filter = match r.method {
+                    "GET" => MethodFilter::GET,
+                    "POST" => MethodFilter::POST,
+                    _ => MethodFilter::DELETE,
+                };
+                (r, axum::routing::on(filter, || async { "reached" }))
+            })
+            .collect();
+        let router = assemble(app.clone(), stubs);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<tls::Peer>(),
+            )
+            .await
+        });
+        let session = |role| {
+            app.sessions.open(Identity {
+                name: format!("{role:?}"),
+                role,
+                addresses: vec!["x@example.com".into()],
+                backend: "imap",
+            })
+        };
+        let request = |route: Route, who: Option<(String, Session)>| async move {
+            let path = route
+                .path
+                .replace("{id}", "1")
+                .replace("{index}", "0")
+                .replace("{name}", "n")
+                .replace("{token}", "t");
+            let mut head = format!(
+                "{} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n",
+                route.method
+            );
+            if let Some((id, s)) = who {
+                head.push_str(&format!(
+                    "Cookie: {}={id}\r\nX-CSRF-Token: {}\r\n",
+                    session::COOKIE,
+                    s.csrf
+                ));
+            }
+            head.push_str("\r\n");
+            let mut c = tokio::net::TcpStream::connect(at).await.unwrap();
+            c.write_all(head.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            c.read_to_string(&mut reply).await.unwrap();
+            let status: u16 = reply[9..12].parse().unwrap();
+            (status, reply.ends_with("reached"))
+        };
+        let mut closed = 0;
+        for route in routes() {
+            let above = |role: Role| match route.access {
+                Access::Public | Access::User => false,
+                Access::Auditor => role == Role::User,
+                Access::Admin => role != Role::Admin,
+            };
+            for role in [Role::User, Role::Auditor, Role::Admin] {
+                let (status, reached) = request(route, Some(session(role))).await;
+                if above(role) {
+                    closed += 1;
+                    assert_eq!((status, reached), (404, false), "{role:?} {route:?}");
+                } else {
+                    assert_eq!((status, reached), (200, true), "{role:?} {route:?}");
+                }
+            }
+            if matches!(route.access, Access::Auditor | Access::Admin) {
+                // The API says 401; a page sends the reader to log in.
+                let (status, reached) = request(route, None).await;
+                let want = if route.path.starts_with("/api/") {
+                    401
+                } else {
+                    303
+                };
+                assert!(!reached && status == want, "{route:?}: {status}");
+            }
+        }
+        assert!(closed > 20, "only {closed} refusals");
     }
 }
