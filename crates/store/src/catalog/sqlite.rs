@@ -283,12 +283,7 @@ impl Sqlite {
                 rows.collect::<Result<Vec<i64>, _>>()?
             }
         };
-        let mut hits = Vec::with_capacity(ids.len());
-        for id in &ids {
-            if let Some(hit) = self.hit(*id)? {
-                hits.push(hit);
-            }
-        }
+        let hits = self.hits_of(&ids)?;
         // A first page shorter than asked is every match: its count and
         // facets need no second pass over the matches.
         let n = ids.len() as u64;
@@ -320,6 +315,30 @@ impl Sqlite {
             total,
             facets,
         })
+    }
+
+    /// The hits of these deliveries, in this order, in one statement (a
+    /// delivery removed meanwhile is left out).
+    fn hits_of(&self, ids: &[i64]) -> Result<Vec<Hit>, CatalogError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {HIT_COLUMNS}, d.id FROM deliveries d JOIN messages m ON m.id = d.message \
+             WHERE d.id IN (SELECT value FROM json_each(?))"
+        );
+        let list = serde_json::to_string(ids).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        let mut rows = stmt.query([list])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(HIT_COLUMN_COUNT)?;
+            let (text, mut hit) = Self::hit_from_row(row)?;
+            hit.record = serde_json::from_str(&text)
+                .map_err(|e| CatalogError::Corrupt(format!("delivery record: {e}")))?;
+            found.insert(id, hit);
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
     /// A page ordered by capture time, looked for first among the
@@ -734,6 +753,9 @@ fn placeholder_record() -> DeliveryRecord {
 
 const HIT_COLUMNS: &str = "d.record, m.message_id, m.hdr_from, m.hdr_to, m.hdr_cc, m.subject, \
      m.date, m.attachment_list, m.index_note";
+
+/// How many columns [`HIT_COLUMNS`] names.
+const HIT_COLUMN_COUNT: usize = 9;
 
 /// An FTS5 string literal: the text as one phrase, whatever it contains,
 /// so user input can never be read as FTS5 syntax.
