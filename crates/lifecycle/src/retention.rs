@@ -146,6 +146,8 @@ pub struct Policy {
     pub keep: Keep,
     /// The keys as written, to find policies that repeat an earlier one.
     signature: String,
+    /// The keys for people: `sender: *@news.example; query: …`.
+    matches: String,
 }
 
 /// The policies, the default and whether the configuration is locked.
@@ -219,6 +221,7 @@ impl Retention {
                 .clone()
                 .unwrap_or_else(|| format!("policy {}", i + 1));
             let signature = signature(&p.conditions, p.query.as_deref());
+            let matches = matches(&p.conditions, p.query.as_deref());
             let conditions = Conditions::compile(p.conditions, &mut |key, item, message| {
                 let at = item.map(|n| format!("[{n}]")).unwrap_or_default();
                 errors.push(format!("retention.policy {:?}: {key}{at}: {message}", name));
@@ -238,6 +241,7 @@ impl Retention {
                 query: p.query,
                 keep,
                 signature,
+                matches,
             });
         }
         if errors.is_empty() {
@@ -332,6 +336,7 @@ impl Retention {
             "policies": self.policies.iter().map(|p| serde_json::json!({
                 "name": p.name,
                 "keys": p.signature,
+                "matches": p.matches,
                 "keep": p.keep.to_string(),
             })).collect::<Vec<_>>(),
         })
@@ -387,6 +392,41 @@ impl Retention {
             }
         }
         Ok(())
+    }
+}
+
+/// The keys of a policy as a reader would write them, each key with its
+/// values as given (`sender: *@news.example, *@list.example; size_over:
+/// 10M`); `everything` for a policy without keys.
+fn matches(c: &RawConditions, query: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    for (key, v) in [
+        ("login", &c.login),
+        ("sender", &c.sender),
+        ("recipient", &c.recipient),
+        ("from", &c.from),
+        ("to", &c.to),
+        ("client", &c.client),
+        ("tag", &c.tag),
+        ("capture", &c.capture),
+    ] {
+        let items: Vec<&str> = v.items().into_iter().map(|(_, s)| s).collect();
+        if !items.is_empty() {
+            parts.push(format!("{key}: {}", items.join(", ")));
+        }
+    }
+    match &c.size_over {
+        Some(mailkeep_rules::Size::Bytes(n)) => parts.push(format!("size_over: {n}")),
+        Some(mailkeep_rules::Size::Text(t)) => parts.push(format!("size_over: {t}")),
+        None => {}
+    }
+    if let Some(q) = query.map(str::trim).filter(|q| !q.is_empty()) {
+        parts.push(format!("query: {q}"));
+    }
+    if parts.is_empty() {
+        "everything".into()
+    } else {
+        parts.join("; ")
     }
 }
 
@@ -627,6 +667,29 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:#?}");
         assert!(w[0].contains("\"bob again\" contradicts") && w[0].contains("\"bob\""));
         assert!(w[1].contains("\"after all\" is never used") && w[1].contains("\"all\""));
+    }
+
+    #[test]
+    fn a_policy_describes_its_keys_as_written() {
+        let r = Retention::compile(
+            Some("1y"),
+            false,
+            vec![
+                policy("news", "90d", |c| {
+                    c.sender =
+                        OneOrMany::Many(vec!["*@news.example".into(), "*@list.example".into()]);
+                    c.size_over = Some(mailkeep_rules::Size::Text("10M".into()));
+                }),
+                policy("all", "2y", |_| {}),
+            ],
+        )
+        .unwrap()
+        .describe();
+        assert_eq!(
+            r["policies"][0]["matches"],
+            "sender: *@news.example, *@list.example; size_over: 10M"
+        );
+        assert_eq!(r["policies"][1]["matches"], "everything");
     }
 
     #[test]

@@ -174,7 +174,11 @@ fn chart(days: &[Value]) -> String {
 /// The retention in force, as the configuration has it; `where_set`
 /// adds where it is changed (the dashboard).
 pub(crate) fn retention_html(r: &Value, every: &Value, where_set: bool) -> String {
-    let mut out = String::from("<h2>Retention</h2>");
+    let mut out = String::from(if where_set {
+        "<h2>Retention</h2>"
+    } else {
+        "<h2>In force now</h2>"
+    });
     let _ = write!(
         out,
         r#"<p>Deliveries no policy matches are kept <strong>{}</strong>. {} {}</p>"#,
@@ -198,7 +202,7 @@ pub(crate) fn retention_html(r: &Value, every: &Value, where_set: bool) -> Strin
                 out,
                 "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
                 esc(p["name"].as_str().unwrap_or("")),
-                esc(p["keys"].as_str().unwrap_or("")),
+                esc(p["matches"].as_str().or(p["keys"].as_str()).unwrap_or("")),
                 esc(p["keep"].as_str().unwrap_or("")),
             );
         }

@@ -1747,7 +1747,9 @@ fn web_in_a_real_browser_bob_through_dovecot_alice_through_slapd_and_the_auditor
     );
     let extra = format!(
         "auth = [\"local\", \"imap://127.0.0.1:{imap_port}\", \"ldap://127.0.0.1:{}\"]\n\
-         default_domain = \"example.com\"\n[web.ldap]\nbind_dn = \"uid={{user}},ou=people,dc=example,dc=com\"\n",
+         default_domain = \"example.com\"\n[web.ldap]\nbind_dn = \"uid={{user}},ou=people,dc=example,dc=com\"\n\
+         [retention]\n# the records policy\ndefault = \"10y\"\n\n[[retention.policy]]\nname = \"newsletters\"\n\
+         sender = [\"*@ext.example\"]\nkeep = \"90d\"\n",
         slapd.port
     );
     let (mut serve, site) = start(dir.path(), &extra);
@@ -1766,6 +1768,7 @@ fn web_in_a_real_browser_bob_through_dovecot_alice_through_slapd_and_the_auditor
         "bob": {"user": "bob", "password": bob_password},
         "alice": {"user": "alice", "password": alice_password},
         "auditor": {"user": "audit", "password": PASSWORD},
+        "admin": {"user": "admin", "password": PASSWORD},
         "bob_message": 1,
         "alice_message": 2,
     });
@@ -1797,6 +1800,15 @@ fn web_in_a_real_browser_bob_through_dovecot_alice_through_slapd_and_the_auditor
         "{facets:?}"
     );
     assert_eq!(r["dashboard_bars"], 30);
+    // The admin's change through the form is in force and in the file.
+    assert_eq!(r["retention_url"], format!("{}/retention", site.base));
+    let after = r["retention_after"].as_str().unwrap();
+    assert!(after.contains("kept 12y"), "{after}");
+    let file = std::fs::read_to_string(dir.path().join("mailkeep.toml")).unwrap();
+    assert!(
+        file.contains("# the records policy\ndefault = \"12y\""),
+        "{file}"
+    );
     assert!(r["bob_html"]
         .as_str()
         .unwrap()
@@ -1843,8 +1855,13 @@ fn web_in_a_real_browser_bob_through_dovecot_alice_through_slapd_and_the_auditor
         .collect();
     assert_eq!(
         backends,
-        [("bob", "imap"), ("alice", "ldap"), ("audit", "local")]
-            .map(|(u, b)| (u.to_string(), b.to_string()))
+        [
+            ("bob", "imap"),
+            ("alice", "ldap"),
+            ("audit", "local"),
+            ("admin", "local")
+        ]
+        .map(|(u, b)| (u.to_string(), b.to_string()))
     );
     serve.stop();
 }

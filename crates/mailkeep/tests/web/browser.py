@@ -157,9 +157,25 @@ def journey(base, cfg):
         shot(page, "audit")
         result["audit_rows"] = page.locator("table.audit tbody tr").all_inner_texts()
         ctx.close()
+
+        # An admin lengthens the retention with the page's form.
+        ctx = b.new_context(viewport={"width": 1100, "height": 800})
+        watch4 = Watch(ctx, base)
+        page = watch4.page(ctx)
+        login(page, base, cfg["admin"]["user"], cfg["admin"]["password"])
+        page.goto(base + "/retention")
+        shot(page, "retention")
+        section = page.input_value("#section")
+        page.fill("#section", section.replace('"10y"', '"12y"'))
+        page.fill("input[name=reason]", "records policy 2026-12")
+        with page.expect_navigation():
+            page.click("text=Change the retention")
+        result["retention_after"] = page.locator("main").inner_text()
+        result["retention_url"] = page.url
+        ctx.close()
         b.close()
-        result["foreign_requests"] = watch.foreign + watch2.foreign + watch3.foreign
-        result["dialogs"] = watch.dialogs + watch2.dialogs + watch3.dialogs
+        result["foreign_requests"] = watch.foreign + watch2.foreign + watch3.foreign + watch4.foreign
+        result["dialogs"] = watch.dialogs + watch2.dialogs + watch3.dialogs + watch4.dialogs
     return result
 
 
