@@ -83,9 +83,11 @@ fn place(item: &mut Item, next: &mut usize) {
 
 /// Replaces the file at `path` with `text` atomically (see
 /// [`mailkeep_store::replace_file`]), keeping its mode and, where allowed,
-/// its owner.
+/// its owner. A symbolic link is followed: the file it names is replaced
+/// and the link stays.
 pub fn replace_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
+    let path = &std::fs::canonicalize(path)?;
     let meta = std::fs::metadata(path)?;
     mailkeep_store::replace_file(
         path,
@@ -167,6 +169,16 @@ mod tests {
             .collect();
         assert_eq!(names, ["mailkeep.toml"]);
         assert!(replace_file(&dir.path().join("missing.toml"), "x").is_err());
+
+        // Through a link: the file it names is replaced, the link stays.
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        replace_file(&link, "newer\n").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer\n");
     }
 
     #[test]
