@@ -605,19 +605,24 @@ fn spawn_linker(
     settings: &Settings,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    let store = match settings.open_store_writable() {
-        Ok(store) => store,
-        Err(f) => {
-            tracing::warn!(
-                "conversation links: the store cannot be opened to write: {}",
-                f.message
-            );
-            return None;
-        }
+    // The archive writer's handle when the rules write to the store;
+    // otherwise one of its own.
+    let store = match settings.archiver.options().store.clone() {
+        Some(store) => store,
+        None => match settings.open_store_writable() {
+            Ok(store) => Arc::new(store),
+            Err(f) => {
+                tracing::warn!(
+                    "conversation links: the store cannot be opened to write: {}",
+                    f.message
+                );
+                return None;
+            }
+        },
     };
-    let left = store.totals().map(|t| t.unlinked).unwrap_or(0);
-    // Nothing pending (or not known): nothing to do.
+    // Nothing pending (or not known): nothing to do, and nothing counted.
     store.threads_pending().ok().flatten()?;
+    let left = store.totals().map(|t| t.unlinked).unwrap_or(0);
     println!("conversation links: reading those of {left} older message(s) in the background");
     Some(std::thread::spawn(move || {
         let started = std::time::Instant::now();
