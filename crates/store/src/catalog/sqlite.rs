@@ -1278,8 +1278,8 @@ fn chain_tip(conn: &Connection, store_id: &str) -> Result<(i64, [u8; 32]), Catal
 /// search walks) kept in its own memory, and the file mapped rather than
 /// copied in page by page. With SQLite's default 2 MB cache a search of a
 /// 100,000-message catalog read most of its pages again from the kernel,
-/// each copy allocated under SQLite's global memory mutex, which the
-/// web's reader threads then queued on (see docs/decisions.md).
+/// and the web's reader threads spent as long again waiting on a lock
+/// taken while fetching pages (see docs/decisions.md).
 fn reader_cache(conn: &Connection) -> Result<(), CatalogError> {
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
