@@ -490,9 +490,10 @@ pub async fn conversation(
     let query = viewer.identity().restrict(Query {
         expr: Some(Expr::Term(term)),
     });
+    // No page, the count only (a page would walk the time window first).
     let page = Page {
         offset: 0,
-        limit: 1,
+        limit: 0,
         order: Order::NewestFirst,
         count_up_to: CONVERSATION_COUNT,
         facets: false,

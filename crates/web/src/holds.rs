@@ -31,7 +31,7 @@ fn count(store: &Store, query: &str) -> Result<u64, String> {
     let q = mailkeep_query::parse(query).map_err(|e| e.to_string())?;
     let page = Page {
         offset: 0,
-        limit: 1,
+        limit: 0,
         order: Order::NewestFirst,
         count_up_to: u64::MAX,
         facets: false,
